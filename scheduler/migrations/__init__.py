@@ -1,0 +1,1 @@
+"""The schedulers store schema migrations (Alembic)."""

@@ -1,0 +1,37 @@
+"""Run mypy --strict over every module of the project, by its installed name, plus tests/ and bench/.
+
+The top-level folders are installed under the ``sx`` namespace (pyproject's package-dir), so mypy is given
+module names (``-m sx.worker._cli``) rather than file paths, which it would name ``worker._cli``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {"processors": "sx.processors", "worker": "sx.worker", "scheduler": "sx.scheduler"}
+
+
+def modules() -> list[str]:
+    names = ["sx.protos.v1"]
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            names.append(".".join((package, *parts)))
+    return names
+
+
+def main() -> int:
+    mypy = [sys.executable, "-m", "mypy"]
+    # mypy takes either modules or files in one run, not both.
+    by_module = [*mypy, *(arg for name in modules() for arg in ("-m", name))]
+    folders = [f for f in ("tests", "bench", "scripts", "examples") if any((ROOT / f).rglob("*.py"))]
+    return subprocess.call(by_module, cwd=ROOT) | subprocess.call([*mypy, *folders], cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

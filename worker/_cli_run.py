@@ -1,0 +1,323 @@
+"""``sx-worker run``, ``serve``, ``check`` and ``list``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sx.processors._config_file import load_settings
+from sx.processors._errors import SxError
+from sx.processors._registry import ProcessorDefinition, default_registry
+from sx.worker._cli_support import (
+    CliError,
+    ExitCode,
+    emit,
+    import_targets,
+    install_signal_handlers,
+    run_async,
+    setup_logging,
+)
+from sx.worker._settings import WorkerSettings
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="SX_CONFIG",
+    help="TOML or JSON settings file ([worker] and [scheduler] tables).",
+)
+log_level_option = click.option(
+    "--log-level",
+    default="info",
+    envvar="SX_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    show_default=True,
+)
+output_option = click.option(
+    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format."
+)
+
+
+def _worker_flags(**flags: Any) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def _load_worker(config_file: Path | None, **flags: Any) -> WorkerSettings:
+    try:
+        return load_settings(WorkerSettings, config_file, section="worker", **flags)
+    except SxError as exc:
+        raise CliError(f"invalid worker settings: {exc}") from exc
+
+
+def describe_schedule(definition: ProcessorDefinition) -> str:
+    schedule = definition.spec.schedule
+    return f"{schedule.time_type.name.lower()} {schedule.expression}".strip()
+
+
+def banner(
+    *, definitions: list[ProcessorDefinition], settings: WorkerSettings, server: str, openapi: str | None
+) -> str:
+    lines = [
+        "sx-worker",
+        f"  scheduler   {server}" + ("  (embedded)" if openapi and settings.server is None else ""),
+    ]
+    if openapi:
+        lines.append(f"  OpenAPI     {openapi}   docs: {openapi}/docs")
+    lines += [
+        f"  group       {settings.group_id} (namespace {settings.namespace})",
+        f"  worker      {settings.worker_id}",
+        f"  concurrency {settings.concurrency}",
+        "  processors:",
+    ]
+    for d in definitions:
+        lines.append(f"    - {d.name}  [{d.spec.execute_mode.value}]  {describe_schedule(d)}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option(
+    "--server", envvar="SX_SERVER", help="Scheduler gRPC HOST:PORT. Default: start an embedded one."
+)
+@click.option("--openapi", "openapi_url", envvar="SX_OPENAPI_URL", help="Scheduler OpenAPI URL (for --sync).")
+@click.option("--namespace", default=None, help="Namespace id [SX_NAMESPACE].")
+@click.option("--group", "group_id", default=None, help="Group id [SX_GROUP_ID].")
+@click.option("--app-key", default=None, help="The group's app key [SX_APP_KEY].")
+@click.option(
+    "--concurrency", type=int, default=None, help="Instances and subtasks at once [SX_CONCURRENCY]."
+)
+@click.option("--sync/--no-sync", "sync", default=None, help="Register job definitions before serving.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Embedded scheduler data.")
+@click.option("--http-port", type=int, default=None, help="Embedded scheduler OpenAPI port (0: any).")
+@click.option("--grpc-port", type=int, default=None, help="Embedded scheduler gRPC port (0: any).")
+@config_option
+@log_level_option
+def run(
+    targets: tuple[str, ...],
+    server: str | None,
+    openapi_url: str | None,
+    namespace: str | None,
+    group_id: str | None,
+    app_key: str | None,
+    concurrency: int | None,
+    sync: bool | None,
+    data_dir: Path | None,
+    http_port: int | None,
+    grpc_port: int | None,
+    config_file: Path | None,
+    log_level: str,
+) -> None:
+    """Run a worker serving the @processor classes found in TARGETS (``pkg.mod`` or ``pkg.mod:attr``).
+
+    With no --server, an embedded scheduler (SQLite under --data-dir) starts in this process and the
+    processors' jobs are registered on it.
+    """
+    setup_logging(log_level)
+    import_targets(targets)
+    definitions = default_registry().all()
+    if not definitions:
+        raise CliError(f"no @processor classes were registered by importing {', '.join(targets)}")
+    settings = _load_worker(
+        config_file,
+        **_worker_flags(
+            server=server, namespace=namespace, group_id=group_id, app_key=app_key, concurrency=concurrency
+        ),
+    )
+    scheduler_flags = _worker_flags(data_dir=data_dir, http_port=http_port, grpc_port=grpc_port)
+    code = run_async(
+        _run(
+            settings,
+            definitions,
+            openapi_url=openapi_url,
+            sync=sync,
+            config_file=config_file,
+            scheduler_flags=scheduler_flags,
+        )
+    )
+    raise SystemExit(int(code))
+
+
+async def _run(
+    settings: WorkerSettings,
+    definitions: list[ProcessorDefinition],
+    *,
+    openapi_url: str | None,
+    sync: bool | None,
+    config_file: Path | None,
+    scheduler_flags: dict[str, Any],
+) -> ExitCode:
+    from sx.scheduler._server import SchedulerServer
+    from sx.scheduler._settings import SchedulerSettings
+    from sx.worker._openapi_client import OpenApiClient, OpenApiError
+    from sx.worker._sync import SyncOptions, sync_definitions
+    from sx.worker._worker import Worker, WorkerRejected
+
+    embedded: SchedulerServer | None = None
+    if settings.server is None:
+        try:
+            scheduler_settings = load_settings(
+                SchedulerSettings, config_file, section="scheduler", **scheduler_flags
+            )
+            embedded = SchedulerServer(scheduler_settings)
+            await embedded.start()
+        except (SxError, OSError) as exc:
+            raise CliError(f"cannot start the embedded scheduler: {exc}") from exc
+        openapi_url = embedded.http_url
+        settings = settings.model_copy(update={"server": embedded.grpc_address})
+        sync = True  # the embedded default always registers the jobs it runs
+    assert settings.server is not None
+    try:
+        if sync or embedded is not None:
+            if not openapi_url:
+                raise CliError(
+                    "--sync needs the scheduler's OpenAPI URL: pass --openapi URL (SX_OPENAPI_URL)"
+                )
+            try:
+                async with OpenApiClient(
+                    openapi_url, namespace=settings.namespace, group_id=settings.group_id
+                ) as client:
+                    if embedded is not None:
+                        group = await client.ensure_group()
+                        settings = settings.model_copy(update={"app_key": group.app_key})
+                    result = await sync_definitions(client, definitions, SyncOptions())
+                    click.echo(result.summary(), err=True)
+                    if not result.ok:
+                        return ExitCode.FAILED
+            except (OpenApiError, httpx.HTTPError) as exc:
+                raise CliError(f"job sync against {openapi_url} failed: {exc}", ExitCode.UNREACHABLE) from exc
+        worker = Worker(settings, registry=default_registry())
+        click.echo(
+            banner(
+                definitions=definitions, settings=worker.settings, server=settings.server, openapi=openapi_url
+            ),
+            err=True,
+        )
+        install_signal_handlers(worker.shutdown)
+        try:
+            await worker.run()
+        except WorkerRejected as exc:
+            raise CliError(str(exc), ExitCode.REJECTED) from exc
+        return ExitCode.OK
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="SQLite store folder.")
+@click.option("--database-url", default=None, help="sqlite:///path or postgresql://user@host/db.")
+@click.option("--http-host", default=None)
+@click.option("--http-port", type=int, default=None)
+@click.option("--grpc-host", default=None)
+@click.option("--grpc-port", type=int, default=None)
+@click.option(
+    "--allow-remote-unsigned", is_flag=True, default=None, help="Listen remotely with no access key."
+)
+@click.option("--default-time-zone", default=None, help="IANA zone for jobs that name none.")
+@config_option
+@log_level_option
+def serve(config_file: Path | None, log_level: str, **flags: Any) -> None:
+    """Run the scheduler alone, for workers on other machines (``sx-worker run --server HOST:PORT``)."""
+    from sx.scheduler._server import SchedulerServer
+    from sx.scheduler._settings import SchedulerSettings
+
+    setup_logging(log_level)
+    try:
+        settings = load_settings(SchedulerSettings, config_file, section="scheduler", **flags)
+    except SxError as exc:
+        raise CliError(f"invalid scheduler settings: {exc}") from exc
+
+    async def _serve() -> None:
+        server = SchedulerServer(settings)
+        try:
+            await server.start()
+        except SxError as exc:
+            raise CliError(str(exc)) from exc
+        stopped = asyncio.Event()
+
+        async def stop() -> None:
+            stopped.set()
+
+        install_signal_handlers(stop)
+        click.echo(
+            f"scheduler: OpenAPI {server.http_url} (docs {server.http_url}/docs), gRPC {server.grpc_address}"
+        )
+        try:
+            await stopped.wait()
+        finally:
+            await server.stop()
+
+    run_async(_serve())
+
+
+@click.command()
+@click.option("--server", envvar="SX_SERVER", help="Scheduler gRPC HOST:PORT.")
+@click.option("--openapi", "openapi_url", envvar="SX_OPENAPI_URL", help="Scheduler OpenAPI URL.")
+@config_option
+def check(server: str | None, openapi_url: str | None, config_file: Path | None) -> None:
+    """Validate the configuration and reach the scheduler (exit 0 when all is well, 1 otherwise)."""
+    settings = _load_worker(config_file, **_worker_flags(server=server))
+    click.echo(f"configuration ok: group {settings.group_id} in namespace {settings.namespace}")
+    if settings.server is None:
+        click.echo("no --server given: `sx-worker run` would start an embedded scheduler")
+        return
+
+    async def _check() -> list[str]:
+        problems: list[str] = []
+        async with grpc.aio.insecure_channel(settings.server) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service="sx.v1.Scheduler"), timeout=5)
+                click.echo(
+                    f"gRPC {settings.server}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
+                )
+            except grpc.aio.AioRpcError as exc:
+                problems.append(f"gRPC {settings.server}: {exc.code().name} {exc.details()}")
+        if openapi_url:
+            try:
+                async with httpx.AsyncClient(timeout=5) as http:
+                    response = await http.get(f"{openapi_url.rstrip('/')}/health")
+                click.echo(f"OpenAPI {openapi_url}: HTTP {response.status_code}")
+                if response.status_code != 200:
+                    problems.append(f"OpenAPI {openapi_url}: HTTP {response.status_code}")
+            except httpx.HTTPError as exc:
+                problems.append(f"OpenAPI {openapi_url}: {exc}")
+        return problems
+
+    problems = run_async(_check())
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise SystemExit(int(ExitCode.FAILED))
+
+
+@click.command(name="list")
+@click.argument("targets", nargs=-1, required=True)
+@output_option
+def list_processors(targets: tuple[str, ...], output: str) -> None:
+    """List the @processor classes found in TARGETS and their job definitions."""
+    import_targets(targets)
+    definitions = default_registry().all()
+    payload = [
+        {
+            "name": d.name,
+            "class": f"{d.cls.__module__}.{d.cls.__qualname__}",
+            "job": d.spec.to_create_params(),
+        }
+        for d in definitions
+    ]
+
+    def text() -> None:
+        if not definitions:
+            click.echo("no processors registered")
+        for d in definitions:
+            click.echo(f"{d.name}  [{d.spec.execute_mode.value}]  {describe_schedule(d)}")
+            for key, value in d.spec.to_create_params().items():
+                click.echo(f"    {key}: {value}")
+
+    emit(output, payload, text)

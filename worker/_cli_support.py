@@ -1,0 +1,101 @@
+"""What every ``sx-worker`` subcommand shares: exit codes, errors, the event loop, imports, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from enum import IntEnum
+from typing import Any, TypeVar
+
+import click
+from sx.processors._errors import SxError
+
+T = TypeVar("T")
+log = logging.getLogger("sx.cli")
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1
+    USAGE = 2
+    """Bad configuration or arguments."""
+    REJECTED = 3
+    """The scheduler refused this worker (wrong app key, unknown group)."""
+    UNREACHABLE = 4
+    INTERRUPTED = 130
+
+
+class CliError(click.ClickException):
+    def __init__(self, message: str, code: ExitCode = ExitCode.USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = int(code)
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run the CLI's coroutine on uvloop where the platform has it (no global policy is installed)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def import_targets(targets: Sequence[str]) -> None:
+    """Import ``pkg.mod`` or ``pkg.mod:attr`` so their ``@processor`` classes register."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for target in targets:
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise CliError(f"cannot import {module_name!r} (from target {target!r}): {exc}") from exc
+        except SxError as exc:
+            raise CliError(f"{target}: {exc}") from exc
+        if attr and not hasattr(module, attr):
+            raise CliError(f"module {module_name!r} has no attribute {attr!r} (from target {target!r})")
+
+
+def install_signal_handlers(first: Callable[[], Awaitable[None]]) -> None:
+    """First SIGTERM/SIGINT: graceful shutdown; a second one: exit at once."""
+    loop = asyncio.get_running_loop()
+    state = {"count": 0}
+
+    def handle(signum: int) -> None:
+        state["count"] += 1
+        if state["count"] == 1:
+            log.warning(
+                "%s received: shutting down gracefully (again to exit at once)", signal.Signals(signum).name
+            )
+            loop.create_task(first())
+        else:
+            log.warning("second signal: exiting now")
+            os._exit(int(ExitCode.INTERRUPTED))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, handle, sig)
+
+
+def emit(output: str, payload: Any, text: Callable[[], None]) -> None:
+    """Print ``payload`` as JSON for machines, or call ``text`` to print it for people."""
+    if output == "json":
+        click.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        text()

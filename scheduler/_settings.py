@@ -1,4 +1,4 @@
-"""The scheduler's settings: flags, ``SX_*`` environment variables, a config file, defaults (in that order)."""
+"""The scheduler's settings: flags, then ``SX_*`` environment variables, then a config file, then defaults."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from sx.processors._config_file import load_settings
 
 

@@ -273,9 +273,8 @@ def check(server: str | None, openapi_url: str | None, config_file: Path | None)
             stub = health_pb2_grpc.HealthStub(channel)
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service="sx.v1.Scheduler"), timeout=5)
-                click.echo(
-                    f"gRPC {settings.server}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}"
-                )
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                click.echo(f"gRPC {settings.server}: {status}")
             except grpc.aio.AioRpcError as exc:
                 problems.append(f"gRPC {settings.server}: {exc.code().name} {exc.details()}")
         if openapi_url:

@@ -72,10 +72,15 @@ def import_targets(targets: Sequence[str]) -> None:
             raise CliError(f"module {module_name!r} has no attribute {attr!r} (from target {target!r})")
 
 
+async def _call(f: Callable[[], Awaitable[None]]) -> None:
+    await f()
+
+
 def install_signal_handlers(first: Callable[[], Awaitable[None]]) -> None:
     """First SIGTERM/SIGINT: graceful shutdown; a second one: exit at once."""
     loop = asyncio.get_running_loop()
     state = {"count": 0}
+    tasks: set[asyncio.Task[None]] = set()  # held so the shutdown task is not garbage-collected
 
     def handle(signum: int) -> None:
         state["count"] += 1
@@ -83,7 +88,9 @@ def install_signal_handlers(first: Callable[[], Awaitable[None]]) -> None:
             log.warning(
                 "%s received: shutting down gracefully (again to exit at once)", signal.Signals(signum).name
             )
-            loop.create_task(first())
+            task = loop.create_task(_call(first))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
         else:
             log.warning("second signal: exiting now")
             os._exit(int(ExitCode.INTERRUPTED))

@@ -118,7 +118,10 @@ class SchedulerServer:
             history_keep=settings.history_keep,
         )
         self.service = JobService(
-            self.store, clock=self.clock, default_tz=self.default_tz, hooks=hooks,
+            self.store,
+            clock=self.clock,
+            default_tz=self.default_tz,
+            hooks=hooks,
             history_keep=settings.history_keep,
         )
         self.auth = Authenticator(self.store, clock=self.clock)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from sx.processors._config_file import load_settings
 
 

@@ -7,6 +7,7 @@ precedence; unknown keys in the file are errors. Exit codes are named in ``ExitC
 from __future__ import annotations
 
 import click
+
 from sx.worker._cli_keys import keys
 from sx.worker._cli_run import check, list_processors, run, serve
 

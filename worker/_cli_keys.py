@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from sx.processors._config_file import load_settings
 from sx.processors._errors import SxError
 from sx.worker._cli_support import CliError, emit, run_async

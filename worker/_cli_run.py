@@ -10,6 +10,7 @@ import click
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from sx.processors._config_file import load_settings
 from sx.processors._errors import SxError
 from sx.processors._registry import ProcessorDefinition, default_registry

@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 import click
+
 from sx.processors._errors import SxError
 
 T = TypeVar("T")

@@ -1,0 +1,1018 @@
+"""`SqlStore`: the scheduler's store on SQLAlchemy 2 (async Core), for SQLite and PostgreSQL.
+
+SQLite (aiosqlite) is the embedded default: WAL journal, synchronous=NORMAL, foreign keys on, a busy
+timeout, and writes serialized in-process and started with ``BEGIN IMMEDIATE`` so a read-then-write
+transaction never dies on a lock upgrade. It is safe for one scheduler process.
+
+PostgreSQL (asyncpg) is for teams: several scheduler replicas may share it. Trigger claims are
+compare-and-set updates, so a fire is claimed by exactly one replica; migrations run under an advisory
+lock so replicas starting together do not race on the schema.
+
+Hot paths use Core statements, never the ORM unit of work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+from sx.processors._enums import InstanceStatus, TimeType, TriggerType
+from sx.processors._spec import JobSpec
+from sx.scheduler import _sql_tables as tables
+from sx.scheduler._sql_tables import JOB_CAN_FIRE, UtcDateTime
+from sx.scheduler._store import (
+    AccessKey,
+    Alarm,
+    Calendar,
+    DuplicateError,
+    Fire,
+    Group,
+    Instance,
+    InstanceChange,
+    Job,
+    Namespace,
+    NewInstance,
+    NotFoundError,
+    Page,
+    Store,
+    StoreError,
+)
+
+__all__ = ["SqlStore", "normalize_url", "sqlite_url"]
+
+log = logging.getLogger("sx.scheduler.store")
+
+_MIGRATIONS: Final = Path(__file__).parent / "migrations"
+_SQLITE_FILE: Final = "scheduler.db"
+_ACTIVE: Final = (InstanceStatus.WAITING, InstanceStatus.READY, InstanceStatus.RUNNING)
+_FINISHED: Final = tuple(s for s in InstanceStatus if s.finished)
+# One key for every sx scheduler: replicas starting at once take turns to migrate.
+_MIGRATION_LOCK_KEY: Final = 0x5358_5343_4844  # "SXSCHD"
+_ID_CHUNK: Final = 5000  # ids per IN (...): well under both backends' parameter limits
+_CLAIM_ATTEMPTS: Final = 3
+_RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_NONCE_PURGE_INTERVAL: Final = 60.0
+_SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded store's URL: a SQLite file ``scheduler.db`` in ``data_dir``."""
+    path = Path(data_dir).expanduser().resolve() / _SQLITE_FILE
+    return URL.create("sqlite+aiosqlite", database=str(path)).render_as_string(hide_password=False)
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a store URL and pick the async driver: ``sqlite://`` and ``postgresql://`` are accepted."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"url={url!r}: not a database URL ({exc})") from None
+    driver = parsed.drivername
+    if driver in ("sqlite", "sqlite+aiosqlite"):
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if driver in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    shown = parsed.render_as_string(hide_password=True)
+    raise ValueError(
+        f"url={shown!r}: unsupported database {driver!r}; use sqlite+aiosqlite:///<path> "
+        "or postgresql+asyncpg://user@host/db"
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(field: str, value: datetime | None) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValueError(f"{field}={value.isoformat()!r}: must be timezone-aware (UTC is stored)")
+
+
+def _check_page(offset: int, limit: int) -> None:
+    if offset < 0:
+        raise ValueError(f"offset={offset!r}: must be >= 0")
+    if limit < 0:
+        raise ValueError(f"limit={limit!r}: must be >= 0")
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def _is_foreign_key_violation(exc: IntegrityError) -> bool:
+    return _sqlstate(exc) == "23503" or "foreign key" in str(exc.orig).lower()
+
+
+# -- rows to records ------------------------------------------------------------------------------
+
+
+def _dump_spec(spec: JobSpec) -> tuple[str, int]:
+    """The spec as JSON text, and its time type for the column."""
+    data = spec.model_dump(mode="json")
+    schedule = data.get("schedule")
+    raw_type = schedule.get("time_type", TimeType.API) if isinstance(schedule, dict) else TimeType.API
+    return json.dumps(data, separators=(",", ":"), sort_keys=True), int(raw_type)
+
+
+@functools.lru_cache(maxsize=8192)
+def _load_spec(text: str) -> JobSpec:
+    # Specs rarely change and JobSpec is frozen: parse each distinct text once (due_jobs reads
+    # thousands of jobs per tick).
+    return JobSpec.model_validate(json.loads(text))
+
+
+def _job(row: sa.Row[Any]) -> Job:
+    return Job(
+        id=row.id,
+        namespace=row.namespace,
+        group_id=row.group_id,
+        spec=_load_spec(row.spec),
+        enabled=bool(row.enabled),
+        managed=bool(row.managed),
+        next_fire_time=row.next_fire_time,
+        namespace_source=row.namespace_source,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _instance(row: sa.Row[Any]) -> Instance:
+    return Instance(
+        id=row.id,
+        job_id=row.job_id,
+        namespace=row.namespace,
+        group_id=row.group_id,
+        status=InstanceStatus(row.status),
+        trigger_type=TriggerType(row.trigger_type),
+        time_type=TimeType(row.time_type),
+        schedule_time=row.schedule_time,
+        data_time=row.data_time,
+        created_at=row.created_at,
+        attempt=row.attempt,
+        instance_parameters=row.instance_parameters,
+        wf_instance_id=row.wf_instance_id,
+        start_time=row.start_time,
+        end_time=row.end_time,
+        worker_id=row.worker_id,
+        worker_addr=row.worker_addr,
+        executor=row.executor,
+        result=row.result,
+        progress=row.progress,
+        retry_of=row.retry_of,
+        timeout_alarmed=bool(row.timeout_alarmed),
+    )
+
+
+def _new_instance_values(new: NewInstance, created_at: datetime) -> dict[str, Any]:
+    return {
+        "job_id": new.job_id,
+        "namespace": new.namespace,
+        "group_id": new.group_id,
+        "status": int(new.status),
+        "trigger_type": int(new.trigger_type),
+        "time_type": int(new.time_type),
+        "schedule_time": new.schedule_time,
+        "data_time": new.data_time,
+        "created_at": created_at,
+        "attempt": new.attempt,
+        "instance_parameters": new.instance_parameters,
+        "wf_instance_id": new.wf_instance_id,
+        "start_time": None,
+        "end_time": None,
+        "worker_id": "",
+        "worker_addr": "",
+        "executor": "",
+        "result": new.result,
+        "progress": "",
+        "retry_of": new.retry_of,
+        "timeout_alarmed": False,
+    }
+
+
+def _created_instance(instance_id: int, new: NewInstance, created_at: datetime) -> Instance:
+    return Instance(
+        id=instance_id,
+        job_id=new.job_id,
+        namespace=new.namespace,
+        group_id=new.group_id,
+        status=new.status,
+        trigger_type=new.trigger_type,
+        time_type=new.time_type,
+        schedule_time=new.schedule_time.astimezone(UTC),
+        data_time=new.data_time.astimezone(UTC),
+        created_at=created_at,
+        attempt=new.attempt,
+        instance_parameters=new.instance_parameters,
+        wf_instance_id=new.wf_instance_id,
+        result=new.result,
+        retry_of=new.retry_of,
+    )
+
+
+def _check_new_instance(new: NewInstance, prefix: str = "") -> None:
+    _aware(f"{prefix}schedule_time", new.schedule_time)
+    _aware(f"{prefix}data_time", new.data_time)
+
+
+def _calendar(row: sa.Row[Any]) -> Calendar:
+    return Calendar(
+        namespace=row.namespace,
+        name=row.name,
+        days=frozenset(date.fromisoformat(d) for d in json.loads(row.days)),
+        description=row.description,
+    )
+
+
+def _alarm(row: sa.Row[Any]) -> Alarm:
+    return Alarm(
+        id=row.id,
+        namespace=row.namespace,
+        group_id=row.group_id,
+        job_id=row.job_id,
+        instance_id=row.instance_id,
+        kind=row.kind,
+        channel=row.channel,
+        message=row.message,
+        delivered=bool(row.delivered),
+        created_at=row.created_at,
+        detail=json.loads(row.detail),
+    )
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    # Config values go through configparser interpolation: a literal % must be doubled.
+    config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+class SqlStore(Store):
+    """The scheduler's store on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL
+    (``postgresql+asyncpg://...``); plain ``sqlite:///`` and ``postgresql://`` URLs get the async driver.
+
+    ``await start()`` opens the pool and applies the migrations; ``await close()`` releases it.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self._url = normalize_url(url)
+        self._echo = echo
+        self._engine: AsyncEngine | None = None
+        self._write_engine: AsyncEngine | None = None
+        self._is_sqlite = self._url.get_backend_name() == "sqlite"
+        self._in_memory = self._is_sqlite and self._url.database in (None, "", ":memory:")
+        # SQLite has one writer at a time: queue writers here rather than in the busy handler.
+        # An in-memory database is one shared connection, so everything queues.
+        self._write_lock = asyncio.Lock() if self._is_sqlite else None
+        self._read_lock = self._write_lock if self._in_memory else None
+        self._last_nonce_purge = 0.0
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._url.get_backend_name()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The started engine (for diagnostics and benchmarks; the store's methods are the API)."""
+        if self._engine is None:
+            raise RuntimeError("the store is not started: await store.start() first")
+        return self._engine
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._engine is not None:
+            return
+        engine = self._create_engine()
+        write_engine = engine.execution_options(sx_write=True) if self._is_sqlite else engine
+        try:
+            async with write_engine.begin() as conn:
+                if not self._is_sqlite:
+                    await conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    )
+                await conn.run_sync(_upgrade)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine, self._write_engine = engine, write_engine
+        log.debug("store started on %s", self.url)
+
+    async def close(self) -> None:
+        engine, self._engine, self._write_engine = self._engine, None, None
+        if engine is not None:
+            await engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _create_engine(self) -> AsyncEngine:
+        if not self._is_sqlite:
+            return create_async_engine(
+                self._url,
+                echo=self._echo,
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+            )
+        if self._in_memory:
+            engine = create_async_engine(self._url, echo=self._echo, poolclass=StaticPool)
+        else:
+            assert self._url.database is not None
+            Path(self._url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # WAL readers never block on the writer; a few connections cover concurrent reads.
+            engine = create_async_engine(self._url, echo=self._echo, pool_size=5, max_overflow=5)
+        in_memory = self._in_memory
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control from the driver: we emit BEGIN ourselves (see _on_begin).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            pragmas = ["PRAGMA foreign_keys=ON", f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}"]
+            if not in_memory:
+                pragmas += ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"]
+            for pragma in pragmas:
+                cursor.execute(pragma)
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the write lock up front, so a transaction that reads first and then
+            # writes cannot fail on a lock upgrade (which the busy timeout does not cover).
+            conn.exec_driver_sql(
+                "BEGIN IMMEDIATE" if conn.get_execution_options().get("sx_write") else "BEGIN"
+            )
+
+        return engine
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction, committed on success."""
+        engine = self._write_engine
+        if engine is None:
+            raise RuntimeError("the store is not started: await store.start() first")
+        if self._write_lock is None:
+            async with engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (one transaction, rolled back at the end)."""
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("the store is not started: await store.start() first")
+        if self._read_lock is None:
+            async with engine.connect() as conn:
+                yield conn
+            return
+        async with self._read_lock, engine.connect() as conn:
+            yield conn
+
+    def _insert(self, table: sa.Table) -> sqlite_dialect.Insert | pg_dialect.Insert:
+        return sqlite_dialect.insert(table) if self._is_sqlite else pg_dialect.insert(table)
+
+    # -- namespaces, groups, access keys ----------------------------------------------------------
+
+    async def create_namespace(self, namespace: Namespace) -> Namespace:
+        created = namespace.created_at or _now()
+        values = {
+            "id": namespace.id,
+            "name": namespace.name,
+            "description": namespace.description,
+            "created_at": created,
+        }
+        try:
+            async with self._write() as conn:
+                await conn.execute(sa.insert(tables.namespaces).values(values))
+        except IntegrityError:
+            raise DuplicateError(f"namespace {namespace.id!r} already exists") from None
+        return Namespace(namespace.id, namespace.name, namespace.description, created.astimezone(UTC))
+
+    async def get_namespace(self, namespace_id: str) -> Namespace | None:
+        t = tables.namespaces
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.id == namespace_id))).one_or_none()
+        return None if row is None else Namespace(row.id, row.name, row.description, row.created_at)
+
+    async def list_namespaces(self) -> list[Namespace]:
+        t = tables.namespaces
+        async with self._read() as conn:
+            rows = (await conn.execute(sa.select(t).order_by(t.c.id))).all()
+        return [Namespace(r.id, r.name, r.description, r.created_at) for r in rows]
+
+    async def create_group(self, group: Group) -> Group:
+        created = group.created_at or _now()
+        values = {
+            "namespace": group.namespace,
+            "group_id": group.group_id,
+            "app_key": group.app_key,
+            "description": group.description,
+            "created_at": created,
+        }
+        try:
+            async with self._write() as conn:
+                await conn.execute(sa.insert(tables.groups).values(values))
+        except IntegrityError:
+            raise DuplicateError(
+                f"group {group.group_id!r} already exists in namespace {group.namespace!r}"
+            ) from None
+        return Group(
+            group.namespace, group.group_id, group.app_key, group.description, created.astimezone(UTC)
+        )
+
+    async def get_group(self, namespace: str, group_id: str) -> Group | None:
+        t = tables.groups
+        query = sa.select(t).where(t.c.namespace == namespace, t.c.group_id == group_id)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return (
+            None
+            if row is None
+            else Group(row.namespace, row.group_id, row.app_key, row.description, row.created_at)
+        )
+
+    async def list_groups(self, namespace: str) -> list[Group]:
+        t = tables.groups
+        query = sa.select(t).where(t.c.namespace == namespace).order_by(t.c.group_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Group(r.namespace, r.group_id, r.app_key, r.description, r.created_at) for r in rows]
+
+    async def create_access_key(self, key: AccessKey) -> AccessKey:
+        created = key.created_at or _now()
+        values = {
+            "key_id": key.key_id,
+            "secret": key.secret,
+            "namespace": key.namespace,
+            "enabled": key.enabled,
+            "created_at": created,
+        }
+        try:
+            async with self._write() as conn:
+                await conn.execute(sa.insert(tables.access_keys).values(values))
+        except IntegrityError:
+            raise DuplicateError(f"access key {key.key_id!r} already exists") from None
+        return AccessKey(key.key_id, key.secret, key.namespace, key.enabled, created.astimezone(UTC))
+
+    async def get_access_key(self, key_id: str) -> AccessKey | None:
+        t = tables.access_keys
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.key_id == key_id))).one_or_none()
+        if row is None:
+            return None
+        return AccessKey(row.key_id, row.secret, row.namespace, bool(row.enabled), row.created_at)
+
+    async def list_access_keys(self, namespace: str | None = None) -> list[AccessKey]:
+        t = tables.access_keys
+        query = sa.select(t).order_by(t.c.namespace, t.c.key_id)
+        if namespace is not None:
+            query = query.where(t.c.namespace == namespace)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [AccessKey(r.key_id, r.secret, r.namespace, bool(r.enabled), r.created_at) for r in rows]
+
+    async def delete_access_key(self, key_id: str) -> bool:
+        t = tables.access_keys
+        async with self._write() as conn:
+            result = await conn.execute(sa.delete(t).where(t.c.key_id == key_id))
+        return result.rowcount > 0
+
+    async def remember_nonce(self, nonce: str, expires_at: datetime) -> bool:
+        _aware("expires_at", expires_at)
+        t = tables.nonces
+        now = _now()
+        purge = time.monotonic() - self._last_nonce_purge >= _NONCE_PURGE_INTERVAL
+        async with self._write() as conn:
+            # An expired record of the same nonce is no replay: drop it so the insert below wins.
+            await conn.execute(sa.delete(t).where(t.c.nonce == nonce, t.c.expires_at <= now))
+            inserted = await conn.execute(
+                self._insert(t)
+                .values(nonce=nonce, expires_at=expires_at)
+                .on_conflict_do_nothing(index_elements=[t.c.nonce])
+                .returning(t.c.nonce)
+            )
+            fresh = inserted.first() is not None
+            if purge:
+                await conn.execute(sa.delete(t).where(t.c.expires_at <= now))
+        if purge:
+            self._last_nonce_purge = time.monotonic()
+        return fresh
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    async def create_job(
+        self,
+        *,
+        namespace: str,
+        group_id: str,
+        spec: JobSpec,
+        enabled: bool,
+        managed: bool,
+        next_fire_time: datetime | None,
+        namespace_source: str | None = None,
+    ) -> Job:
+        _aware("next_fire_time", next_fire_time)
+        now = _now()
+        spec_text, time_type = _dump_spec(spec)
+        values = {
+            "namespace": namespace,
+            "namespace_source": namespace_source,
+            "group_id": group_id,
+            "name": spec.name,
+            "spec": spec_text,
+            "time_type": time_type,
+            "enabled": enabled,
+            "managed": managed,
+            "next_fire_time": next_fire_time,
+            "created_at": now,
+            "updated_at": now,
+        }
+        t = tables.jobs
+        try:
+            async with self._write() as conn:
+                job_id = (await conn.execute(sa.insert(t).values(values).returning(t.c.id))).scalar_one()
+        except IntegrityError:
+            raise DuplicateError(
+                f"group {group_id!r} in namespace {namespace!r} already has a job named {spec.name!r}"
+            ) from None
+        return Job(
+            id=job_id,
+            namespace=namespace,
+            group_id=group_id,
+            spec=spec,
+            enabled=enabled,
+            managed=managed,
+            next_fire_time=None if next_fire_time is None else next_fire_time.astimezone(UTC),
+            namespace_source=namespace_source,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def get_job(self, job_id: int) -> Job | None:
+        t = tables.jobs
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.id == job_id))).one_or_none()
+        return None if row is None else _job(row)
+
+    async def find_job(self, namespace: str, group_id: str, name: str) -> Job | None:
+        t = tables.jobs
+        query = sa.select(t).where(t.c.namespace == namespace, t.c.group_id == group_id, t.c.name == name)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else _job(row)
+
+    async def list_jobs(
+        self,
+        namespace: str,
+        group_id: str,
+        *,
+        name_contains: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page[Job]:
+        _check_page(offset, limit)
+        t = tables.jobs
+        where = [t.c.namespace == namespace, t.c.group_id == group_id]
+        if name_contains:
+            where.append(t.c.name.icontains(name_contains, autoescape=True))
+        async with self._read() as conn:
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
+            rows = (
+                await conn.execute(sa.select(t).where(*where).order_by(t.c.id).offset(offset).limit(limit))
+            ).all()
+        return Page(items=[_job(r) for r in rows], total=total)
+
+    async def update_job(
+        self,
+        job_id: int,
+        *,
+        spec: JobSpec | None = None,
+        enabled: bool | None = None,
+        managed: bool | None = None,
+        next_fire_time: datetime | None = None,
+        clear_next_fire_time: bool = False,
+    ) -> Job:
+        if next_fire_time is not None and clear_next_fire_time:
+            raise ValueError(
+                f"next_fire_time={next_fire_time.isoformat()!r}: "
+                "cannot be given together with clear_next_fire_time"
+            )
+        _aware("next_fire_time", next_fire_time)
+        values: dict[str, Any] = {"updated_at": _now()}
+        if spec is not None:
+            values["spec"], values["time_type"] = _dump_spec(spec)
+            values["name"] = spec.name
+        if enabled is not None:
+            values["enabled"] = enabled
+        if managed is not None:
+            values["managed"] = managed
+        if next_fire_time is not None:
+            values["next_fire_time"] = next_fire_time
+        elif clear_next_fire_time:
+            values["next_fire_time"] = None
+        t = tables.jobs
+        try:
+            async with self._write() as conn:
+                row = (
+                    await conn.execute(sa.update(t).where(t.c.id == job_id).values(values).returning(*t.c))
+                ).one_or_none()
+        except IntegrityError:
+            name = spec.name if spec is not None else "?"
+            raise DuplicateError(f"job {job_id}: its group already has a job named {name!r}") from None
+        if row is None:
+            raise NotFoundError(f"job_id={job_id!r}: no such job")
+        return _job(row)
+
+    async def delete_job(self, job_id: int) -> bool:
+        async with self._write() as conn:
+            await conn.execute(sa.delete(tables.instances).where(tables.instances.c.job_id == job_id))
+            result = await conn.execute(sa.delete(tables.jobs).where(tables.jobs.c.id == job_id))
+        return result.rowcount > 0
+
+    # -- the trigger engine ---------------------------------------------------------------------
+
+    async def next_due_time(self) -> datetime | None:
+        t = tables.jobs
+        # ORDER BY .. LIMIT 1 (not min()) so SQLite walks the partial index too.
+        query = (
+            sa.select(t.c.next_fire_time).where(JOB_CAN_FIRE).order_by(t.c.next_fire_time, t.c.id).limit(1)
+        )
+        async with self._read() as conn:
+            value: datetime | None = (await conn.execute(query)).scalar_one_or_none()
+        return value
+
+    async def due_jobs(self, now: datetime, limit: int) -> list[Job]:
+        _check_page(0, limit)
+        _aware("now", now)
+        t = tables.jobs
+        query = (
+            sa.select(t)
+            .where(JOB_CAN_FIRE, t.c.next_fire_time <= sa.literal(now, UtcDateTime()))
+            .order_by(t.c.next_fire_time, t.c.id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_job(r) for r in rows]
+
+    async def claim_fires(self, fires: Sequence[Fire]) -> list[Instance | None]:
+        for index, fire in enumerate(fires):
+            if fire.instance is not None and fire.instance.job_id != fire.job_id:
+                raise ValueError(
+                    f"fires[{index}].instance.job_id={fire.instance.job_id!r}: "
+                    f"differs from the fire's job_id {fire.job_id!r}"
+                )
+            _aware(f"fires[{index}].due", fire.due)
+            _aware(f"fires[{index}].next_fire_time", fire.next_fire_time)
+            if fire.instance is not None:
+                _check_new_instance(fire.instance, f"fires[{index}].instance.")
+        if not fires:
+            return []
+        for attempt in range(1, _CLAIM_ATTEMPTS + 1):
+            try:
+                async with self._write() as conn:
+                    return await self._claim(conn, fires)
+            except DBAPIError as exc:
+                # Only PostgreSQL reports these; the whole transaction rolled back, so try again.
+                if attempt == _CLAIM_ATTEMPTS or _sqlstate(exc) not in _RETRYABLE_SQLSTATES:
+                    raise
+                log.info("claim_fires: retrying after %s (attempt %d)", _sqlstate(exc), attempt)
+        raise AssertionError("unreachable")
+
+    async def _claim(self, conn: AsyncConnection, fires: Sequence[Fire]) -> list[Instance | None]:
+        t = tables.jobs
+        # Lock the jobs, then read where they stand: on PostgreSQL with row locks taken in id order
+        # (so replicas claiming overlapping batches cannot deadlock), on SQLite by the write
+        # transaction itself. Nothing can move them before commit, so the winners are decided here.
+        ids = sorted({fire.job_id for fire in fires})
+        current: dict[int, datetime | None] = {}
+        for start in range(0, len(ids), _ID_CHUNK):
+            query = (
+                sa.select(t.c.id, t.c.next_fire_time)
+                .where(t.c.id.in_(ids[start : start + _ID_CHUNK]), t.c.enabled == sa.true())
+                .order_by(t.c.id)
+            )
+            if not self._is_sqlite:
+                query = query.with_for_update()
+            current.update((row.id, row.next_fire_time) for row in await conn.execute(query))
+        winners: list[int] = []
+        for index, fire in enumerate(fires):
+            # In order, so a job's second fire in one call (due = the first one's new time) wins too.
+            if fire.job_id in current and current[fire.job_id] == fire.due:
+                current[fire.job_id] = fire.next_fire_time
+                winners.append(index)
+        if not winners:
+            return [None] * len(fires)
+        # The compare-and-set, per fire, in order; the guard repeats the decision made above.
+        claim = (
+            sa.update(t)
+            .where(
+                t.c.id == sa.bindparam("b_id", type_=sa.BigInteger()),
+                t.c.enabled == sa.true(),
+                t.c.next_fire_time == sa.bindparam("b_due", type_=UtcDateTime()),
+            )
+            .values(next_fire_time=sa.bindparam("b_new", type_=UtcDateTime()))
+        )
+        params = [
+            {"b_id": fires[i].job_id, "b_due": fires[i].due, "b_new": fires[i].next_fire_time}
+            for i in winners
+        ]
+        moved = (await conn.execute(claim, params)).rowcount
+        if moved not in (-1, len(winners)):
+            raise StoreError(f"claim_fires: {moved} of {len(winners)} locked jobs moved; rolled back")
+        created_at = _now()
+        wanted = [i for i in winners if fires[i].instance is not None]
+        news = [instance for i in wanted if (instance := fires[i].instance) is not None]
+        out: list[Instance | None] = [None] * len(fires)
+        if not news:
+            return out
+        ids_made = await self._insert_instances(conn, news, created_at)
+        for i, new, instance_id in zip(wanted, news, ids_made, strict=True):
+            out[i] = _created_instance(instance_id, new, created_at)
+        return out
+
+    async def _insert_instances(
+        self, conn: AsyncConnection, news: Sequence[NewInstance], created_at: datetime
+    ) -> list[int]:
+        """Insert instances in one batch; their ids in the order given."""
+        t = tables.instances
+        rows = [_new_instance_values(new, created_at) for new in news]
+        if not self._is_sqlite:
+            result = await conn.execute(sa.insert(t).returning(t.c.id, sort_by_parameter_order=True), rows)
+            return list(result.scalars().all())
+        # A plain executemany is several times faster on SQLite than INSERT .. RETURNING batches. This
+        # transaction is the only writer and AUTOINCREMENT ids only grow, so the new rows are exactly
+        # those above the previous highest id, in insertion order.
+        before = (await conn.execute(sa.select(sa.func.coalesce(sa.func.max(t.c.id), 0)))).scalar_one()
+        await conn.execute(sa.insert(t), rows)
+        made = list((await conn.execute(sa.select(t.c.id).where(t.c.id > before).order_by(t.c.id))).scalars())
+        if len(made) != len(rows):
+            raise StoreError(f"inserted {len(rows)} instances but found {len(made)} new rows; rolled back")
+        return made
+
+    # -- instances ------------------------------------------------------------------------------
+
+    async def create_instance(self, new: NewInstance) -> Instance:
+        _check_new_instance(new)
+        created_at = _now()
+        t = tables.instances
+        try:
+            async with self._write() as conn:
+                instance_id = (
+                    await conn.execute(
+                        sa.insert(t).values(_new_instance_values(new, created_at)).returning(t.c.id)
+                    )
+                ).scalar_one()
+        except IntegrityError as exc:
+            if _is_foreign_key_violation(exc):
+                raise NotFoundError(f"job_id={new.job_id!r}: no such job") from None
+            raise
+        return _created_instance(instance_id, new, created_at)
+
+    async def get_instance(self, instance_id: int) -> Instance | None:
+        t = tables.instances
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.id == instance_id))).one_or_none()
+        return None if row is None else _instance(row)
+
+    async def list_instances(
+        self,
+        job_id: int,
+        *,
+        statuses: Sequence[InstanceStatus] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> Page[Instance]:
+        """A job's instances, newest (highest id) first; ``since <= schedule_time <= until``."""
+        _check_page(offset, limit)
+        _aware("since", since)
+        _aware("until", until)
+        t = tables.instances
+        where: list[sa.ColumnElement[bool]] = [t.c.job_id == job_id]
+        if statuses is not None:
+            where.append(t.c.status.in_([int(s) for s in statuses]))
+        if since is not None:
+            where.append(t.c.schedule_time >= sa.literal(since, UtcDateTime()))
+        if until is not None:
+            where.append(t.c.schedule_time <= sa.literal(until, UtcDateTime()))
+        async with self._read() as conn:
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
+            rows = (
+                await conn.execute(
+                    sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit)
+                )
+            ).all()
+        return Page(items=[_instance(r) for r in rows], total=total)
+
+    async def instances_with_status(
+        self, statuses: Sequence[InstanceStatus], *, limit: int = 1000, group_id: str | None = None
+    ) -> list[Instance]:
+        _check_page(0, limit)
+        t = tables.instances
+        query = sa.select(t).where(t.c.status.in_([int(s) for s in statuses]))
+        if group_id is not None:
+            query = query.where(t.c.group_id == group_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query.order_by(t.c.id).limit(limit))).all()
+        return [_instance(r) for r in rows]
+
+    async def update_instance(
+        self,
+        instance_id: int,
+        change: InstanceChange,
+        *,
+        only_if_status: Sequence[InstanceStatus] | None = None,
+    ) -> Instance | None:
+        t = tables.instances
+        where: list[sa.ColumnElement[bool]] = [t.c.id == instance_id]
+        if only_if_status is not None:
+            where.append(t.c.status.in_([int(s) for s in only_if_status]))
+        values: dict[str, Any] = {}
+        for name in (
+            "status",
+            "start_time",
+            "end_time",
+            "worker_id",
+            "worker_addr",
+            "executor",
+            "result",
+            "progress",
+            "timeout_alarmed",
+        ):
+            value = getattr(change, name)
+            if value is not None:
+                if isinstance(value, datetime):
+                    _aware(f"change.{name}", value)
+                values[name] = int(value) if name == "status" else value
+        if not values:
+            async with self._read() as conn:
+                row = (await conn.execute(sa.select(t).where(*where))).one_or_none()
+        else:
+            async with self._write() as conn:
+                row = (
+                    await conn.execute(sa.update(t).where(*where).values(values).returning(*t.c))
+                ).one_or_none()
+        return None if row is None else _instance(row)
+
+    async def count_active_instances(self, job_id: int) -> int:
+        t = tables.instances
+        query = (
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.job_id == job_id, t.c.status.in_([int(s) for s in _ACTIVE]))
+        )
+        async with self._read() as conn:
+            count: int = (await conn.execute(query)).scalar_one()
+        return count
+
+    async def find_retry(self, instance_id: int) -> Instance | None:
+        t = tables.instances
+        query = sa.select(t).where(t.c.retry_of == instance_id).order_by(t.c.id).limit(1)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else _instance(row)
+
+    async def prune_instances(self, job_id: int, keep: int) -> int:
+        if keep < 0:
+            raise ValueError(f"keep={keep!r}: must be >= 0")
+        t = tables.instances
+        finished = [t.c.job_id == job_id, t.c.status.in_([int(s) for s in _FINISHED])]
+        # The newest finished instance beyond `keep`: it and everything older go.
+        boundary = sa.select(t.c.id).where(*finished).order_by(t.c.id.desc()).offset(keep).limit(1)
+        async with self._write() as conn:
+            oldest_pruned = (await conn.execute(boundary)).scalar_one_or_none()
+            if oldest_pruned is None:
+                return 0
+            result = await conn.execute(sa.delete(t).where(*finished, t.c.id <= oldest_pruned))
+        return result.rowcount
+
+    # -- calendars and alarms -------------------------------------------------------------------
+
+    async def put_calendar(self, calendar: Calendar) -> Calendar:
+        t = tables.calendars
+        days = json.dumps(sorted(d.isoformat() for d in calendar.days))
+        upsert = self._insert(t).values(
+            namespace=calendar.namespace, name=calendar.name, description=calendar.description, days=days
+        )
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[t.c.namespace, t.c.name],
+            set_={"description": upsert.excluded.description, "days": upsert.excluded.days},
+        )
+        async with self._write() as conn:
+            await conn.execute(upsert)
+        return calendar
+
+    async def get_calendar(self, namespace: str, name: str) -> Calendar | None:
+        t = tables.calendars
+        query = sa.select(t).where(t.c.namespace == namespace, t.c.name == name)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else _calendar(row)
+
+    async def list_calendars(self, namespace: str) -> list[Calendar]:
+        t = tables.calendars
+        query = sa.select(t).where(t.c.namespace == namespace).order_by(t.c.name)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_calendar(r) for r in rows]
+
+    async def record_alarm(
+        self,
+        *,
+        namespace: str,
+        group_id: str,
+        job_id: int,
+        instance_id: int | None,
+        kind: str,
+        channel: str,
+        message: str,
+        delivered: bool,
+        detail: dict[str, Any] | None = None,
+    ) -> Alarm:
+        created_at = _now()
+        detail = dict(detail or {})
+        try:
+            detail_text = json.dumps(detail, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"detail={detail!r}: not JSON-serializable ({exc})") from None
+        values = {
+            "namespace": namespace,
+            "group_id": group_id,
+            "job_id": job_id,
+            "instance_id": instance_id,
+            "kind": kind,
+            "channel": channel,
+            "message": message,
+            "delivered": delivered,
+            "created_at": created_at,
+            "detail": detail_text,
+        }
+        t = tables.alarms
+        async with self._write() as conn:
+            alarm_id = (await conn.execute(sa.insert(t).values(values).returning(t.c.id))).scalar_one()
+        return Alarm(
+            id=alarm_id,
+            namespace=namespace,
+            group_id=group_id,
+            job_id=job_id,
+            instance_id=instance_id,
+            kind=kind,
+            channel=channel,
+            message=message,
+            delivered=delivered,
+            created_at=created_at,
+            detail=detail,
+        )
+
+    async def list_alarms(self, *, job_id: int | None = None, limit: int = 100) -> list[Alarm]:
+        """Alarms newest first, optionally of one job."""
+        _check_page(0, limit)
+        t = tables.alarms
+        query = sa.select(t).order_by(t.c.id.desc()).limit(limit)
+        if job_id is not None:
+            query = query.where(t.c.job_id == job_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_alarm(r) for r in rows]

@@ -1,0 +1,187 @@
+"""The store's tables as SQLAlchemy Core metadata (the migrations create the same schema).
+
+Datetimes go through `UtcDateTime`: stored as UTC, read back timezone-aware UTC on every backend
+(SQLite keeps no offset, so it is restored on the way out).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets BIGSERIAL.
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware datetime stored as UTC; naive datetimes are refused."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"datetime {value.isoformat()!r} is naive: the store needs timezone-aware values"
+            )
+        value = value.astimezone(UTC)
+        # SQLite compares datetimes as text: one offset-free format keeps the order right.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _created() -> sa.Column[datetime]:
+    return sa.Column("created_at", UtcDateTime(), nullable=False)
+
+
+namespaces = sa.Table(
+    "sx_namespaces",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False, default=""),
+    _created(),
+)
+
+groups = sa.Table(
+    "sx_groups",
+    metadata,
+    sa.Column("namespace", sa.String(64), primary_key=True),
+    sa.Column("group_id", sa.String(128), primary_key=True),
+    sa.Column("app_key", sa.String(255), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False, default=""),
+    _created(),
+)
+
+access_keys = sa.Table(
+    "sx_access_keys",
+    metadata,
+    sa.Column("key_id", sa.String(128), primary_key=True),
+    sa.Column("secret", sa.String(255), nullable=False),
+    sa.Column("namespace", sa.String(64), nullable=False, index=True),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    _created(),
+)
+
+nonces = sa.Table(
+    "sx_nonces",
+    metadata,
+    sa.Column("nonce", sa.String(255), primary_key=True),
+    sa.Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+jobs = sa.Table(
+    "sx_jobs",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("namespace", sa.String(64), nullable=False),
+    sa.Column("namespace_source", sa.String(64), nullable=True),
+    sa.Column("group_id", sa.String(128), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("spec", sa.Text(), nullable=False),
+    sa.Column("time_type", sa.Integer(), nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("managed", sa.Boolean(), nullable=False),
+    sa.Column("next_fire_time", UtcDateTime(), nullable=True),
+    _created(),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("namespace", "group_id", "name", name="uq_sx_jobs_name"),
+    sqlite_autoincrement=True,  # never reuse a deleted job's id
+)
+
+# The trigger engine's look-ups: a partial index holding only jobs that can fire. Queries must repeat
+# this predicate literally (JOB_CAN_FIRE) or SQLite will not use the index.
+JOB_CAN_FIRE = sa.and_(jobs.c.enabled == sa.true(), jobs.c.next_fire_time.isnot(None))
+sa.Index(
+    "ix_sx_jobs_due",
+    jobs.c.next_fire_time,
+    jobs.c.id,
+    sqlite_where=JOB_CAN_FIRE,
+    postgresql_where=JOB_CAN_FIRE,
+)
+
+instances = sa.Table(
+    "sx_instances",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("sx_jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("namespace", sa.String(64), nullable=False),
+    sa.Column("group_id", sa.String(128), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("trigger_type", sa.Integer(), nullable=False),
+    sa.Column("time_type", sa.Integer(), nullable=False),
+    sa.Column("schedule_time", UtcDateTime(), nullable=False),
+    sa.Column("data_time", UtcDateTime(), nullable=False),
+    _created(),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("instance_parameters", sa.Text(), nullable=False),
+    sa.Column("wf_instance_id", sa.BigInteger(), nullable=True),
+    sa.Column("start_time", UtcDateTime(), nullable=True),
+    sa.Column("end_time", UtcDateTime(), nullable=True),
+    sa.Column("worker_id", sa.String(255), nullable=False),
+    sa.Column("worker_addr", sa.String(255), nullable=False),
+    sa.Column("executor", sa.String(255), nullable=False),
+    sa.Column("result", sa.Text(), nullable=False),
+    sa.Column("progress", sa.Text(), nullable=False),
+    sa.Column("retry_of", sa.BigInteger(), nullable=True),
+    sa.Column("timeout_alarmed", sa.Boolean(), nullable=False),
+    sa.Index("ix_sx_instances_job", "job_id", "id"),
+    sa.Index("ix_sx_instances_status", "status", "id"),
+    sa.Index("ix_sx_instances_retry_of", "retry_of"),
+    sqlite_autoincrement=True,
+)
+
+calendars = sa.Table(
+    "sx_calendars",
+    metadata,
+    sa.Column("namespace", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("description", sa.Text(), nullable=False),
+    sa.Column("days", sa.Text(), nullable=False),
+)
+
+alarms = sa.Table(
+    "sx_alarms",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("namespace", sa.String(64), nullable=False),
+    sa.Column("group_id", sa.String(128), nullable=False),
+    sa.Column("job_id", sa.BigInteger(), nullable=False),
+    sa.Column("instance_id", sa.BigInteger(), nullable=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("delivered", sa.Boolean(), nullable=False),
+    _created(),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Index("ix_sx_alarms_job", "job_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+VERSION_TABLE = "sx_alembic_version"
+
+__all__ = [
+    "JOB_CAN_FIRE",
+    "VERSION_TABLE",
+    "UtcDateTime",
+    "access_keys",
+    "alarms",
+    "calendars",
+    "groups",
+    "jobs",
+    "metadata",
+    "namespaces",
+    "nonces",
+]

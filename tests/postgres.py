@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -177,3 +178,17 @@ async def _reset(url: str) -> None:
         await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
     finally:
         await conn.close()
+
+
+def main() -> int:
+    """``python -m tests.postgres``: make sure the test server runs (CI calls this before the tests)."""
+    server = PostgresServer.find()
+    if server.unavailable is not None:
+        print(f"!! {server.unavailable}: the PostgreSQL tests will be SKIPPED", file=sys.stderr)
+        return 1
+    print(f"PostgreSQL is up at {server.url.render_as_string(hide_password=True)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

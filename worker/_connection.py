@@ -1,0 +1,298 @@
+"""The worker's control stream to the scheduler: register, heartbeats, submissions, kills, reports.
+
+Reports are kept until the scheduler acknowledges them and are re-sent after every reconnect; the
+scheduler de-duplicates them by delivery id. The stream is re-opened with exponential backoff (0.1 s
+doubling to 5 s, with jitter) until the worker closes it; a refused registration ends the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from typing import Any, Protocol
+
+import grpc
+from grpc import aio
+
+from sx.processors._errors import SxError
+from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
+
+from ._grpc_options import channel_options
+
+log = logging.getLogger("sx.worker")
+
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+DEFAULT_HEARTBEAT_INTERVAL = 3.0
+
+# The scheduler ends the stream with these when it will never accept this worker as configured.
+_FATAL_CODES = (
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
+
+
+class WorkerRejected(SxError):
+    """The scheduler refused to register this worker (wrong app key, unknown group, bad request).
+
+    ``code`` is the gRPC status name and ``message`` the scheduler's explanation.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"the scheduler refused this worker ({code}): {message}")
+
+
+class ConnectionHandler(Protocol):
+    """What the connection asks of the worker."""
+
+    def register_message(self) -> scheduler_pb2.Register:
+        """The Register to send on every (re)connect, with the instances still running."""
+        ...
+
+    def heartbeat_message(self) -> scheduler_pb2.Heartbeat: ...
+
+    def on_submit(self, submit: scheduler_pb2.SubmitInstance) -> scheduler_pb2.SubmitReply:
+        """Accept or refuse a submission at once (the run itself goes on in the background)."""
+        ...
+
+    async def on_kill(self, kill: scheduler_pb2.KillInstance) -> None: ...
+
+
+def backoff_delays(first: float = BACKOFF_FIRST, cap: float = BACKOFF_MAX) -> Any:
+    """Endless reconnect delays: ``first`` doubling up to ``cap``, each with ±20 % jitter."""
+    delay = first
+    while True:
+        yield delay * random.uniform(0.8, 1.2)
+        delay = min(delay * 2, cap)
+
+
+class SchedulerConnection:
+    """Keeps one Connect stream open to ``target`` and moves messages between it and ``handler``."""
+
+    def __init__(
+        self,
+        *,
+        target: str,
+        handler: ConnectionHandler,
+        credentials: grpc.ChannelCredentials | None = None,
+        connected: asyncio.Event | None = None,
+    ) -> None:
+        self._target = target
+        self._handler = handler
+        self._credentials = credentials
+        self._unacked: OrderedDict[str, scheduler_pb2.InstanceReport] = OrderedDict()
+        self._outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None] | None = None
+        self._closing = False
+        self._closed = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._current: asyncio.Task[bool] | None = None
+        self._disconnected = asyncio.Event()
+        self.connected = connected if connected is not None else asyncio.Event()
+        self.registered: scheduler_pb2.Registered | None = None
+        self.attempted = asyncio.Event()
+        """Set once the first registration attempt registered or failed."""
+        self.connects = 0
+        """How many times the worker has registered (1 after the first connect)."""
+
+    @property
+    def unacked(self) -> int:
+        """Reports not yet acknowledged by the scheduler."""
+        return len(self._unacked)
+
+    def report(self, report: scheduler_pb2.InstanceReport) -> str:
+        """Queue ``report`` for delivery (now, or after reconnecting); returns its delivery id."""
+        delivery_id = uuid.uuid4().hex
+        report.delivery_id = delivery_id
+        self._unacked[delivery_id] = report
+        self._send(scheduler_pb2.WorkerMessage(report=report))
+        return delivery_id
+
+    async def wait_acked(self, seconds: float) -> bool:
+        """Wait until every report is acknowledged; False when ``seconds`` pass first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self._unacked:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._acked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acked.wait(), timeout=remaining)
+        return True
+
+    def _send(self, message: scheduler_pb2.WorkerMessage) -> None:
+        if self._outbox is not None and self.connected.is_set():
+            self._outbox.put_nowait(message)
+
+    async def run(self) -> None:
+        """Connect and serve until ``close``; raises ``WorkerRejected`` when registration is refused."""
+        options = channel_options()
+        if self._credentials is None:
+            channel = aio.insecure_channel(self._target, options=options)
+        else:
+            channel = aio.secure_channel(self._target, self._credentials, options=options)
+        delays = backoff_delays()
+        try:
+            while not self._closing:
+                session = asyncio.create_task(self._session(channel), name="sx-scheduler-session")
+                self._current = session
+                try:
+                    # wait() rather than await: close() may cancel the session, which must not end run()
+                    # with CancelledError.
+                    await asyncio.wait({session})
+                except asyncio.CancelledError:
+                    session.cancel()
+                    raise
+                finally:
+                    self._current = None
+                if session.cancelled():
+                    break
+                try:
+                    if session.result():
+                        delays = backoff_delays()
+                except WorkerRejected:
+                    raise
+                except aio.AioRpcError as exc:
+                    log.warning(
+                        "scheduler %s: stream failed: %s %s", self._target, exc.code().name, exc.details()
+                    )
+                except Exception as exc:  # any other stream failure is worth a reconnect, not the worker
+                    log.warning("scheduler %s: stream failed: %r", self._target, exc)
+                if self._closing:
+                    break
+                delay = next(delays)
+                log.info("reconnecting to scheduler %s in %.2fs", self._target, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), timeout=delay)
+        finally:
+            self.connected.clear()
+            await channel.close()
+
+    async def _session(self, channel: aio.Channel) -> bool:
+        """One stream from Register to its end; True when registration succeeded."""
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        call = stub.Connect()
+        outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None] = asyncio.Queue()
+        writer: asyncio.Task[None] | None = None
+        heartbeat: asyncio.Task[None] | None = None
+        try:
+            await call.write(scheduler_pb2.WorkerMessage(register=self._handler.register_message()))
+            try:
+                first = await call.read()
+            except aio.AioRpcError as exc:
+                if exc.code() in _FATAL_CODES:
+                    raise WorkerRejected(exc.code().name, exc.details() or "") from None
+                raise
+            if first is aio.EOF:
+                code = await call.code()
+                if code in _FATAL_CODES:
+                    raise WorkerRejected(code.name, await call.details() or "")
+                log.warning("scheduler %s ended the stream before registering (%s)", self._target, code)
+                return False
+            if first.WhichOneof("body") != "registered":
+                log.warning("scheduler %s answered Register with %s", self._target, first.WhichOneof("body"))
+                return False
+            self.registered = first.registered
+            self.connects += 1
+            interval_ms = first.registered.heartbeat_interval_ms
+            interval = interval_ms / 1000 if interval_ms > 0 else DEFAULT_HEARTBEAT_INTERVAL
+            # Swap in the new outbox and queue every unacknowledged report before anything new.
+            self._outbox = outbox
+            for report in self._unacked.values():
+                outbox.put_nowait(scheduler_pb2.WorkerMessage(report=report))
+            self._disconnected.clear()
+            self.connected.set()
+            self.attempted.set()
+            log.info(
+                "registered with scheduler %s as %s (%d report(s) to re-send)",
+                self._target,
+                first.registered.worker_id,
+                len(self._unacked),
+            )
+            writer = asyncio.create_task(self._write(call, outbox), name="sx-scheduler-writer")
+            heartbeat = asyncio.create_task(self._heartbeats(outbox, interval), name="sx-heartbeat")
+            await self._read(call, outbox)
+            return True
+        finally:
+            self.attempted.set()
+            self.connected.clear()
+            self._disconnected.set()
+            for task in (heartbeat, writer):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            if self._outbox is outbox:
+                self._outbox = None
+            call.cancel()
+
+    async def _read(self, call: Any, outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None]) -> None:
+        while True:
+            message = await call.read()
+            if message is aio.EOF:
+                if not self._closing:
+                    log.warning("scheduler %s closed the stream (%s)", self._target, await call.code())
+                return
+            body = message.WhichOneof("body")
+            if body == "ack":
+                if self._unacked.pop(message.ack.delivery_id, None) is not None and not self._unacked:
+                    self._acked.set()
+            elif body == "submit":
+                try:
+                    reply = self._handler.on_submit(message.submit)
+                except Exception as exc:
+                    log.exception("submit of instance %s failed", message.submit.instance.instance_id)
+                    reply = scheduler_pb2.SubmitReply(
+                        instance_id=message.submit.instance.instance_id, accepted=False, message=str(exc)
+                    )
+                outbox.put_nowait(scheduler_pb2.WorkerMessage(submit_reply=reply))
+            elif body == "kill":
+                self._spawn(self._handler.on_kill(message.kill))
+            else:
+                log.warning("scheduler %s sent an unexpected %s", self._target, body)
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _write(self, call: Any, outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None]) -> None:
+        while True:
+            message = await outbox.get()
+            if message is None:
+                await call.done_writing()
+                return
+            await call.write(message)
+
+    async def _heartbeats(
+        self, outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None], interval: float
+    ) -> None:
+        while True:
+            outbox.put_nowait(scheduler_pb2.WorkerMessage(heartbeat=self._handler.heartbeat_message()))
+            await asyncio.sleep(interval)
+
+    async def close(self, *, reason: str, linger: float = 2.0) -> None:
+        """Deregister (when connected) and end the stream; ``run`` then returns."""
+        if self._closing:
+            return
+        outbox = self._outbox if self.connected.is_set() else None
+        self._closing = True
+        if outbox is not None:
+            outbox.put_nowait(scheduler_pb2.WorkerMessage(deregister=scheduler_pb2.Deregister(reason=reason)))
+            outbox.put_nowait(None)
+            # Give the scheduler a moment to end its side after reading Deregister.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._disconnected.wait(), timeout=linger)
+        self._closed.set()
+        if self._current is not None:
+            self._current.cancel()
+        for task in list(self._background):
+            task.cancel()

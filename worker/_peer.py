@@ -1,0 +1,171 @@
+"""The worker-to-worker Peer service, and clients to reach peers (this worker itself in process)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import grpc
+from grpc import aio
+
+from sx.protos.v1 import peer_pb2, peer_pb2_grpc
+
+from ._grpc_options import channel_options
+from ._runner import TaskRunner
+
+log = logging.getLogger("sx.worker")
+
+MAP_UNSUPPORTED = "map modes are not supported by this worker yet"
+PEER_CALL_TIMEOUT = 10.0
+"""Seconds a peer call may take; a peer slower than that counts as unreachable."""
+
+
+class StatusReceiver(Protocol):
+    """What a master on this worker does with task statuses and liveness questions."""
+
+    def on_statuses(self, batch: peer_pb2.TaskStatusBatch) -> None: ...
+
+
+class PeerService(peer_pb2_grpc.PeerServicer):
+    """Serves StartTasks, ReportTaskStatuses, KillInstance, DestroyInstance and CheckAlive.
+
+    ``masters`` finds the master this worker holds for an instance id (or None).
+    """
+
+    def __init__(
+        self, *, tasks: TaskRunner, masters: Callable[[int], StatusReceiver | None], worker_id: str
+    ) -> None:
+        self._tasks = tasks
+        self._masters = masters
+        self._worker_id = worker_id
+
+    async def StartTasks(self, request: peer_pb2.StartTasksRequest, context: Any) -> peer_pb2.StartTasksReply:
+        return self._tasks.start(request)
+
+    async def ReportTaskStatuses(self, request: peer_pb2.TaskStatusBatch, context: Any) -> peer_pb2.Ack:
+        master = self._masters(request.instance_id)
+        if master is None:
+            # The instance ended (or never was ours): the sender should stop re-sending.
+            return peer_pb2.Ack(ok=True, message=f"instance {request.instance_id} has no master here")
+        master.on_statuses(request)
+        return peer_pb2.Ack(ok=True)
+
+    async def MapTasks(self, request: peer_pb2.MapTasksRequest, context: Any) -> peer_pb2.MapTasksReply:
+        return peer_pb2.MapTasksReply(accepted=False, message=MAP_UNSUPPORTED)
+
+    async def KillInstance(self, request: peer_pb2.PeerKillRequest, context: Any) -> peer_pb2.Ack:
+        killed = await self._tasks.kill(request.instance_id, task_id=request.task_id, reason=request.reason)
+        return peer_pb2.Ack(ok=True, message=f"{killed} task(s) stopped")
+
+    async def DestroyInstance(self, request: peer_pb2.DestroyRequest, context: Any) -> peer_pb2.Ack:
+        await self._tasks.destroy(request.instance_id)
+        return peer_pb2.Ack(ok=True)
+
+    async def CheckAlive(self, request: peer_pb2.CheckAliveRequest, context: Any) -> peer_pb2.CheckAliveReply:
+        instance_id = request.instance_id
+        alive = instance_id == 0 or self._tasks.holds(instance_id) or self._masters(instance_id) is not None
+        return peer_pb2.CheckAliveReply(alive=alive, worker_id=self._worker_id, running=self._tasks.running)
+
+
+class PeerApi(Protocol):
+    """The Peer calls, the same for a remote worker and for this one."""
+
+    async def StartTasks(self, request: peer_pb2.StartTasksRequest) -> peer_pb2.StartTasksReply: ...
+    async def ReportTaskStatuses(self, request: peer_pb2.TaskStatusBatch) -> peer_pb2.Ack: ...
+    async def MapTasks(self, request: peer_pb2.MapTasksRequest) -> peer_pb2.MapTasksReply: ...
+    async def KillInstance(self, request: peer_pb2.PeerKillRequest) -> peer_pb2.Ack: ...
+    async def DestroyInstance(self, request: peer_pb2.DestroyRequest) -> peer_pb2.Ack: ...
+    async def CheckAlive(self, request: peer_pb2.CheckAliveRequest) -> peer_pb2.CheckAliveReply: ...
+
+
+class _LocalPeer:
+    """This worker's own service, called in process through the same handlers gRPC calls."""
+
+    def __init__(self, service: PeerService) -> None:
+        self._service = service
+
+    async def StartTasks(self, request: peer_pb2.StartTasksRequest) -> peer_pb2.StartTasksReply:
+        return await self._service.StartTasks(request, None)
+
+    async def ReportTaskStatuses(self, request: peer_pb2.TaskStatusBatch) -> peer_pb2.Ack:
+        return await self._service.ReportTaskStatuses(request, None)
+
+    async def MapTasks(self, request: peer_pb2.MapTasksRequest) -> peer_pb2.MapTasksReply:
+        return await self._service.MapTasks(request, None)
+
+    async def KillInstance(self, request: peer_pb2.PeerKillRequest) -> peer_pb2.Ack:
+        return await self._service.KillInstance(request, None)
+
+    async def DestroyInstance(self, request: peer_pb2.DestroyRequest) -> peer_pb2.Ack:
+        return await self._service.DestroyInstance(request, None)
+
+    async def CheckAlive(self, request: peer_pb2.CheckAliveRequest) -> peer_pb2.CheckAliveReply:
+        return await self._service.CheckAlive(request, None)
+
+
+class _RemotePeer:
+    """Another worker's service over gRPC, with a deadline on every call."""
+
+    def __init__(self, channel: aio.Channel) -> None:
+        self._stub = peer_pb2_grpc.PeerStub(channel)
+
+    async def StartTasks(self, request: peer_pb2.StartTasksRequest) -> peer_pb2.StartTasksReply:
+        reply: peer_pb2.StartTasksReply = await self._stub.StartTasks(request, timeout=PEER_CALL_TIMEOUT)
+        return reply
+
+    async def ReportTaskStatuses(self, request: peer_pb2.TaskStatusBatch) -> peer_pb2.Ack:
+        reply: peer_pb2.Ack = await self._stub.ReportTaskStatuses(request, timeout=PEER_CALL_TIMEOUT)
+        return reply
+
+    async def MapTasks(self, request: peer_pb2.MapTasksRequest) -> peer_pb2.MapTasksReply:
+        reply: peer_pb2.MapTasksReply = await self._stub.MapTasks(request, timeout=PEER_CALL_TIMEOUT)
+        return reply
+
+    async def KillInstance(self, request: peer_pb2.PeerKillRequest) -> peer_pb2.Ack:
+        reply: peer_pb2.Ack = await self._stub.KillInstance(request, timeout=PEER_CALL_TIMEOUT)
+        return reply
+
+    async def DestroyInstance(self, request: peer_pb2.DestroyRequest) -> peer_pb2.Ack:
+        reply: peer_pb2.Ack = await self._stub.DestroyInstance(request, timeout=PEER_CALL_TIMEOUT)
+        return reply
+
+    async def CheckAlive(self, request: peer_pb2.CheckAliveRequest) -> peer_pb2.CheckAliveReply:
+        reply: peer_pb2.CheckAliveReply = await self._stub.CheckAlive(request, timeout=PEER_CALL_TIMEOUT)
+        return reply
+
+
+class PeerClients:
+    """One channel per peer address, opened on first use; this worker's own address is served in process."""
+
+    def __init__(self, *, local_address: Callable[[], str]) -> None:
+        self._local_address = local_address
+        self._local: _LocalPeer | None = None
+        self._channels: dict[str, aio.Channel] = {}
+        self._remotes: dict[str, _RemotePeer] = {}
+
+    def bind_local(self, service: PeerService) -> None:
+        self._local = _LocalPeer(service)
+
+    def client(self, address: str) -> PeerApi:
+        """The Peer API at ``address``; raises ValueError for an empty address."""
+        if not address:
+            raise ValueError("address='': a peer address is host:port")
+        if self._local is not None and address == self._local_address():
+            return self._local
+        remote = self._remotes.get(address)
+        if remote is None:
+            channel = aio.insecure_channel(address, options=channel_options())
+            self._channels[address] = channel
+            remote = self._remotes[address] = _RemotePeer(channel)
+        return remote
+
+    async def close(self) -> None:
+        channels, self._channels, self._remotes = self._channels, {}, {}
+        await asyncio.gather(*(channel.close() for channel in channels.values()), return_exceptions=True)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True for errors that mean the peer could not be reached or did not answer in time."""
+    return isinstance(exc, aio.AioRpcError | grpc.RpcError | asyncio.TimeoutError | OSError)

@@ -1,0 +1,76 @@
+"""The worker's settings: defaults < config file < ``SX_*`` environment < explicit overrides."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sx.processors._config_file import load_settings
+
+
+def default_worker_id() -> str:
+    """``<host>_<pid>_<random>``: unique per process, readable in logs."""
+    return f"{socket.gethostname()}_{os.getpid()}_{secrets.token_hex(3)}"
+
+
+class WorkerSettings(BaseSettings):
+    """How a worker connects to its scheduler and how much it runs at once.
+
+    Every field has an environment twin ``SX_<FIELD>`` (``SX_GROUP_ID``, ``SX_LABELS`` as JSON, ...).
+    Unknown keys are errors, in a config file as well as in keyword arguments.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SX_", extra="forbid", validate_default=True)
+
+    server: str | None = None
+    """host:port of the scheduler's gRPC endpoint; None means an embedded scheduler (the CLI decides)."""
+    namespace: str = "default"
+    group_id: str = "default"
+    app_key: str = ""
+    worker_id: str | None = None
+    """Defaults to ``<host>_<pid>_<random>``."""
+    advertise_host: str = "127.0.0.1"
+    """The host peers and the scheduler use to reach this worker's peer service."""
+    peer_host: str = "127.0.0.1"
+    """The interface the peer service listens on."""
+    peer_port: int = Field(default=0, ge=0, le=65535)
+    concurrency: int = Field(default=16, ge=1)
+    """Worker-wide limit on instances and tasks running at once."""
+    thread_pool_size: int | None = Field(default=None, ge=1)
+    """Threads for blocking hooks; defaults to ``concurrency``."""
+    labels: dict[str, str] = Field(default_factory=dict)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    """Seconds running instances get to finish on shutdown before they are cancelled."""
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("server")
+    @classmethod
+    def _check_server(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"server={value!r}: expected host:port")
+        return value
+
+    @property
+    def effective_thread_pool_size(self) -> int:
+        """``thread_pool_size``, or ``concurrency`` when it is not set."""
+        return self.thread_pool_size or self.concurrency
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> WorkerSettings:
+        """Build settings from ``overrides`` (the CLI) > ``SX_*`` env > ``config_file`` > defaults.
+
+        ``config_file`` is TOML or JSON (its ``[worker]`` table when it has one); unknown keys in it are
+        errors naming the key. ``None`` overrides count as not given, so a CLI can pass every option.
+        """
+        return load_settings(cls, config_file, section="worker", **overrides)

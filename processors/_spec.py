@@ -328,9 +328,16 @@ class JobSpec(_WireModel):
         return cls.from_create_params(flat)
 
     def diff(self, other: JobSpec) -> dict[str, tuple[Any, Any]]:
-        """The wire fields whose values differ, each mapped to (this job's value, ``other``'s value)."""
+        """The wire fields whose values differ, each mapped to (this job's value, ``other``'s value).
+
+        A change of ``timeType`` also lists the fields bound to it, even if equal, because
+        :meth:`updated` resets them when the type changes: the diff alone is always a complete update.
+        """
         mine, theirs = self.to_create_params(), other.to_create_params()
-        return {wire: (mine[wire], theirs[wire]) for wire in mine if mine[wire] != theirs[wire]}
+        bound = ("timeExpression", "calendar", "dataOffset") if mine["timeType"] != theirs["timeType"] else ()
+        return {
+            wire: (mine[wire], theirs[wire]) for wire in mine if mine[wire] != theirs[wire] or wire in bound
+        }
 
     @classmethod
     def _from_values(cls, values: Mapping[str, Any]) -> JobSpec:

@@ -10,6 +10,7 @@ import click
 
 from sx.worker._cli_keys import keys
 from sx.worker._cli_run import check, list_processors, run, serve
+from sx.worker._cli_sync import sync
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -18,5 +19,5 @@ def main() -> None:
     """sx-worker: scheduled and distributed jobs for Python services."""
 
 
-for command in (run, serve, check, list_processors, keys):
+for command in (run, serve, check, list_processors, sync, keys):
     main.add_command(command)

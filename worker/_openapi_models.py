@@ -1,0 +1,148 @@
+"""Typed answers of the scheduler's OpenAPI, as the client returns them.
+
+Wire names are camelCase; attributes are snake_case. Models ignore fields they do not know, so a newer
+scheduler that adds a field does not break an older client. A job's configuration is read into a
+:class:`~sx.processors._spec.JobSpec` so it can be compared with the definition in code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from sx.processors._enums import InstanceStatus
+from sx.processors._spec import JobSpec
+
+__all__ = [
+    "AccessKeyInfo",
+    "CalendarInfo",
+    "GroupInfo",
+    "InstanceDetail",
+    "InstancePage",
+    "JobInfo",
+    "JobPage",
+    "NamespaceInfo",
+]
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True)
+
+
+class NamespaceInfo(_Answer):
+    """A namespace (extension endpoints)."""
+
+    namespace: str
+    name: str = ""
+    description: str = ""
+
+
+class GroupInfo(_Answer):
+    """An application group; ``app_key`` is what its workers present to join."""
+
+    namespace: str
+    group_id: str
+    app_key: str
+    description: str = ""
+
+
+class CalendarInfo(_Answer):
+    """A calendar: the days a cron job using it may fire."""
+
+    namespace: str
+    name: str
+    description: str = ""
+    days: tuple[date, ...] = ()
+
+
+class AccessKeyInfo(_Answer):
+    """An access key; ``access_key_secret`` only in the answer that created it."""
+
+    access_key_id: str
+    namespace: str
+    enabled: bool = True
+    access_key_secret: str | None = None
+
+
+class InstanceDetail(_Answer):
+    """JobInstanceDetail. Dates are ``yyyy-MM-dd HH:mm:ss`` in the job's zone, "" when unset."""
+
+    instance_id: int
+    job_id: int
+    status: InstanceStatus
+    start_date: str = ""
+    end_date: str = ""
+    schedule_date: str = ""
+    data_date: str = ""
+    executor: str = ""
+    work_addr: str = ""
+    result: str = ""
+    progress: str = ""
+    time_type: int = 0
+    trigger_type: int = 0
+
+
+class InstancePage(_Answer):
+    """A page of a job's instances (ListInstances extension)."""
+
+    total: int
+    page_num: int
+    page_size: int
+    instances: tuple[InstanceDetail, ...] = ()
+
+
+class JobInfo(BaseModel):
+    """GetJobInfo's answer: the job's id, state and configuration as a JobSpec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: int
+    enabled: bool
+    managed: bool = False
+    """Created or adopted by job sync (``sx-worker sync``); only such jobs are ever pruned."""
+    namespace_source: str | None = None
+    spec: JobSpec = Field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def status(self) -> int:
+        """The original's status code: 1 enabled, 0 disabled."""
+        return 1 if self.enabled else 0
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> JobInfo:
+        """Read a JobConfigInfo plus ``jobId``, ``status`` and ``managed``."""
+        return cls(
+            job_id=int(data["jobId"]),
+            enabled=int(data.get("status", 1)) == 1,
+            managed=bool(data.get("managed", False)),
+            namespace_source=data.get("namespaceSource"),
+            spec=JobSpec.from_job_config_info(data),
+        )
+
+
+class JobPage(BaseModel):
+    """A page of a group's jobs (ListJobs extension)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    total: int
+    page_num: int
+    page_size: int
+    jobs: tuple[JobInfo, ...] = ()
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> JobPage:
+        return cls(
+            total=int(data["total"]),
+            page_num=int(data["pageNum"]),
+            page_size=int(data["pageSize"]),
+            jobs=tuple(JobInfo.from_wire(job) for job in data.get("jobs", [])),
+        )

@@ -167,7 +167,7 @@ def _wrap(endpoint: Endpoint, service: JobService, authenticator: Authenticator)
                 code=ErrorCode.INTERNAL_ERROR,
                 message=f"internal error; quote requestId {request_id} to the operator",
             )
-        log.info(
+        log.debug(
             "%s %s -> %d key=%s %.1fms requestId=%s",
             request.method,
             request.url.path,

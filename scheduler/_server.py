@@ -20,7 +20,7 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sx.processors._errors import SxError
-from sx.scheduler._alarms import AlarmRouter
+from sx.scheduler._alarms import AlarmChannel, AlarmRouter, LogChannel, SmsChannel, WebhookChannel
 from sx.scheduler._auth import Authenticator
 from sx.scheduler._clock import Clock, RealClock
 from sx.scheduler._dispatch import Dispatcher, server_credentials
@@ -66,6 +66,15 @@ def local_zone() -> tzinfo:
     return ZoneInfo("UTC")
 
 
+def alarm_channels(settings: SchedulerSettings) -> dict[str, AlarmChannel]:
+    """The channels a job's sendChannel can name; sms without a gateway is logged, so nothing is lost."""
+    channels: dict[str, AlarmChannel] = {"log": LogChannel()}
+    if settings.alarm_webhook_url:
+        channels["webhook"] = WebhookChannel(settings.alarm_webhook_url)
+    channels["sms"] = SmsChannel(settings.sms_gateway_url) if settings.sms_gateway_url else LogChannel()
+    return channels
+
+
 class _Hooks:
     """Connects the service layer to the trigger engine and the dispatcher."""
 
@@ -93,9 +102,7 @@ class SchedulerServer:
         url = settings.database_url or sqlite_url(settings.data_dir)
         self.store: Store = SqlStore(url)
         hooks = _Hooks(self)
-        self.alarms = AlarmRouter(
-            self.store, webhook_url=settings.alarm_webhook_url, sms_gateway_url=settings.sms_gateway_url
-        )
+        self.alarms = AlarmRouter(alarm_channels(settings), self.store)
         self.engine = TriggerEngine(
             self.store, clock=self.clock, default_tz=self.default_tz, on_created=self._dispatch_all
         )

@@ -61,17 +61,23 @@ def describe_schedule(definition: ProcessorDefinition) -> str:
 
 
 def banner(
-    *, definitions: list[ProcessorDefinition], settings: WorkerSettings, server: str, openapi: str | None
+    *,
+    definitions: list[ProcessorDefinition],
+    settings: WorkerSettings,
+    worker_id: str,
+    openapi: str | None,
+    embedded: bool,
 ) -> str:
+    """What the worker serves and where it connects (never a secret such as the app key)."""
     lines = [
         "sx-worker",
-        f"  scheduler   {server}" + ("  (embedded)" if openapi and settings.server is None else ""),
+        f"  scheduler   {settings.server}" + ("  (embedded)" if embedded else ""),
     ]
     if openapi:
         lines.append(f"  OpenAPI     {openapi}   docs: {openapi}/docs")
     lines += [
         f"  group       {settings.group_id} (namespace {settings.namespace})",
-        f"  worker      {settings.worker_id}",
+        f"  worker      {worker_id}",
         f"  concurrency {settings.concurrency}",
         "  processors:",
     ]
@@ -171,7 +177,6 @@ async def _run(
         openapi_url = embedded.http_url
         settings = settings.model_copy(update={"server": embedded.grpc_address})
         sync = True  # the embedded default always registers the jobs it runs
-    assert settings.server is not None
     try:
         if sync or embedded is not None:
             if not openapi_url:
@@ -194,7 +199,11 @@ async def _run(
         worker = Worker(settings, registry=default_registry())
         click.echo(
             banner(
-                definitions=definitions, settings=worker.settings, server=settings.server, openapi=openapi_url
+                definitions=definitions,
+                settings=worker.settings,
+                worker_id=worker.worker_id,
+                openapi=openapi_url,
+                embedded=bool(embedded),
             ),
             err=True,
         )

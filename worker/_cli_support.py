@@ -55,6 +55,9 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Libraries that narrate every request or migration step: only their warnings are news.
+    for noisy in ("alembic", "httpx", "httpcore", "uvicorn"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def import_targets(targets: Sequence[str]) -> None:

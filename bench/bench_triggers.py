@@ -1,0 +1,193 @@
+"""Trigger engine figures on a real clock and an SQLite store (no workers).
+
+(a) 1,000 jobs due together every second for 60 s; (b) 10,000 jobs due together every 10 s;
+(c) 100,000 stored cron jobs: start-up time and CPU used while idle between fires.
+Lateness is an instance's created_at minus its schedule time; missed is expected fires minus created.
+
+    python bench/bench_triggers.py [a|b|c ...] [--seconds S] [--jobs-a N] [--jobs-b N] [--jobs-c N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import resource
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from sx.processors._enums import InstanceStatus
+from sx.processors._schedule import cron
+from sx.processors._spec import JobSpec
+from sx.scheduler import _sql_tables as tables
+from sx.scheduler._clock import RealClock
+from sx.scheduler._sql_store import SqlStore, sqlite_url
+from sx.scheduler._store import Group, Instance, Namespace, Store
+from sx.scheduler._timing import next_fire_time
+from sx.scheduler._triggers import TriggerEngine
+
+NS, GROUP = "bench", "bench"
+
+
+async def _nothing(instances: list[Instance]) -> None:
+    return None
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+class _BatchCountingStore(SqlStore):
+    """SqlStore plus the one-query active count the engine uses when a store offers it (a proposed
+    store addition; measured here so its effect shows)."""
+
+    async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
+        t = tables.instances
+        active = [int(InstanceStatus.WAITING), int(InstanceStatus.READY), int(InstanceStatus.RUNNING)]
+        counts: dict[int, int] = {}
+        for start in range(0, len(job_ids), 500):
+            chunk = list(job_ids[start : start + 500])
+            query = (
+                sa.select(t.c.job_id, sa.func.count())
+                .where(t.c.job_id.in_(chunk), t.c.status.in_(active))
+                .group_by(t.c.job_id)
+            )
+            async with self._read() as conn:
+                counts.update({row[0]: row[1] for row in await conn.execute(query)})
+        return counts
+
+
+async def _open_store(directory: Path, *, batch_count: bool) -> SqlStore:
+    store = (_BatchCountingStore if batch_count else SqlStore)(sqlite_url(directory))
+    await store.start()
+    await store.create_namespace(Namespace(id=NS, name=NS))
+    await store.create_group(Group(namespace=NS, group_id=GROUP, app_key="k"))
+    return store
+
+
+async def _add_jobs(store: Store, count: int, expression: str, *, max_concurrency: int) -> list[int]:
+    now = datetime.now(UTC)
+    ids: list[int] = []
+    for n in range(count):
+        spec = JobSpec(
+            class_name="demo:Noop",
+            name=f"job-{n}",
+            schedule=cron(expression),
+            max_concurrency=max_concurrency,
+        )
+        first = next_fire_time(spec, now, default_tz=UTC, calendar=None)
+        job = await store.create_job(
+            namespace=NS, group_id=GROUP, spec=spec, enabled=True, managed=False, next_fire_time=first
+        )
+        ids.append(job.id)
+    return ids
+
+
+async def _due_together(
+    label: str, jobs: int, expression: str, period: int, seconds: float, *, batch_count: bool
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await _open_store(Path(tmp), batch_count=batch_count)
+        try:
+            # Nothing ever runs (no workers): a high maxConcurrency keeps every fire a plain WAITING one.
+            ids = await _add_jobs(store, jobs, expression, max_concurrency=1_000_000)
+            engine = TriggerEngine(store, clock=RealClock(), default_tz=UTC, on_created=_nothing)
+            await engine.start()
+            # Fires due while the jobs were being stored are a set-up backlog: count from a clean start.
+            started = datetime.now(UTC)
+            first_fire = (math.floor(started.timestamp() / period) + 1) * period
+            cpu0 = _cpu_seconds()
+            await asyncio.sleep(seconds)
+            end = datetime.now(UTC)
+            await engine.stop()
+            cpu = _cpu_seconds() - cpu0
+            expected_per_job = max(0, math.floor((end.timestamp() - first_fire) / period) + 1)
+            lateness: list[float] = []
+            created = 0
+            for job_id in ids:
+                page = await store.list_instances(
+                    job_id, since=datetime.fromtimestamp(first_fire, UTC), until=end, limit=100_000
+                )
+                created += len(page.items)
+                lateness.extend((i.created_at - i.schedule_time).total_seconds() * 1000 for i in page.items)
+            expected = expected_per_job * jobs
+            print(
+                f"({label}) {jobs} jobs '{expression}' for {seconds:.0f}s "
+                f"({'one' if batch_count else 'per-job'} active-count query): "
+                f"created {created}, expected {expected}, missed {max(0, expected - created)}; "
+                f"lateness ms p50 {_percentile(lateness, 0.5):.1f} p99 {_percentile(lateness, 0.99):.1f} "
+                f"max {max(lateness, default=math.nan):.1f}; CPU {cpu:.1f}s over {seconds:.0f}s"
+            )
+        finally:
+            await store.close()
+
+
+async def _idle(jobs: int, seconds: float, *, batch_count: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await _open_store(Path(tmp), batch_count=batch_count)
+        try:
+            t0 = time.perf_counter()
+            # Daily jobs at 03:00 UTC: none falls due while we measure (unless run right at 03:00).
+            await _add_jobs(store, jobs, "0 0 3 * * ?", max_concurrency=1)
+            print(f"(c) stored {jobs} cron jobs in {time.perf_counter() - t0:.1f}s")
+            engine = TriggerEngine(store, clock=RealClock(), default_tz=UTC, on_created=_nothing)
+            t0 = time.perf_counter()
+            await engine.start()
+            while engine.caught_up_to is None:  # noqa: ASYNC110 - the engine offers no event for this
+                await asyncio.sleep(0.001)
+            startup = time.perf_counter() - t0
+            cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+            await asyncio.sleep(seconds)
+            cpu, wall = _cpu_seconds() - cpu0, time.perf_counter() - wall0
+            await engine.stop()
+            print(
+                f"(c) {jobs} jobs stored: start-up {startup * 1000:.1f} ms; idle CPU "
+                f"{cpu / wall:.4f} s per wall second over {wall:.0f}s"
+            )
+        finally:
+            await store.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("which", nargs="*", default=["a", "b", "c"], choices=["a", "b", "c"])
+    parser.add_argument(
+        "--seconds", type=float, default=60.0, help="duration of (a) and (b); (c) idles a third"
+    )
+    parser.add_argument("--jobs-a", type=int, default=1000)
+    parser.add_argument("--jobs-b", type=int, default=10_000)
+    parser.add_argument("--jobs-c", type=int, default=100_000)
+    parser.add_argument(
+        "--per-job-count",
+        action="store_true",
+        help="count active instances with one query per job (the Store interface as it is today)",
+    )
+    args = parser.parse_args()
+    batch = not args.per_job_count
+    if "a" in args.which:
+        await _due_together("a", args.jobs_a, "* * * * * ?", 1, args.seconds, batch_count=batch)
+    if "b" in args.which:
+        await _due_together(
+            "b", args.jobs_b, "0/10 * * * * ?", 10, max(args.seconds, 21.0), batch_count=batch
+        )
+    if "c" in args.which:
+        await _idle(args.jobs_c, max(5.0, args.seconds / 3), batch_count=batch)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -15,16 +15,11 @@ import math
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from sx.processors._enums import InstanceStatus
 from sx.processors._schedule import cron
 from sx.processors._spec import JobSpec
-from sx.scheduler import _sql_tables as tables
 from sx.scheduler._clock import RealClock
 from sx.scheduler._sql_store import SqlStore, sqlite_url
 from sx.scheduler._store import Group, Instance, Namespace, Store
@@ -50,28 +45,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-class _BatchCountingStore(SqlStore):
-    """SqlStore plus the one-query active count the engine uses when a store offers it (a proposed
-    store addition; measured here so its effect shows)."""
-
-    async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
-        t = tables.instances
-        active = [int(InstanceStatus.WAITING), int(InstanceStatus.READY), int(InstanceStatus.RUNNING)]
-        counts: dict[int, int] = {}
-        for start in range(0, len(job_ids), 500):
-            chunk = list(job_ids[start : start + 500])
-            query = (
-                sa.select(t.c.job_id, sa.func.count())
-                .where(t.c.job_id.in_(chunk), t.c.status.in_(active))
-                .group_by(t.c.job_id)
-            )
-            async with self._read() as conn:
-                counts.update({row[0]: row[1] for row in await conn.execute(query)})
-        return counts
-
-
-async def _open_store(directory: Path, *, batch_count: bool) -> SqlStore:
-    store = (_BatchCountingStore if batch_count else SqlStore)(sqlite_url(directory))
+async def _open_store(directory: Path) -> SqlStore:
+    store = SqlStore(sqlite_url(directory))
     await store.start()
     await store.create_namespace(Namespace(id=NS, name=NS))
     await store.create_group(Group(namespace=NS, group_id=GROUP, app_key="k"))
@@ -96,11 +71,9 @@ async def _add_jobs(store: Store, count: int, expression: str, *, max_concurrenc
     return ids
 
 
-async def _due_together(
-    label: str, jobs: int, expression: str, period: int, seconds: float, *, batch_count: bool
-) -> None:
+async def _due_together(label: str, jobs: int, expression: str, period: int, seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = await _open_store(Path(tmp), batch_count=batch_count)
+        store = await _open_store(Path(tmp))
         try:
             # Nothing ever runs (no workers): a high maxConcurrency keeps every fire a plain WAITING one.
             ids = await _add_jobs(store, jobs, expression, max_concurrency=1_000_000)
@@ -125,8 +98,7 @@ async def _due_together(
                 lateness.extend((i.created_at - i.schedule_time).total_seconds() * 1000 for i in page.items)
             expected = expected_per_job * jobs
             print(
-                f"({label}) {jobs} jobs '{expression}' for {seconds:.0f}s "
-                f"({'one' if batch_count else 'per-job'} active-count query): "
+                f"({label}) {jobs} jobs '{expression}' for {seconds:.0f}s: "
                 f"created {created}, expected {expected}, missed {max(0, expected - created)}; "
                 f"lateness ms p50 {_percentile(lateness, 0.5):.1f} p99 {_percentile(lateness, 0.99):.1f} "
                 f"max {max(lateness, default=math.nan):.1f}; CPU {cpu:.1f}s over {seconds:.0f}s"
@@ -135,9 +107,9 @@ async def _due_together(
             await store.close()
 
 
-async def _idle(jobs: int, seconds: float, *, batch_count: bool) -> None:
+async def _idle(jobs: int, seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store = await _open_store(Path(tmp), batch_count=batch_count)
+        store = await _open_store(Path(tmp))
         try:
             t0 = time.perf_counter()
             # Daily jobs at 03:00 UTC: none falls due while we measure (unless run right at 03:00).
@@ -172,21 +144,13 @@ async def main() -> None:
     parser.add_argument("--jobs-a", type=int, default=1000)
     parser.add_argument("--jobs-b", type=int, default=10_000)
     parser.add_argument("--jobs-c", type=int, default=100_000)
-    parser.add_argument(
-        "--per-job-count",
-        action="store_true",
-        help="count active instances with one query per job (the Store interface as it is today)",
-    )
     args = parser.parse_args()
-    batch = not args.per_job_count
     if "a" in args.which:
-        await _due_together("a", args.jobs_a, "* * * * * ?", 1, args.seconds, batch_count=batch)
+        await _due_together("a", args.jobs_a, "* * * * * ?", 1, args.seconds)
     if "b" in args.which:
-        await _due_together(
-            "b", args.jobs_b, "0/10 * * * * ?", 10, max(args.seconds, 21.0), batch_count=batch
-        )
+        await _due_together("b", args.jobs_b, "0/10 * * * * ?", 10, max(args.seconds, 21.0))
     if "c" in args.which:
-        await _idle(args.jobs_c, max(5.0, args.seconds / 3), batch_count=batch)
+        await _idle(args.jobs_c, max(5.0, args.seconds / 3))
 
 
 if __name__ == "__main__":

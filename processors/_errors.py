@@ -6,7 +6,8 @@
     ├── RegistryError        a processor name is taken, or a processor is unknown
     ├── PayloadError         a subtask payload cannot be encoded, or is over the size limit
     ├── ResultTooLargeError  a processor's result is over the result size limit
-    └── CancelledError       raised inside a processor by ``ctx.check_cancelled()`` once it was stopped
+    ├── CancelledError       raised inside a processor by ``ctx.check_cancelled()`` once it was stopped
+    └── (elsewhere) AlarmDeliveryError, ServiceError, OpenApiError, WorkerRejected, SchedulerStartError
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
 from sx.processors._enums import InstanceStatus, TimeType, TriggerType
 from sx.processors._spec import JobSpec
 from sx.scheduler import _sql_tables as tables
@@ -906,6 +907,20 @@ class SqlStore(Store):
         async with self._read() as conn:
             count: int = (await conn.execute(query)).scalar_one()
         return count
+
+    async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
+        t = tables.instances
+        counts: dict[int, int] = {}
+        for start in range(0, len(job_ids), 500):  # bounded IN lists
+            chunk = list(job_ids[start : start + 500])
+            query = (
+                sa.select(t.c.job_id, sa.func.count())
+                .where(t.c.job_id.in_(chunk), t.c.status.in_([int(s) for s in _ACTIVE]))
+                .group_by(t.c.job_id)
+            )
+            async with self._read() as conn:
+                counts.update({int(row[0]): int(row[1]) for row in await conn.execute(query)})
+        return counts
 
     async def find_retry(self, instance_id: int) -> Instance | None:
         t = tables.instances

@@ -250,7 +250,13 @@ class Store(ABC):
 
     @abstractmethod
     async def list_jobs(
-        self, namespace: str, group_id: str, *, name_contains: str | None = None, offset: int = 0, limit: int = 50
+        self,
+        namespace: str,
+        group_id: str,
+        *,
+        name_contains: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
     ) -> Page[Job]:
         """Jobs of a group ordered by id."""
 
@@ -326,6 +332,11 @@ class Store(ABC):
     @abstractmethod
     async def count_active_instances(self, job_id: int) -> int:
         """Instances of the job that are waiting, ready or running (for maxConcurrency)."""
+
+    @abstractmethod
+    async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
+        """Active instances of many jobs in one query (the trigger engine's maxConcurrency check);
+        jobs with none may be left out."""
 
     @abstractmethod
     async def find_retry(self, instance_id: int) -> Instance | None:

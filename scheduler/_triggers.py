@@ -15,14 +15,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
-from typing import Protocol, runtime_checkable
 
 from sx.processors._enums import InstanceStatus, MisfirePolicy, TimeType, TriggerType
 from sx.scheduler._clock import Clock
 from sx.scheduler._store import Calendar, Fire, Instance, Job, NewInstance, Store
 from sx.scheduler._timing import data_time, latest_missed_fire, next_fire_time
 
-__all__ = ["BatchActiveCounter", "TriggerEngine", "rejected_result"]
+__all__ = ["TriggerEngine", "rejected_result"]
 
 logger = logging.getLogger("sx.scheduler.triggers")
 
@@ -32,15 +31,6 @@ OnCreated = Callable[[list[Instance]], Awaitable[None]]
 def rejected_result(max_concurrency: int) -> str:
     """The result of an instance refused because the job already runs ``max_concurrency`` instances."""
     return f"rejected: maxConcurrency {max_concurrency} reached"
-
-
-@runtime_checkable
-class BatchActiveCounter(Protocol):
-    """A store that counts the active instances of many jobs in one query (used when offered)."""
-
-    async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
-        """Waiting, ready or running instances per job; jobs with none may be left out."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +248,7 @@ class TriggerEngine:
         ]
         if not wanted:
             return
-        active = await self._count_active([job.id for _, job in wanted])
+        active = await self._store.count_active_instances_by_job([job.id for _, job in wanted])
         for i, job in wanted:
             limit = job.spec.max_concurrency
             if active.get(job.id, 0) < limit:
@@ -267,9 +257,3 @@ class TriggerEngine:
             assert fire.instance is not None
             rejected = replace(fire.instance, status=InstanceStatus.REJECTED, result=rejected_result(limit))
             plans[i] = _Plan(Fire(fire.job_id, fire.due, fire.next_fire_time, rejected), wants_instance=True)
-
-    async def _count_active(self, job_ids: list[int]) -> dict[int, int]:
-        # One query for the whole batch when the store offers it; else one per job.
-        if isinstance(self._store, BatchActiveCounter):
-            return await self._store.count_active_instances_by_job(job_ids)
-        return {job_id: await self._store.count_active_instances(job_id) for job_id in job_ids}

@@ -17,6 +17,16 @@ from sx.processors._result import ProcessResult, shorten_head, to_result
 KILLED = "killed"
 """The result text of a hook stopped by cancellation."""
 
+
+def killed_result(reason: str = "") -> str:
+    """The result of an instance or task that was stopped: ``killed`` or ``killed: <reason>``."""
+    return f"{KILLED}: {reason}" if reason else KILLED
+
+
+def is_killed(result: str) -> bool:
+    """Whether a result says the instance was stopped (a stopped instance is never retried)."""
+    return result == KILLED or result.startswith(f"{KILLED}: ")
+
 _log = logging.getLogger("sx.job")
 
 

@@ -16,6 +16,12 @@ A worker whose stream breaks keeps its instances for one heartbeat timeout: if i
 them in ``running_instance_ids`` they stay its own; otherwise they are failed as lost (accepted ones)
 or submitted again (ones it never accepted). A restarted scheduler treats the READY and RUNNING
 instances it finds in the store the same way.
+
+A lost batch-mode instance is the exception: its master kept its subtasks in a file on its host, so the
+same instance (same id) is submitted again, up to ``MAX_MASTER_RESUMES`` times; a master on the same
+host resumes from the file, any other starts over.
+
+RUNNING reports may carry progress (map masters send one every few seconds); it is stored as it comes.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from sx.processors._enums import InstanceStatus
+
+from sx.processors._enums import ExecuteMode, InstanceStatus
+from sx.processors._invoke import killed_result
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.scheduler._clock import Clock
 from sx.scheduler._instance_spec import build_instance_spec, processor_of, wants_worker_list
@@ -59,6 +67,8 @@ _DELIVERY_MEMORY = 4096
 _RECOVERY_LIMIT = 100_000
 # Loops with nothing scheduled still look around this often (cheap; guards against a missed wake).
 _IDLE = timedelta(seconds=60)
+MAX_MASTER_RESUMES = 3
+"""Times a batch instance whose master was lost is submitted again before it fails."""
 
 OnFinished = Callable[[Instance, bool], Awaitable[None]]
 
@@ -147,6 +157,7 @@ class Dispatcher:
         self._owner: dict[int, WorkerKey] = {}
         self._refused: dict[int, dict[str, str]] = {}
         self._delivered: dict[WorkerKey, OrderedDict[str, None]] = {}
+        self._resumes: dict[int, int] = {}
         self._dispatch_wake = asyncio.Event()
         self._liveness_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -221,7 +232,7 @@ class Dispatcher:
         # Not running on a connected worker: finish it here. A worker that comes back still running it
         # is told to kill it when it lists it on registering.
         self._release(instance_id)
-        result = f"killed: {reason}" if reason else "killed"
+        result = killed_result(reason)
         return await self._fail(instance_id, result, system_failure=False) is not None
 
     def live_workers(self, namespace: str, group_id: str) -> list[WorkerInfo]:
@@ -406,7 +417,9 @@ class Dispatcher:
                 status = None
             if status is InstanceStatus.RUNNING:
                 start = _ms_to_datetime(report.start_time_ms) or self._clock.now()
-                await self._mark_running(session, report.instance_id, start, only_if_status=_ACTIVE)
+                await self._mark_running(
+                    session, report.instance_id, start, only_if_status=_ACTIVE, progress=report.progress
+                )
             elif status in (InstanceStatus.SUCCESS, InstanceStatus.FAILED):
                 assert status is not None
                 await self._finish_from_report(session, report, status)
@@ -452,8 +465,9 @@ class Dispatcher:
         start: datetime,
         *,
         only_if_status: tuple[InstanceStatus, ...],
+        progress: str = "",
     ) -> None:
-        """The worker runs the instance: record where and since when."""
+        """The worker runs the instance: record where, since when and (when reported) its progress."""
         if instance_id not in session.assigned:
             # Held elsewhere (an orphan record, the waiting set after a restart): the worker's word wins.
             self._release(instance_id)
@@ -472,11 +486,13 @@ class Dispatcher:
                 worker_id=session.worker_id,
                 worker_addr=session.address,
                 executor=session.executor,
+                progress=progress or None,
             ),
             only_if_status=only_if_status,
         )
         if updated is not None:
-            log.info("instance %d running on worker %s", instance_id, session.worker_id)
+            if not progress:
+                log.info("instance %d running on worker %s", instance_id, session.worker_id)
             return
         current = await self._store.get_instance(instance_id)
         if current is None or current.status.finished:
@@ -492,6 +508,7 @@ class Dispatcher:
         self._release(instance_id)
         self._waiting.pop(instance_id, None)
         self._refused.pop(instance_id, None)
+        self._resumes.pop(instance_id, None)
         updated = await self._store.update_instance(
             instance_id,
             InstanceChange(
@@ -702,6 +719,8 @@ class Dispatcher:
             if self._owner.get(instance_id) == key:
                 del self._owner[instance_id]
             if assignment.accepted:
+                if await self._resume(instance_id, key, orphans.address):
+                    continue
                 await self._fail(
                     instance_id, f"worker {key.worker_id} ({orphans.address}) lost", system_failure=True
                 )
@@ -714,6 +733,37 @@ class Dispatcher:
             )
             if instance is not None:
                 self._enqueue(instance)
+
+    async def _resume(self, instance_id: int, key: WorkerKey, address: str) -> bool:
+        """Submit a lost batch instance again under its id; False when it is not one or was resumed enough."""
+        instance = await self._store.get_instance(instance_id)
+        if instance is None or instance.status.finished:
+            return False
+        job = await self._store.get_job(instance.job_id)
+        if job is None or ExecuteMode(job.spec.execute_mode) is not ExecuteMode.BATCH:
+            return False
+        count = self._resumes.get(instance_id, 0)
+        if count >= MAX_MASTER_RESUMES:
+            self._resumes.pop(instance_id, None)
+            return False
+        self._resumes[instance_id] = count + 1
+        updated = await self._store.update_instance(
+            instance_id,
+            InstanceChange(status=InstanceStatus.WAITING, worker_id="", worker_addr="", executor=""),
+            only_if_status=_ACTIVE,
+        )
+        if updated is None:
+            return False
+        log.warning(
+            "instance %d: master %s (%s) lost; submitting it again (resume %d of %d)",
+            instance_id,
+            key.worker_id,
+            address,
+            count + 1,
+            MAX_MASTER_RESUMES,
+        )
+        self._enqueue(updated)
+        return True
 
 
 class _SchedulerService(scheduler_pb2_grpc.SchedulerServicer):

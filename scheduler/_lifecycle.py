@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, tzinfo
 
 from sx.processors._enums import InstanceStatus, TimeType, TriggerType
+from sx.processors._invoke import is_killed
 from sx.scheduler._alarms import AlarmRouter
 from sx.scheduler._clock import Clock
 from sx.scheduler._store import DuplicateError, Instance, InstanceChange, Job, NewInstance, Store
@@ -100,7 +101,7 @@ class Lifecycle:
 
     async def _retry(self, job: Job, failed: Instance, *, system_failure: bool) -> Instance | None:
         spec = job.spec
-        if failed.attempt >= spec.max_attempt:
+        if failed.attempt >= spec.max_attempt or is_killed(failed.result):
             return None
         if await self._store.find_retry(failed.id) is not None:
             return None

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sx.processors._enums import InstanceStatus, TriggerType
 from sx.processors._errors import DefinitionError, SxError
+from sx.processors._invoke import killed_result
 from sx.processors._spec import JobSpec
 from sx.scheduler._clock import Clock
 from sx.scheduler._store import (
@@ -533,7 +534,7 @@ class JobService:
             updated = await self.store.update_instance(
                 instance.id,
                 InstanceChange(
-                    status=InstanceStatus.FAILED, end_time=self.clock.now(), result=f"killed: {reason}"
+                    status=InstanceStatus.FAILED, end_time=self.clock.now(), result=killed_result(reason)
                 ),
                 only_if_status=NOT_DISPATCHED_STATUSES,
             )

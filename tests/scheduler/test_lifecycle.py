@@ -132,6 +132,18 @@ async def test_success_and_rejection_are_not_retried(setup: Setup) -> None:
     assert await setup.lifecycle.instance_finished(rejected) is None
 
 
+async def test_a_stopped_instance_is_not_retried(setup: Setup) -> None:
+    job = await add_job(
+        setup.store, setup.clock, JobSpec(class_name="demo:Noop", name="k", schedule=api(), max_attempt=3)
+    )
+    for result in ("killed", "killed: by the operator"):
+        stopped = await setup.finish(await setup.run(job), InstanceStatus.FAILED, result)
+        assert await setup.lifecycle.instance_finished(stopped) is None
+    # A failure that only mentions killing is an ordinary failure and is retried.
+    failed = await setup.finish(await setup.run(job), InstanceStatus.FAILED, "killed the wrong process")
+    assert await setup.lifecycle.instance_finished(failed) is not None
+
+
 async def test_unfinished_instance_is_refused(setup: Setup) -> None:
     job = await add_job(setup.store, setup.clock, JobSpec(class_name="demo:Noop", name="u", schedule=api()))
     with pytest.raises(ValueError, match="status=3"):

@@ -36,7 +36,8 @@ class ExitCode(IntEnum):
 class CliError(click.ClickException):
     def __init__(self, message: str, code: ExitCode = ExitCode.USAGE) -> None:
         super().__init__(message)
-        self.exit_code = int(code)
+        # click declares exit_code on the class; each error carries its own.
+        setattr(self, "exit_code", int(code))  # noqa: B010
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from sx.worker._cli_calendar import calendar
 from sx.worker._cli_keys import keys
 from sx.worker._cli_run import check, list_processors, run, serve
 from sx.worker._cli_sync import sync
@@ -19,5 +20,5 @@ def main() -> None:
     """sx-worker: scheduled and distributed jobs for Python services."""
 
 
-for command in (run, serve, check, list_processors, sync, keys):
+for command in (run, serve, check, list_processors, sync, keys, calendar):
     main.add_command(command)

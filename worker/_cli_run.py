@@ -99,6 +99,8 @@ def banner(
     "--concurrency", type=int, default=None, help="Instances and subtasks at once [SX_CONCURRENCY]."
 )
 @click.option("--sync/--no-sync", "sync", default=None, help="Register job definitions before serving.")
+@click.option("--access-key-id", envvar="SX_ACCESS_KEY_ID", default=None, help="Sign --sync requests.")
+@click.option("--access-key-secret", envvar="SX_ACCESS_KEY_SECRET", default=None)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Embedded scheduler data.")
 @click.option("--http-port", type=int, default=None, help="Embedded scheduler OpenAPI port (0: any).")
 @click.option("--grpc-port", type=int, default=None, help="Embedded scheduler gRPC port (0: any).")
@@ -113,6 +115,8 @@ def run(
     app_key: str | None,
     concurrency: int | None,
     sync: bool | None,
+    access_key_id: str | None,
+    access_key_secret: str | None,
     data_dir: Path | None,
     http_port: int | None,
     grpc_port: int | None,
@@ -125,16 +129,17 @@ def run(
     processors' jobs are registered on it.
     """
     setup_logging(log_level)
-    import_targets(targets)
-    definitions = default_registry().all()
-    if not definitions:
-        raise CliError(f"no @processor classes were registered by importing {', '.join(targets)}")
+    # Settings first: a typo in the configuration is reported before any user code is imported.
     settings = _load_worker(
         config_file,
         **_worker_flags(
             server=server, namespace=namespace, group_id=group_id, app_key=app_key, concurrency=concurrency
         ),
     )
+    import_targets(targets)
+    definitions = default_registry().all()
+    if not definitions:
+        raise CliError(f"no @processor classes were registered by importing {', '.join(targets)}")
     scheduler_flags = _worker_flags(data_dir=data_dir, http_port=http_port, grpc_port=grpc_port)
     code = run_async(
         _run(
@@ -142,6 +147,7 @@ def run(
             definitions,
             openapi_url=openapi_url,
             sync=sync,
+            access_key=(access_key_id, access_key_secret),
             config_file=config_file,
             scheduler_flags=scheduler_flags,
         )
@@ -155,6 +161,7 @@ async def _run(
     *,
     openapi_url: str | None,
     sync: bool | None,
+    access_key: tuple[str | None, str | None],
     config_file: Path | None,
     scheduler_flags: dict[str, Any],
 ) -> ExitCode:
@@ -185,7 +192,11 @@ async def _run(
                 )
             try:
                 async with OpenApiClient(
-                    openapi_url, namespace=settings.namespace, group_id=settings.group_id
+                    openapi_url,
+                    namespace=settings.namespace,
+                    group_id=settings.group_id,
+                    access_key_id=access_key[0],
+                    access_key_secret=access_key[1],
                 ) as client:
                     if embedded is not None:
                         group = await client.ensure_group()

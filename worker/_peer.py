@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 from grpc import aio
@@ -17,7 +17,6 @@ from ._runner import TaskRunner
 
 log = logging.getLogger("sx.worker")
 
-MAP_UNSUPPORTED = "map modes are not supported by this worker yet"
 PEER_CALL_TIMEOUT = 10.0
 """Seconds a peer call may take; a peer slower than that counts as unreachable."""
 
@@ -26,6 +25,15 @@ class StatusReceiver(Protocol):
     """What a master on this worker does with task statuses and liveness questions."""
 
     def on_statuses(self, batch: peer_pb2.TaskStatusBatch) -> None: ...
+
+
+@runtime_checkable
+class MapReceiver(Protocol):
+    """A map instance's master: it also takes ``ctx.map`` batches."""
+
+    def on_statuses(self, batch: peer_pb2.TaskStatusBatch) -> None: ...
+
+    async def map_tasks(self, request: peer_pb2.MapTasksRequest) -> peer_pb2.MapTasksReply: ...
 
 
 class PeerService(peer_pb2_grpc.PeerServicer):
@@ -53,7 +61,13 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         return peer_pb2.Ack(ok=True)
 
     async def MapTasks(self, request: peer_pb2.MapTasksRequest, context: Any) -> peer_pb2.MapTasksReply:
-        return peer_pb2.MapTasksReply(accepted=False, message=MAP_UNSUPPORTED)
+        master = self._masters(request.instance_id)
+        if not isinstance(master, MapReceiver):
+            return peer_pb2.MapTasksReply(
+                accepted=False,
+                message=f"instance {request.instance_id} has no map master on worker {self._worker_id}",
+            )
+        return await master.map_tasks(request)
 
     async def KillInstance(self, request: peer_pb2.PeerKillRequest, context: Any) -> peer_pb2.Ack:
         killed = await self._tasks.kill(request.instance_id, task_id=request.task_id, reason=request.reason)

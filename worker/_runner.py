@@ -2,16 +2,21 @@
 
 ``HookRunner`` calls one hook under the worker-wide concurrency limit (async hooks on the loop, blocking
 ones in a bounded thread pool). ``TaskRunner`` runs the tasks of ``StartTasks`` requests under their
-instance's consumer limit and reports their statuses to the instance's master in batches; broadcast
-uses it today and the map modes are meant to reuse it.
+instance's consumer limit and reports their statuses to the instance's master in batches.
+
+Broadcast tasks get one asyncio task each. Map tasks (parallel, grid, batch) wait in a per-instance
+queue drained by ``consumerSize`` consumers, retry locally (``taskMaxAttempt``; never the root) and
+send their ``ctx.map`` batches to the master through ``PeerMapper``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +25,7 @@ from typing import TYPE_CHECKING
 from sx.processors._codec import JSON_CODEC, Codec
 from sx.processors._context import JobContext
 from sx.processors._enums import JobType, TaskStatus
-from sx.processors._errors import RegistryError
+from sx.processors._errors import CancelledError, RegistryError, SxError
 from sx.processors._invoke import describe_exception, invoke
 from sx.processors._kinds import Processor
 from sx.processors._registry import ProcessorDefinition, Registry
@@ -40,6 +45,18 @@ SCRIPT_JOB_TYPES = (JobType.PYTHON, JobType.SHELL, JobType.GO)
 
 class SubmitRefused(Exception):
     """An instance or task this worker cannot run; the message goes back to the sender."""
+
+
+class MapRefusedError(SxError):
+    """The instance's master refused a ``ctx.map`` batch (the instance ended, or a mode cap was hit)."""
+
+
+MAP_BATCH = 1000
+"""Payloads per ``MapTasks`` call."""
+STATUS_BATCH = 5000
+"""Statuses per ``ReportTaskStatuses`` call."""
+MAP_IDLE_FORGET = 60.0
+"""Seconds an idle map instance stays known on a worker whose master sent no ``DestroyInstance``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +143,8 @@ class _Task:
     ctx: JobContext
     runner: asyncio.Task[None] | None = None
     kill_reason: str | None = None
+    silent: bool = False
+    """Report nothing when it ends: a map task stopped by a shutdown is the master's to send elsewhere."""
 
 
 @dataclass(eq=False)
@@ -137,11 +156,76 @@ class _TaskGroup:
     master_worker_id: str
     resolved: Resolved
     consumers: asyncio.Semaphore
+    is_map: bool = False
+    consumer_limit: int = 1
     tasks: dict[int, _Task] = field(default_factory=dict)
-    pending: list[peer_pb2.TaskStatusUpdate] = field(default_factory=list)
+    pending: dict[int, peer_pb2.TaskStatusUpdate] = field(default_factory=dict)
+    """Statuses not yet sent, by task id: a later status of a task replaces an unsent earlier one."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     flusher: asyncio.Task[None] | None = None
     destroyed: bool = False
+    queue: deque[TaskInfo] = field(default_factory=deque)
+    """Map tasks waiting for a consumer."""
+    queued_ids: set[int] = field(default_factory=set)
+    consumers_running: int = 0
+    consumer_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def idle(self) -> bool:
+        return not self.tasks and not self.pending and not self.queue and self.consumers_running == 0
+
+
+class PeerMapper:
+    """Sends one task run's ``ctx.map`` batches to its instance's master (``MapTasks``).
+
+    Batches are numbered from 0 for each run, so the master takes each batch of a task once even when
+    the task runs again. An overloaded master is asked again after a pause that grows to 0.5 s.
+    """
+
+    def __init__(self, *, peers: PeerClients, group: _TaskGroup, worker_id: str) -> None:
+        self._peers = peers
+        self._group = group
+        self._worker_id = worker_id
+        self._seq = 0
+
+    async def map(self, ctx: JobContext, payloads: list[bytes], task_name: str) -> None:
+        for start in range(0, len(payloads), MAP_BATCH):
+            seq = self._seq
+            self._seq += 1
+            request = peer_pb2.MapTasksRequest(
+                instance_id=ctx.instance_id,
+                parent_task_id=ctx.task_id,
+                task_name=task_name,
+                payloads=payloads[start : start + MAP_BATCH],
+                worker_id=self._worker_id,
+                batch_seq=seq,
+            )
+            await self._send(ctx, request)
+
+    async def _send(self, ctx: JobContext, request: peer_pb2.MapTasksRequest) -> None:
+        pause = 0.005
+        errors = 0
+        while True:
+            if ctx.is_cancelled:
+                raise CancelledError(f"instance {ctx.instance_id} task {ctx.task_id} was stopped")
+            address = self._group.master_address
+            try:
+                reply = await self._peers.client(address).MapTasks(request)
+            except Exception as exc:
+                errors += 1
+                if errors > 3:
+                    raise MapRefusedError(
+                        f"ctx.map({request.task_name!r}): master {address} unreachable: {exc}"
+                    ) from exc
+                await asyncio.sleep(0.05 * errors)
+                continue
+            if reply.overload:
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.5)
+                continue
+            if not reply.accepted:
+                raise MapRefusedError(f"ctx.map({request.task_name!r}): the master refused: {reply.message}")
+            return
 
 
 class TaskRunner:
@@ -193,17 +277,26 @@ class TaskRunner:
             except SubmitRefused as exc:
                 return peer_pb2.StartTasksReply(accepted=False, message=str(exc))
             limit = spec.map_options.consumer_size if spec.HasField("map_options") else 0
+            limit = limit if limit > 0 else self._hooks.concurrency
             group = _TaskGroup(
                 spec=spec,
                 master_address=request.master_address,
                 master_worker_id=request.master_worker_id,
                 resolved=resolved,
-                consumers=asyncio.Semaphore(limit if limit > 0 else self._hooks.concurrency),
+                consumers=asyncio.Semaphore(limit),
+                is_map=execute_mode_of(spec).is_map,
+                consumer_limit=limit,
             )
             self._groups[spec.instance_id] = group
             group.flusher = asyncio.create_task(
                 self._flush_loop(group), name=f"sx-task-statuses-{spec.instance_id}"
             )
+        elif request.master_address and request.master_address != group.master_address:
+            # A new master took the instance over (resume): statuses go to it from now on.
+            group.master_address = request.master_address
+            group.master_worker_id = request.master_worker_id
+        if group.is_map:
+            return self._start_map(group, request)
         rejected: list[int] = []
         for request_task in request.tasks:
             if request_task.task_id in group.tasks:
@@ -227,6 +320,79 @@ class TaskRunner:
                 self._run(group, task), name=f"sx-task-{spec.instance_id}-{info.task_id}"
             )
         return peer_pb2.StartTasksReply(accepted=True, rejected_task_ids=rejected)
+
+    def _start_map(self, group: _TaskGroup, request: peer_pb2.StartTasksRequest) -> peer_pb2.StartTasksReply:
+        rejected: list[int] = []
+        queue, queued_ids, running = group.queue, group.queued_ids, group.tasks
+        for request_task in request.tasks:
+            task_id = request_task.task_id
+            if task_id in running or task_id in queued_ids:
+                rejected.append(task_id)
+                continue
+            queue.append(TaskInfo.from_proto(request_task))
+            queued_ids.add(task_id)
+        spare = min(group.consumer_limit - group.consumers_running, len(queue))
+        for _ in range(spare):
+            group.consumers_running += 1
+            consumer = asyncio.create_task(self._consume(group))
+            group.consumer_tasks.add(consumer)
+            consumer.add_done_callback(group.consumer_tasks.discard)
+        return peer_pb2.StartTasksReply(accepted=True, rejected_task_ids=rejected)
+
+    async def _consume(self, group: _TaskGroup) -> None:
+        try:
+            queue = group.queue
+            while queue:
+                info = queue.popleft()
+                group.queued_ids.discard(info.task_id)
+                await self._run_map_task(group, info)
+        finally:
+            group.consumers_running -= 1
+            group.wake.set()
+
+    def _map_context(self, group: _TaskGroup, info: TaskInfo) -> JobContext:
+        return context_for(
+            group.spec,
+            worker_addr=self._address(),
+            task=info,
+            codec=group.resolved.codec,
+            mapper=PeerMapper(peers=self._peers, group=group, worker_id=self._worker_id),
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def _run_map_task(self, group: _TaskGroup, info: TaskInfo) -> None:
+        try:
+            ctx = self._map_context(group, info)
+        except Exception as exc:
+            self._queue_update(group, info, TaskStatus.FAILED, f"bad task: {describe_exception(exc)}")
+            return
+        task = _Task(info=info, ctx=ctx, runner=asyncio.current_task())
+        group.tasks[info.task_id] = task
+        self._queue_update(group, info, TaskStatus.RUNNING, "")
+        options = group.spec.map_options
+        retries = 0 if info.task_id == 0 else max(options.task_max_attempt, 0)
+        outcome: ProcessResult
+        try:
+            while True:
+                outcome = await self._hooks.call(group.resolved, "process", task.ctx)
+                if outcome.ok or task.kill_reason is not None or info.task_attempt >= retries:
+                    break
+                if options.task_attempt_interval_s > 0:
+                    await asyncio.sleep(options.task_attempt_interval_s)
+                if task.kill_reason is not None:
+                    break
+                info = dataclasses.replace(info, task_attempt=info.task_attempt + 1)
+                task.info = info
+                task.ctx = self._map_context(group, info)
+        except asyncio.CancelledError:
+            outcome = ProcessResult.failure("killed")
+        group.tasks.pop(info.task_id, None)
+        if task.silent:
+            group.pending.pop(info.task_id, None)
+            return
+        ok = outcome.ok and task.kill_reason is None
+        result = task.kill_reason if task.kill_reason is not None else outcome.result
+        self._queue_update(group, info, TaskStatus.SUCCESS if ok else TaskStatus.FAILED, result)
 
     async def _run(self, group: _TaskGroup, task: _Task) -> None:
         instance_id = group.spec.instance_id
@@ -262,14 +428,12 @@ class TaskRunner:
         self._queue_update(group, task.info, status, result)
 
     def _queue_update(self, group: _TaskGroup, info: TaskInfo, status: TaskStatus, result: str) -> None:
-        group.pending.append(
-            peer_pb2.TaskStatusUpdate(
-                task_id=info.task_id,
-                status=int(status),
-                result=result,
-                task_name=info.task_name,
-                task_attempt=info.task_attempt,
-            )
+        group.pending[info.task_id] = peer_pb2.TaskStatusUpdate(
+            task_id=info.task_id,
+            status=int(status),
+            result=result,
+            task_name=info.task_name,
+            task_attempt=info.task_attempt,
         )
         group.wake.set()
 
@@ -278,11 +442,28 @@ class TaskRunner:
         delay = 0.1
         failing_since: float | None = None
         while True:
-            await group.wake.wait()
+            if group.is_map and not group.destroyed:
+                # A map instance stays known between pages until its master destroys it; a master
+                # that died without doing so is forgotten after a while.
+                try:
+                    await asyncio.wait_for(group.wake.wait(), timeout=MAP_IDLE_FORGET)
+                except TimeoutError:
+                    if group.idle:
+                        self._forget(group)
+                        return
+                    continue
+            else:
+                await group.wake.wait()
             await asyncio.sleep(self.FLUSH_DELAY)
             group.wake.clear()
-            batch, group.pending = group.pending, []
-            if batch:
+            pending = group.pending
+            if pending:
+                if len(pending) <= STATUS_BATCH:
+                    batch, group.pending = list(pending.values()), {}
+                else:
+                    keys = list(pending)[:STATUS_BATCH]
+                    batch = [pending.pop(k) for k in keys]
+                    group.wake.set()
                 try:
                     client = self._peers.client(group.master_address)
                     await client.ReportTaskStatuses(
@@ -306,12 +487,15 @@ class TaskRunner:
                             exc,
                         )
                     else:
-                        group.pending[:0] = batch
+                        # Put them back in front; a newer status of the same task stays the newer one.
+                        newer = group.pending
+                        group.pending = {u.task_id: u for u in batch}
+                        group.pending.update(newer)
                         group.wake.set()
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, 2.0)
                         continue
-            if not group.tasks and not group.pending:
+            if group.idle and (not group.is_map or group.destroyed):
                 # Everything ran and the master has every status: nothing of the instance stays here.
                 self._forget(group)
                 return
@@ -326,11 +510,22 @@ class TaskRunner:
         if group is None:
             return 0
         text = f"killed: {reason}" if reason else "killed"
+        dropped = 0
+        if group.queue:
+            keep: deque[TaskInfo] = deque()
+            for info in group.queue:
+                if task_id in (0, info.task_id):
+                    group.queued_ids.discard(info.task_id)
+                    self._queue_update(group, info, TaskStatus.FAILED, text)
+                    dropped += 1
+                else:
+                    keep.append(info)
+            group.queue = keep
         chosen = [t for t in group.tasks.values() if task_id in (0, t.info.task_id)]
         for task in chosen:
             task.kill_reason = task.kill_reason or text
         await asyncio.gather(*(self._stop(group, task) for task in chosen))
-        return len(chosen)
+        return len(chosen) + dropped
 
     async def _stop(self, group: _TaskGroup, task: _Task) -> None:
         await self._hooks.call_kill(group.resolved, task.ctx)
@@ -342,7 +537,7 @@ class TaskRunner:
         group = self._groups.get(instance_id)
         if group is None:
             return
-        if group.tasks:
+        if group.tasks or group.queue:
             await self.kill(instance_id, reason="instance destroyed")
         group.destroyed = True
         group.wake.set()
@@ -359,11 +554,14 @@ class TaskRunner:
     async def close(self, *, reason: str) -> None:
         """Stop every task (reporting FAILED ``reason``) and give the statuses a moment to reach masters."""
         self.accepting = False
-        for instance_id, group in list(self._groups.items()):
+        for group in list(self._groups.values()):
+            # Map tasks are not failed: the master notices this worker is gone and sends them elsewhere.
+            group.queue.clear()
+            group.queued_ids.clear()
             for task in group.tasks.values():
                 task.kill_reason = reason
+                task.silent = group.is_map
             await asyncio.gather(*(self._stop(group, t) for t in list(group.tasks.values())))
-            del instance_id
         await self.wait_idle(5.0)
         for group in list(self._groups.values()):
             if group.flusher is not None:

@@ -45,6 +45,9 @@ class WorkerSettings(BaseSettings):
     thread_pool_size: int | None = Field(default=None, ge=1)
     """Threads for blocking hooks; defaults to ``concurrency``."""
     labels: dict[str, str] = Field(default_factory=dict)
+    data_dir: Path = Path(".sx-data")
+    """Where batch-mode masters keep their task files (``map/instance-<id>.sqlite``); a master resumes
+    an instance only from a file on this disk, so resume after a master's death needs the same host."""
     shutdown_grace: float = Field(default=30.0, ge=0)
     """Seconds running instances get to finish on shutdown before they are cancelled."""
     tls_ca: Path | None = None

@@ -25,7 +25,9 @@ from ._broadcast import BroadcastMaster, Outcome
 from ._connection import SchedulerConnection, WorkerRejected
 from ._convert import context_for, execute_mode_of, instance_report, now_ms
 from ._grpc_options import channel_credentials, server_options
-from ._peer import MAP_UNSUPPORTED, PeerClients, PeerService
+from ._map_master import MapMaster
+from ._map_store import FileTaskStore, MemoryTaskStore, TaskStore, task_file_path
+from ._peer import PeerClients, PeerService, StatusReceiver
 from ._runner import HookRunner, Resolved, SubmitRefused, TaskRunner, resolve
 from ._settings import WorkerSettings, default_worker_id
 
@@ -47,8 +49,9 @@ class _InstanceRun:
     mode: ExecuteMode
     task: asyncio.Task[None] | None = None
     ctx: JobContext | None = None
-    master: BroadcastMaster | None = None
+    master: BroadcastMaster | MapMaster | None = None
     kill_reason: str | None = None
+    started_ms: int = 0
 
 
 class Worker:
@@ -63,7 +66,9 @@ class Worker:
         self.registry = registry if registry is not None else default_registry()
         self.worker_id = settings.worker_id or default_worker_id()
         self.alive_interval = 5.0
-        """Seconds between liveness checks of the workers running a broadcast instance's tasks."""
+        """Seconds between liveness checks of the workers running a broadcast or map instance's tasks."""
+        self.progress_interval = 3.0
+        """Seconds between the RUNNING reports (with progress) of a map instance."""
         self._connected = asyncio.Event()
         self._address = ""
         self._instances: dict[int, _InstanceRun] = {}
@@ -215,7 +220,7 @@ class Worker:
         self._address = f"{self.settings.advertise_host}:{port}"
         self._peers.bind_local(service)
 
-    def _master_of(self, instance_id: int) -> BroadcastMaster | None:
+    def _master_of(self, instance_id: int) -> StatusReceiver | None:
         run = self._instances.get(instance_id)
         return run.master if run is not None else None
 
@@ -324,9 +329,12 @@ class Worker:
                 mode = execute_mode_of(spec)
             except ValueError as exc:
                 raise SubmitRefused(str(exc)) from None
-            if mode.is_map:
-                raise SubmitRefused(f"execute_mode={mode.value!r}: {MAP_UNSUPPORTED}")
             resolved = resolve(self.registry, spec)
+            if mode.is_map and (resolved.definition is None or not resolved.definition.kind.is_map):
+                raise SubmitRefused(
+                    f"execute_mode={mode.value!r} is not supported by processor "
+                    f"{spec.processor or spec.job_type!r}: it needs a MapProcessor or MapReduceProcessor"
+                )
         except SubmitRefused as exc:
             log.warning("refused instance %s of job %s: %s", instance_id, spec.job_id, exc)
             return scheduler_pb2.SubmitReply(instance_id=instance_id, accepted=False, message=str(exc))
@@ -351,7 +359,7 @@ class Worker:
 
     async def _run_instance(self, run: _InstanceRun) -> None:
         spec = run.spec
-        started_ms = now_ms()
+        started_ms = run.started_ms = now_ms()
         started = time.monotonic()
         log.info(
             "instance %s of job %s (%s, %s) started",
@@ -404,11 +412,43 @@ class Worker:
                 alive_interval=self.alive_interval,
             )
             return await run.master.run()
+        if run.mode.is_map:
+            run.master = self._map_master(run)
+            return await run.master.run()
         run.ctx = context_for(
             run.spec, worker_addr=self._address, codec=run.resolved.codec, loop=asyncio.get_running_loop()
         )
         result = await self._hooks.call(run.resolved, "process", run.ctx)
         return Outcome(result.status, result.result)
+
+    def _map_master(self, run: _InstanceRun) -> MapMaster:
+        assert self._hooks is not None
+        spec = run.spec
+        keep_results = run.resolved.has_hook("reduce")
+        store: TaskStore
+        if run.mode is ExecuteMode.BATCH:
+            path = task_file_path(self.settings.data_dir, spec.instance_id)
+            store = FileTaskStore(path, job_id=spec.job_id, keep_results=keep_results)
+        else:
+            store = MemoryTaskStore(keep_results=keep_results)
+
+        def report_progress(progress: str) -> None:
+            self._report(
+                instance_report(spec, InstanceStatus.RUNNING, progress=progress, start_time_ms=run.started_ms)
+            )
+
+        return MapMaster(
+            spec=spec,
+            resolved=run.resolved,
+            hooks=self._hooks,
+            peers=self._peers,
+            worker_id=self.worker_id,
+            address=self._address,
+            store=store,
+            report_progress=report_progress,
+            alive_interval=self.alive_interval,
+            progress_interval=self.progress_interval,
+        )
 
     async def _kill(self, run: _InstanceRun, reason: str) -> None:
         if run.kill_reason is not None or run.task is None or run.task.done():

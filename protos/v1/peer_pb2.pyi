@@ -186,10 +186,15 @@ class MapTasksRequest(_message.Message):
     TASK_NAME_FIELD_NUMBER: _builtins.int
     PAYLOADS_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    BATCH_SEQ_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.int
     parent_task_id: _builtins.int
     task_name: _builtins.str
     worker_id: _builtins.str
+    batch_seq: _builtins.int
+    """The parent task's map batches are numbered from 0 in each run of it; the master takes a
+    (parent_task_id, batch_seq) pair once, so a task run again (failover, retry, resume) maps nothing twice.
+    """
     @_builtins.property
     def payloads(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
@@ -200,10 +205,11 @@ class MapTasksRequest(_message.Message):
         task_name: _builtins.str = ...,
         payloads: _abc.Iterable[_builtins.bytes] | None = ...,
         worker_id: _builtins.str = ...,
+        batch_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "parent_task_id", b"parent_task_id", "payloads", b"payloads", "task_name", b"task_name", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_seq", b"batch_seq", "instance_id", b"instance_id", "parent_task_id", b"parent_task_id", "payloads", b"payloads", "task_name", b"task_name", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

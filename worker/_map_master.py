@@ -1,0 +1,519 @@
+"""The master of a map instance (modes parallel, grid and batch): queue, dispatch, statuses, reduce.
+
+The worker an instance is submitted to runs its ``MapMaster``:
+
+- The root task (``MAP_TASK_ROOT``, id 0) always runs on the master's own worker.
+- ``ctx.map`` anywhere sends batches of up to 1000 payloads to the master (``MapTasks``; in process on
+  the master's worker). The master queues them in its task store. The queue holds at most
+  ``queueSize`` tasks: a batch that does not fit waits up to ``MAP_WAIT`` seconds for room, then the
+  reply says ``overload`` and the mapper retries later. Nothing is dropped and nothing grows unbounded.
+- ``dispatcherSize`` dispatchers send pages of up to ``pageSize`` tasks (``StartTasks``) round robin
+  to the live workers of the instance, itself included. A worker is sent more only while it has fewer
+  than ``2 × pageSize + consumerSize`` tasks in flight, so queues on the workers stay small too.
+- Workers run at most ``consumerSize`` tasks of the instance at once, retry failed subtasks
+  (``taskMaxAttempt``, ``taskAttemptInterval``; never the root) and report statuses in batches. The
+  master de-duplicates them per task id: the first finished status wins.
+- Every ``progress_interval`` seconds the master reports RUNNING with the progress JSON.
+- When every task finished (nothing queued or in flight), ``reduce`` runs once on the master for a
+  ``MapReduceProcessor`` (only when no task failed, unless ``reduce_on_failure``), the instance
+  result is decided, and every worker is told ``DestroyInstance``.
+- Failover: every ``alive_interval`` seconds the master asks its workers ``CheckAlive``; a worker that
+  does not answer (or whose ``StartTasks`` fails) is dropped and its unfinished tasks go back to the
+  queue for the others. **A subtask can therefore run twice**: make subtasks idempotent. Its map
+  batches are taken once (see ``batch_seq``), so its own subtasks are not duplicated.
+
+Sizes: grid keeps every queued task, and for reduce every result, in the master's memory. It is
+meant for up to about 50,000 subtasks (a warning is logged past that) and still works at a few hundred
+thousand when memory allows; batch keeps them in a SQLite file under the worker's ``data_dir`` (tested
+with 1,000,000 at flat memory; reduce then reads every result into memory once, at the end). Parallel
+mode caps an instance at ``PARALLEL_TASK_CAP`` subtasks.
+
+Resume (batch): the task file outlives a killed master. When the scheduler sees the master's worker
+lost it submits the instance again; a master on the same host (same ``data_dir``) finds the file and
+resumes: finished tasks stay finished and the others are sent again. Resume needs the same disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sx.processors._context import JobContext
+from sx.processors._enums import REDUCE_TASK_NAME, ROOT_TASK_NAME, ExecuteMode, InstanceStatus, TaskStatus
+from sx.processors._result import ProcessResult, shorten_head
+from sx.protos.v1 import common_pb2, peer_pb2
+
+from ._broadcast import Outcome, _error_text
+from ._convert import TaskInfo, context_for, execute_mode_of
+from ._map_progress import MapProgress
+from ._map_store import ROOT_TASK_ID, TaskRecord, TaskStore
+from ._peer import PeerClients
+from ._runner import HookRunner, Resolved
+
+__all__ = ["GRID_SOFT_CAP", "PARALLEL_TASK_CAP", "MapMaster"]
+
+log = logging.getLogger("sx.worker")
+
+PARALLEL_TASK_CAP = 300
+"""Subtasks one parallel instance may map (the reference's limit)."""
+GRID_SOFT_CAP = 50_000
+"""Past this many subtasks a grid instance logs a warning suggesting batch mode (it does not fail)."""
+MAP_WAIT = 1.0
+"""Seconds a map batch waits for room in a full queue before the reply says overload."""
+DEFAULT_PAGE_SIZE = 100
+DEFAULT_QUEUE_SIZE = 10_000
+DEFAULT_CONSUMER_SIZE = 5
+DEFAULT_DISPATCHER_SIZE = 5
+MAX_DISPATCHER_SIZE = 200
+
+
+@dataclass(eq=False, slots=True)
+class _Flight:
+    """A task sent to a worker and not finished yet."""
+
+    record: TaskRecord
+    address: str
+    running: bool = False
+
+
+@dataclass(eq=False)
+class _Target:
+    """A worker the instance's tasks run on."""
+
+    worker_id: str
+    address: str
+    inflight: int = 0
+    alive: bool = True
+    why_lost: str = ""
+
+
+@dataclass(eq=False)
+class MapMaster:
+    """Runs one map instance from the worker it was submitted to.
+
+    ``store`` holds its tasks (``MemoryTaskStore`` for grid and parallel, ``FileTaskStore`` for batch);
+    ``report_progress(json)`` sends a RUNNING report carrying the progress. Statuses arrive through
+    ``on_statuses`` and map batches through ``map_tasks`` (the Peer service routes them by instance id).
+    """
+
+    spec: common_pb2.InstanceSpec
+    resolved: Resolved
+    hooks: HookRunner
+    peers: PeerClients
+    worker_id: str
+    address: str
+    store: TaskStore
+    report_progress: Callable[[str], None] = lambda _progress: None
+    alive_interval: float = 3.0
+    progress_interval: float = 3.0
+    progress: MapProgress = field(default_factory=MapProgress)
+    _targets: dict[str, _Target] = field(default_factory=dict)
+    _order: list[_Target] = field(default_factory=list)
+    _next: int = 0
+    _inflight: dict[int, _Flight] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _room: asyncio.Event = field(default_factory=asyncio.Event)
+    _done: asyncio.Event = field(default_factory=asyncio.Event)
+    _sending: int = 0
+    _closed: bool = False
+    _killed: str | None = None
+    _fatal: str | None = None
+    _root_failure: str | None = None
+    _first_failure: str | None = None
+    _hook_ctx: JobContext | None = None
+    _warned_size: bool = False
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        options = self.spec.map_options
+        self.page_size = options.page_size if options.page_size > 0 else DEFAULT_PAGE_SIZE
+        self.queue_size = options.queue_size if options.queue_size > 0 else DEFAULT_QUEUE_SIZE
+        self.consumer_size = options.consumer_size if options.consumer_size > 0 else DEFAULT_CONSUMER_SIZE
+        dispatchers = options.dispatcher_size if options.dispatcher_size > 0 else DEFAULT_DISPATCHER_SIZE
+        self.dispatcher_size = min(dispatchers, MAX_DISPATCHER_SIZE)
+        self.window = 2 * self.page_size + self.consumer_size
+        self.mode = execute_mode_of(self.spec)
+
+    # -- the Peer service's entry points -------------------------------------------------------------
+
+    async def map_tasks(self, request: peer_pb2.MapTasksRequest) -> peer_pb2.MapTasksReply:
+        """Queue one map batch, waiting up to ``MAP_WAIT`` for room; overload when there is none."""
+        count = len(request.payloads)
+        if self._closed:
+            return peer_pb2.MapTasksReply(accepted=False, message=self._closed_reason())
+        if count == 0:
+            return peer_pb2.MapTasksReply(accepted=False, message="the task list is empty")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + MAP_WAIT
+        while self.store.pending > 0 and self.store.pending + count > self.queue_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return peer_pb2.MapTasksReply(accepted=True, overload=True, message="the queue is full")
+            self._room.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._room.wait(), timeout=remaining)
+            if self._closed:
+                return peer_pb2.MapTasksReply(accepted=False, message=self._closed_reason())
+        if self.mode is ExecuteMode.PARALLEL and self.progress.total - 1 + count > PARALLEL_TASK_CAP:
+            why = (
+                f"mode parallel maps at most {PARALLEL_TASK_CAP} subtasks per instance; "
+                f"this map would make {self.progress.total - 1 + count}: use grid or batch"
+            )
+            self._fail(why)
+            return peer_pb2.MapTasksReply(accepted=False, message=why)
+        added = self.store.add(
+            request.task_name, list(request.payloads), parent_id=request.parent_task_id, seq=request.batch_seq
+        )
+        if added:
+            self.progress.mapped(request.task_name, added)
+            self._wake.set()
+            if (
+                self.mode is ExecuteMode.GRID
+                and not self._warned_size
+                and self.progress.total > GRID_SOFT_CAP
+            ):
+                self._warned_size = True
+                log.warning(
+                    "instance %s: grid mode holds %d subtasks in memory (guidance: up to %d); "
+                    "use batch mode for more",
+                    self.spec.instance_id,
+                    self.progress.total,
+                    GRID_SOFT_CAP,
+                )
+        return peer_pb2.MapTasksReply(accepted=True)
+
+    def on_statuses(self, batch: peer_pb2.TaskStatusBatch) -> None:
+        """Apply a batch of task statuses; the first finished status of a task wins."""
+        inflight = self._inflight
+        progress = self.progress
+        done: list[tuple[int, TaskStatus, str]] = []
+        for update in batch.updates:
+            flight = inflight.get(update.task_id)
+            if flight is None:
+                continue  # finished already, or taken back from a lost worker
+            status = update.status
+            if status == 3:
+                if not flight.running:
+                    flight.running = True
+                    progress.started(flight.record.name, flight.address)
+                continue
+            if status not in (4, 5):
+                continue
+            del inflight[update.task_id]
+            target = self._targets.get(flight.address)
+            if target is not None:
+                target.inflight -= 1
+            ok = status == 4
+            progress.finished(flight.record.name, flight.address, ok=ok, was_running=flight.running)
+            done.append((update.task_id, TaskStatus(status), update.result))
+            if not ok:
+                text = f"task {update.task_id} ({flight.record.name}): {update.result}"
+                if update.task_id == ROOT_TASK_ID:
+                    self._root_failure = update.result or "failed"
+                elif self._first_failure is None:
+                    self._first_failure = text
+        if done:
+            self.store.finish(done)
+            self._wake.set()
+            self._check_done()
+
+    async def kill(self, reason: str) -> None:
+        """Stop the instance's tasks on every worker (the caller cancels ``run``)."""
+        self._killed = reason
+        self._closed = True
+        self._room.set()
+        self._wake.set()
+        if self._hook_ctx is not None:
+            self._hook_ctx.cancel()
+        request = peer_pb2.PeerKillRequest(instance_id=self.spec.instance_id, reason=reason)
+        await asyncio.gather(*(self._call_quietly(t.address, "KillInstance", request) for t in self._order))
+
+    # -- running -------------------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        """Run the instance to its outcome; cancelled when the instance is killed."""
+        spec = self.spec
+        refs = list(spec.workers)
+        if not any(ref.address == self.address for ref in refs):
+            refs.insert(0, common_pb2.WorkerRef(worker_id=self.worker_id, address=self.address))
+        for ref in refs:
+            if ref.address and ref.address not in self._targets:
+                target = _Target(worker_id=ref.worker_id, address=ref.address)
+                self._targets[ref.address] = target
+                self._order.append(target)
+        if self.store.resumed:
+            for name, (total, success, failed) in self.store.restored_counts().items():
+                self.progress.restore(name, total=total, success=success, failed=failed)
+            log.info(
+                "instance %s resumed from its task file: %d of %d task(s) finished",
+                spec.instance_id,
+                self.progress.success + self.progress.failed,
+                self.progress.total,
+            )
+        else:
+            self.progress.mapped(ROOT_TASK_NAME, 1)
+        self.store.add_root()
+        loops = [
+            asyncio.create_task(self._dispatch_loop(), name=f"sx-map-dispatch-{spec.instance_id}-{i}")
+            for i in range(self.dispatcher_size)
+        ]
+        loops.append(asyncio.create_task(self._alive_loop(), name=f"sx-map-alive-{spec.instance_id}"))
+        loops.append(asyncio.create_task(self._progress_loop(), name=f"sx-map-progress-{spec.instance_id}"))
+        try:
+            self._check_done()
+            await self._done.wait()
+            self._closed = True
+            self._room.set()
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            return await self._finish()
+        finally:
+            self._closed = True
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._destroy_everywhere()
+            self._inflight.clear()
+            self.store.close(remove=True)
+
+    def _closed_reason(self) -> str:
+        if self._killed is not None:
+            return f"instance {self.spec.instance_id} was killed: {self._killed}"
+        return f"instance {self.spec.instance_id} has finished on its master"
+
+    def _fail(self, why: str) -> None:
+        if self._fatal is None:
+            self._fatal = shorten_head(why)
+        self._closed = True
+        self._room.set()
+        self._done.set()
+
+    def _check_done(self) -> None:
+        if self.store.pending == 0 and not self._inflight and self._sending == 0:
+            self._done.set()
+
+    async def _finish(self) -> Outcome:
+        progress = self.progress
+        if self._fatal is not None:
+            return Outcome(InstanceStatus.FAILED, self._fatal, progress.to_json())
+        finished = progress.success + progress.failed
+        if finished != progress.total:
+            text = f"task count is wrong: {finished} finished of {progress.total} mapped"
+            return Outcome(InstanceStatus.FAILED, text, progress.to_json())
+        failure = self._failure_text()
+        reduced: ProcessResult | None = None
+        if self.resolved.has_hook("reduce") and (failure is None or self._reduce_on_failure()):
+            reduced = await self._reduce()
+        text = ""
+        if failure is not None:
+            text = failure
+            if reduced is not None and not reduced.ok:
+                text = f"{failure}; reduce failed: {reduced.result}"
+            return Outcome(InstanceStatus.FAILED, shorten_head(text), progress.to_json())
+        if reduced is not None and not reduced.ok:
+            return Outcome(
+                InstanceStatus.FAILED, shorten_head(f"reduce failed: {reduced.result}"), progress.to_json()
+            )
+        if reduced is not None and reduced.result:
+            return Outcome(InstanceStatus.SUCCESS, reduced.result, progress.to_json())
+        return Outcome(InstanceStatus.SUCCESS, f"{progress.total} task(s) succeeded", progress.to_json())
+
+    def _failure_text(self) -> str | None:
+        if self._root_failure is not None:
+            return f"root task failed: {self._root_failure}"
+        failed = self.progress.failed
+        if failed:
+            return f"{failed} of {self.progress.total} task(s) failed; first: {self._first_failure or '?'}"
+        return None
+
+    def _reduce_on_failure(self) -> bool:
+        definition = self.resolved.definition
+        return bool(definition is not None and definition.reduce_on_failure)
+
+    async def _reduce(self) -> ProcessResult:
+        counter = self.progress._task(REDUCE_TASK_NAME)
+        counter.total += 1
+        counter.running += 1
+        results, statuses = self.store.results()
+        ctx = context_for(
+            self.spec,
+            worker_addr=self.address,
+            task=TaskInfo(task_name=REDUCE_TASK_NAME),
+            codec=self.resolved.codec,
+            loop=asyncio.get_running_loop(),
+        )
+        # Handed over as they are (no copy): a million results should exist once in memory.
+        ctx.task_results = results
+        ctx.task_statuses = statuses
+        self._hook_ctx = ctx
+        try:
+            outcome = await self.hooks.call(self.resolved, "reduce", ctx)
+        finally:
+            self._hook_ctx = None
+        counter.running -= 1
+        if outcome.ok:
+            counter.success += 1
+        else:
+            counter.failed += 1
+        return outcome
+
+    # -- dispatch ------------------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while not self._closed:
+            page = self._take_page()
+            if page is None:
+                self._wake.clear()
+                page = self._take_page()
+                if page is None:
+                    await self._wake.wait()
+                    continue
+            target, records = page
+            await self._send(target, records)
+
+    def _take_page(self) -> tuple[_Target, list[TaskRecord]] | None:
+        """The next worker with room and a page of queued tasks for it, or None."""
+        store = self.store
+        if store.pending <= 0 or self._closed:
+            return None
+        order = self._order
+        count = len(order)
+        for step in range(count):
+            target = order[(self._next + step) % count]
+            room = self.window - target.inflight
+            if not target.alive or room <= 0:
+                continue
+            self._next = (self._next + step + 1) % count
+            # A short queue is spread over the workers rather than sent whole to the first one.
+            alive = sum(1 for t in order if t.alive)
+            share = -(-store.pending // alive)
+            records = store.take(min(self.page_size, room, share))
+            if not records:
+                return None
+            self._room.set()
+            if records[0].task_id == ROOT_TASK_ID and target.address != self.address:
+                # The root always runs on the master's own worker.
+                root, records = records[0], records[1:]
+                own = self._targets[self.address]
+                self._register(own, [root])
+                sender = asyncio.create_task(self._send(own, [root], registered=True))
+                self._background.add(sender)
+                sender.add_done_callback(self._background.discard)
+                if not records:
+                    return None
+            return target, records
+        return None
+
+    def _register(self, target: _Target, records: list[TaskRecord]) -> None:
+        inflight = self._inflight
+        address = target.address
+        for record in records:
+            inflight[record.task_id] = _Flight(record, address)
+        target.inflight += len(records)
+        names: dict[str, int] = {}
+        for record in records:
+            names[record.name] = names.get(record.name, 0) + 1
+        for name, n in names.items():
+            self.progress.sent(name, address, target.worker_id, n)
+        self.progress.page(len(records))
+
+    async def _send(self, target: _Target, records: list[TaskRecord], *, registered: bool = False) -> None:
+        if not registered:
+            self._register(target, records)
+        request = peer_pb2.StartTasksRequest(
+            instance=self.spec,
+            master_address=self.address,
+            master_worker_id=self.worker_id,
+            tasks=[
+                peer_pb2.TaskRequest(task_id=r.task_id, task_name=r.name, payload=r.payload) for r in records
+            ],
+        )
+        self._sending += 1
+        try:
+            reply = await self.peers.client(target.address).StartTasks(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._lose(target, f"could not start tasks: {_error_text(exc)}")
+            return
+        finally:
+            self._sending -= 1
+        if not reply.accepted:
+            self._lose(target, f"refused tasks: {reply.message}")
+        self._check_done()
+
+    # -- failover ------------------------------------------------------------------------------------
+
+    def _lose(self, target: _Target, why: str) -> None:
+        """Drop a worker: its unfinished tasks go back to the queue for the others."""
+        if not target.alive:
+            return
+        target.alive = False
+        target.why_lost = why
+        mine = [f for f in self._inflight.values() if f.address == target.address]
+        for flight in mine:
+            del self._inflight[flight.record.task_id]
+            self.progress.taken_back(flight.record.name, target.address, was_running=flight.running)
+        target.inflight = 0
+        if self._closed:
+            return
+        log.warning(
+            "instance %s: worker %s (%s) dropped (%s); %d unfinished task(s) go to the others",
+            self.spec.instance_id,
+            target.worker_id,
+            target.address,
+            why,
+            len(mine),
+        )
+        root = [f.record for f in mine if f.record.task_id == ROOT_TASK_ID]
+        if root and target.address == self.address:
+            self._fail(f"the root task could not run on the master: {why}")
+            return
+        self.store.requeue(f.record for f in mine)
+        if not any(t.alive for t in self._order):
+            reasons = "; ".join(f"{t.worker_id} ({t.address}): {t.why_lost}" for t in self._order)
+            self._fail(f"no worker left to run the tasks: {reasons}")
+            return
+        self._wake.set()
+
+    async def _alive_loop(self) -> None:
+        request = peer_pb2.CheckAliveRequest(instance_id=0)
+        while not self._closed:
+            await asyncio.sleep(self.alive_interval)
+
+            async def check(target: _Target) -> None:
+                try:
+                    await self.peers.client(target.address).CheckAlive(request)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._lose(target, f"not reachable: {_error_text(exc)}")
+
+            others = [t for t in self._order if t.alive and t.address != self.address]
+            await asyncio.gather(*(check(t) for t in others))
+
+    async def _progress_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.progress_interval)
+            try:
+                self.report_progress(self.progress.to_json())
+            except Exception:
+                log.exception("instance %s: progress report failed", self.spec.instance_id)
+
+    # -- cleanup -------------------------------------------------------------------------------------
+
+    async def _destroy_everywhere(self) -> None:
+        request = peer_pb2.DestroyRequest(instance_id=self.spec.instance_id)
+        await asyncio.gather(
+            *(self._call_quietly(t.address, "DestroyInstance", request) for t in self._order if t.alive)
+        )
+
+    async def _call_quietly(self, address: str, method: str, request: object) -> None:
+        try:
+            await getattr(self.peers.client(address), method)(request)
+        except Exception as exc:
+            log.debug("instance %s: %s on %s failed: %s", self.spec.instance_id, method, address, exc)

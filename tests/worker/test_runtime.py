@@ -569,7 +569,8 @@ async def test_peer_service_answers_health_check_and_map_tasks(endpoint: Endpoin
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             peer = peer_pb2_grpc.PeerStub(channel)
             reply = await peer.MapTasks(peer_pb2.MapTasksRequest(instance_id=1))
-            assert not reply.accepted and reply.message == "map modes are not supported by this worker yet"
+            assert not reply.accepted
+            assert reply.message == f"instance 1 has no map master on worker {worker.worker_id}"
             alive = await peer.CheckAlive(peer_pb2.CheckAliveRequest(instance_id=12345))
             assert not alive.alive and alive.worker_id == worker.worker_id
     finally:

@@ -57,6 +57,7 @@ from sx.processors._result import RESULT_LIMIT_BYTES, ProcessResult
 from sx.processors._schedule import Schedule, api, cron, fixed_rate, second_delay
 from sx.processors._scripts import ScriptProcessor, script_processor_for
 from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
+from sx.processors._workflow import WorkflowRegistry, WorkflowSpec, default_workflows, workflow
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -98,11 +99,14 @@ __all__ = [
     "TimeType",
     "TriggerType",
     "UpstreamData",
+    "WorkflowRegistry",
+    "WorkflowSpec",
     "api",
     "codec_for",
     "cron",
     "current_context",
     "default_registry",
+    "default_workflows",
     "definition_of",
     "fixed_rate",
     "get_current_context",
@@ -111,4 +115,5 @@ __all__ = [
     "script_processor_for",
     "second_delay",
     "use_registry",
+    "workflow",
 ]

@@ -18,8 +18,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
 from sx.processors._errors import DefinitionError
-from sx.scheduler import _api_routes_admin, _api_routes_instances, _api_routes_jobs, _api_routes_workflows
+from sx.scheduler import (
+    _api_routes_admin,
+    _api_routes_instances,
+    _api_routes_jobs,
+    _api_routes_tasks,
+    _api_routes_workflows,
+)
 from sx.scheduler._api_call import Call, Endpoint, Reply
 from sx.scheduler._api_envelope import ErrorCode, envelope
 from sx.scheduler._api_params import MAX_BODY_BYTES, ParamDoc, Params
@@ -33,6 +40,7 @@ log = logging.getLogger("sx.scheduler.api")
 ENDPOINTS: tuple[Endpoint, ...] = (
     *_api_routes_jobs.ENDPOINTS,
     *_api_routes_instances.ENDPOINTS,
+    *_api_routes_tasks.ENDPOINTS,
     *_api_routes_workflows.ENDPOINTS,
     *_api_routes_admin.ENDPOINTS,
 )

@@ -41,12 +41,12 @@ from typing import Any
 
 import grpc
 
-from sx.processors._enums import ExecuteMode, InstanceStatus
+from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus
 from sx.processors._invoke import killed_result
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.scheduler._clock import Clock
 from sx.scheduler._instance_spec import build_instance_spec, processor_of, wants_worker_list
-from sx.scheduler._store import Instance, InstanceChange, Job, Store
+from sx.scheduler._store import Instance, InstanceChange, Job, NewTask, Store, TaskStatusChange
 from sx.scheduler._worker_registry import (
     Assignment,
     CloseStream,
@@ -67,6 +67,8 @@ _DELIVERY_MEMORY = 4096
 _RECOVERY_LIMIT = 100_000
 # Loops with nothing scheduled still look around this often (cheap; guards against a missed wake).
 _IDLE = timedelta(seconds=60)
+# A parallel instance's tasks are read whole (the mode caps them at a few hundred).
+_TASKS_LOAD_LIMIT = 100_000
 MAX_MASTER_RESUMES = 3
 """Times a batch instance whose master was lost is submitted again before it fails."""
 
@@ -765,6 +767,105 @@ class Dispatcher:
         self._enqueue(updated)
         return True
 
+    # -- the server-side subtask store (parallel mode) ------------------------------------------
+    # Only the worker holding an instance (its master) reads and writes the instance's tasks.
+    async def _check_task_caller(
+        self, caller: scheduler_pb2.TaskCaller, instance_id: int, context: Any
+    ) -> None:
+        key = WorkerKey(caller.namespace, caller.group_id, caller.worker_id)
+        if self._registry.get(key) is None or self._owner.get(instance_id) != key:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"instance_id={instance_id}: worker {caller.worker_id!r} does not hold this instance",
+            )
+
+    async def _load_tasks(
+        self, caller: scheduler_pb2.TaskCaller, instance_id: int, context: Any
+    ) -> list[scheduler_pb2.StoredTask]:
+        await self._check_task_caller(caller, instance_id, context)
+        page = await self._store.list_tasks(instance_id, limit=_TASKS_LOAD_LIMIT)
+        if page.total == 0:
+            instance = await self._store.get_instance(instance_id)
+            if instance is not None and instance.retry_of is not None:
+                # A retry of an instance (maxAttempt): its successful tasks are not run again.
+                copied = await self._store.copy_tasks(instance.retry_of, instance_id)
+                if copied:
+                    log.info(
+                        "instance %d: %d task(s) taken over from instance %d",
+                        instance_id,
+                        copied,
+                        instance.retry_of,
+                    )
+                    page = await self._store.list_tasks(instance_id, limit=_TASKS_LOAD_LIMIT)
+        return [
+            scheduler_pb2.StoredTask(
+                task_id=t.task_id,
+                task_name=t.name,
+                payload=t.payload,
+                parent_id=t.parent_id,
+                batch_seq=t.batch_seq,
+                status=int(t.status),
+                worker_addr=t.worker_addr,
+                result=t.result,
+                attempt=t.attempt,
+            )
+            for t in page.items
+        ]
+
+    async def _create_tasks(self, request: scheduler_pb2.CreateTasksRequest, context: Any) -> int:
+        await self._check_task_caller(request.caller, request.instance_id, context)
+        news = [
+            NewTask(
+                task_id=t.task_id,
+                name=t.task_name,
+                payload=t.payload,
+                parent_id=t.parent_id,
+                batch_seq=t.batch_seq,
+            )
+            for t in request.tasks
+        ]
+        return await self._store.create_tasks(request.instance_id, news)
+
+    async def _update_tasks(self, request: scheduler_pb2.UpdateTasksRequest, context: Any) -> int:
+        await self._check_task_caller(request.caller, request.instance_id, context)
+        changes: list[TaskStatusChange] = []
+        for group in request.groups:
+            try:
+                status = TaskStatus(group.status)
+            except ValueError:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"groups.status={group.status}: not a task status (1-5)"
+                )
+                raise
+            if group.results and len(group.results) != len(group.task_ids):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"groups.results: {len(group.results)} for {len(group.task_ids)} task id(s)",
+                )
+            changes.append(
+                TaskStatusChange(
+                    status=status,
+                    task_ids=tuple(group.task_ids),
+                    results=tuple(group.results),
+                    worker_id=group.worker_id,
+                    worker_addr=group.worker_addr,
+                )
+            )
+        return await self._store.update_task_statuses(request.instance_id, changes)
+
+    async def _query_tasks(
+        self, caller: scheduler_pb2.TaskCaller, instance_id: int, context: Any
+    ) -> scheduler_pb2.QueryTasksReply:
+        await self._check_task_caller(caller, instance_id, context)
+        counts = await self._store.count_tasks(instance_id)
+        reply = scheduler_pb2.QueryTasksReply(counts={int(s): n for s, n in counts.items()})
+        if counts.get(TaskStatus.INIT):
+            waiting = await self._store.list_tasks(
+                instance_id, statuses=[TaskStatus.INIT], limit=_TASKS_LOAD_LIMIT
+            )
+            reply.init_task_ids.extend(t.task_id for t in waiting.items)
+        return reply
+
 
 class _SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
     """The Scheduler gRPC service: one Connect stream per worker, handled by the dispatcher."""
@@ -809,3 +910,27 @@ class _SchedulerService(scheduler_pb2_grpc.SchedulerServicer):
             if reader is not None:
                 reader.cancel()
             dispatcher._detach(session, grace=True)
+
+    # -- the server-side subtask store of parallel instances -------------------------------------
+    async def LoadTasks(
+        self, request: scheduler_pb2.LoadTasksRequest, context: Any
+    ) -> scheduler_pb2.LoadTasksReply:
+        tasks = await self._dispatcher._load_tasks(request.caller, request.instance_id, context)
+        return scheduler_pb2.LoadTasksReply(tasks=tasks)
+
+    async def CreateTasks(
+        self, request: scheduler_pb2.CreateTasksRequest, context: Any
+    ) -> scheduler_pb2.TasksReply:
+        affected = await self._dispatcher._create_tasks(request, context)
+        return scheduler_pb2.TasksReply(affected=affected)
+
+    async def UpdateTasks(
+        self, request: scheduler_pb2.UpdateTasksRequest, context: Any
+    ) -> scheduler_pb2.TasksReply:
+        affected = await self._dispatcher._update_tasks(request, context)
+        return scheduler_pb2.TasksReply(affected=affected)
+
+    async def QueryTasks(
+        self, request: scheduler_pb2.QueryTasksRequest, context: Any
+    ) -> scheduler_pb2.QueryTasksReply:
+        return await self._dispatcher._query_tasks(request.caller, request.instance_id, context)

@@ -51,6 +51,9 @@ def build_instance_spec(
         time_expression=spec.schedule.expression,
         trigger_type=int(instance.trigger_type),
         wf_instance_id=instance.wf_instance_id or 0,
+        upstream_data=[
+            common_pb2.UpstreamData(job_name=name, data=data) for name, data in instance.upstream_data
+        ],
         map_options=common_pb2.MapOptions(
             page_size=spec.map.page_size,
             consumer_size=spec.map.consumer_size,

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, tzinfo
+from typing import Protocol
 
 from sx.processors._enums import InstanceStatus, TimeType, TriggerType
 from sx.processors._invoke import is_killed
@@ -27,6 +28,16 @@ logger = logging.getLogger("sx.scheduler.lifecycle")
 
 OnCreated = Callable[[list[Instance]], Awaitable[None]]
 StopInstance = Callable[[Instance, str], Awaitable[object]]
+
+
+class WorkflowNodeHooks(Protocol):
+    """What the workflow engine needs to hear about a finished instance of a workflow node."""
+
+    async def may_retry(self, instance: Instance) -> bool:
+        """False when the node's workflow instance is over (stopped): no retry is made."""
+
+    async def node_finished(self, instance: Instance, retry: Instance | None) -> None:
+        """A node's instance ended (``retry`` is its retry, if one was made): advance the workflow."""
 
 
 class Lifecycle:
@@ -67,6 +78,8 @@ class Lifecycle:
         self._interval = timedelta(seconds=timeout_check_interval)
         self._scan_limit = timeout_scan_limit
         self._killed: set[int] = set()
+        self.workflows: WorkflowNodeHooks | None = None
+        """Told about every finished workflow node instance (set by the scheduler's composition)."""
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -80,9 +93,14 @@ class Lifecycle:
         self._killed.discard(instance.id)
         job = await self._store.get_job(instance.job_id)
         if job is None:
+            if instance.wf_instance_id is not None and self.workflows is not None:
+                await self.workflows.node_finished(instance, None)
             return None
         retry: Instance | None = None
-        if instance.status == InstanceStatus.FAILED:
+        retry_allowed = True
+        if instance.wf_instance_id is not None and self.workflows is not None:
+            retry_allowed = await self.workflows.may_retry(instance)
+        if instance.status == InstanceStatus.FAILED and retry_allowed:
             retry = await self._retry(job, instance, system_failure=system_failure)
             if retry is None and job.spec.monitor.fail_enable and self._alarms is not None:
                 await self._alarms.alarm(
@@ -97,6 +115,9 @@ class Lifecycle:
             await self._rearm(job, instance)
         if self._history_keep:
             await self._store.prune_instances(job.id, self._history_keep)
+        if instance.wf_instance_id is not None and self.workflows is not None:
+            # After the retry decision: a workflow node fails only once its retries are used up.
+            await self.workflows.node_finished(instance, retry)
         return retry
 
     async def _retry(self, job: Job, failed: Instance, *, system_failure: bool) -> Instance | None:
@@ -119,6 +140,7 @@ class Lifecycle:
             instance_parameters=failed.instance_parameters,
             wf_instance_id=failed.wf_instance_id,
             retry_of=failed.id,
+            upstream_data=failed.upstream_data,
         )
         try:
             retry = await self._store.create_instance(new)

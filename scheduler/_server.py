@@ -30,6 +30,7 @@ from sx.scheduler._settings import SchedulerSettings, is_loopback
 from sx.scheduler._sql_store import SqlStore, sqlite_url
 from sx.scheduler._store import Instance, Store
 from sx.scheduler._triggers import TriggerEngine
+from sx.scheduler._workflows import WorkflowEngine
 
 log = logging.getLogger("sx.scheduler")
 
@@ -131,6 +132,9 @@ class SchedulerServer:
             hooks=hooks,
             history_keep=settings.history_keep,
         )
+        self.workflows = WorkflowEngine(self.service)
+        self.service.workflows = self.workflows
+        self.lifecycle.workflows = self.workflows
         self.auth = Authenticator(self.store, clock=self.clock)
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
@@ -155,6 +159,7 @@ class SchedulerServer:
         await self._start_http()
         await self.dispatcher.start()
         await self.engine.start()
+        await self.workflows.start()
         await self.lifecycle.start()
         log.info("scheduler ready: OpenAPI %s, gRPC %s", self.http_url, self.grpc_address)
 
@@ -198,7 +203,10 @@ class SchedulerServer:
         from sx.scheduler._api import create_app
 
         app = create_app(self.service, auth=self.auth)
-        sock = socket.socket(socket.AF_INET6 if ":" in self.settings.http_host else socket.AF_INET)
+        # Bound here so a taken port fails start() at once. IPPROTO_TCP matters: asyncio sets TCP_NODELAY
+        # only on sockets that say so, and without it every response waits ~40 ms for a delayed ACK.
+        family = socket.AF_INET6 if ":" in self.settings.http_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.settings.http_host, self.settings.http_port))
         port = sock.getsockname()[1]
@@ -217,6 +225,7 @@ class SchedulerServer:
 
     async def stop(self) -> None:
         await self.lifecycle.stop()
+        await self.workflows.stop()
         await self.engine.stop()
         await self.dispatcher.stop()
         if self._http is not None and self._http_task is not None:

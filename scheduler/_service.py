@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from functools import lru_cache
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sx.processors._enums import InstanceStatus, TriggerType
@@ -43,6 +43,9 @@ from sx.scheduler._store import (
     Store,
 )
 from sx.scheduler._store import NotFoundError as StoreNotFoundError
+
+if TYPE_CHECKING:
+    from sx.scheduler._workflows import WorkflowEngine
 
 log = logging.getLogger("sx.scheduler.service")
 
@@ -176,6 +179,8 @@ class JobService:
         self.default_tz = default_tz
         self.hooks = hooks
         self.history_keep = history_keep
+        self.workflows: WorkflowEngine | None = None
+        """The workflow engine (sx.scheduler._workflows), attached by the scheduler's composition."""
 
     # -- helpers ----------------------------------------------------------------------------------
     def time_zone(self, spec: JobSpec) -> tzinfo:
@@ -558,15 +563,28 @@ class JobService:
                 instance_parameters,
                 f"must be at most {WORKFLOW_PARAMETERS_MAX_BYTES} bytes",
             )
-        raise self._no_workflow(workflow_id)
+        if self.workflows is None:
+            raise self._no_workflow(workflow_id)
+        started = await self.workflows.execute(namespace, group_id, workflow_id, instance_parameters)
+        return started.id
 
     async def set_workflow_enabled(
         self, namespace: str, group_id: str, workflow_id: int, enabled: bool
     ) -> None:
-        raise self._no_workflow(workflow_id)
+        if self.workflows is None:
+            raise self._no_workflow(workflow_id)
+        await self.workflows.set_enabled(namespace, group_id, workflow_id, enabled)
 
     async def delete_workflow(self, namespace: str, group_id: str, workflow_id: int) -> None:
-        raise self._no_workflow(workflow_id)
+        if self.workflows is None:
+            raise self._no_workflow(workflow_id)
+        await self.workflows.delete_workflow(namespace, group_id, workflow_id)
+
+    def workflow_engine(self) -> WorkflowEngine:
+        """The attached workflow engine; NotFound when this scheduler has none."""
+        if self.workflows is None:
+            raise NotFound("workflows are not served by this scheduler", field="workflowId")
+        return self.workflows
 
     @staticmethod
     def _no_workflow(workflow_id: int) -> NotFound:

@@ -36,7 +36,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
+from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
+from sx.processors._schedule import Schedule
 from sx.processors._spec import JobSpec
 from sx.scheduler import _sql_tables as tables
 from sx.scheduler._sql_tables import JOB_CAN_FIRE, UtcDateTime
@@ -52,10 +53,19 @@ from sx.scheduler._store import (
     Job,
     Namespace,
     NewInstance,
+    NewTask,
+    NewWorkflowInstance,
     NotFoundError,
     Page,
     Store,
     StoreError,
+    Task,
+    TaskStatusChange,
+    Workflow,
+    WorkflowDef,
+    WorkflowFire,
+    WorkflowInstance,
+    WorkflowNode,
 )
 
 __all__ = ["SqlStore", "normalize_url", "sqlite_url"]
@@ -160,6 +170,14 @@ def _job(row: sa.Row[Any]) -> Job:
     )
 
 
+def _dump_upstream(data: Sequence[tuple[str, str]]) -> str | None:
+    return json.dumps([list(pair) for pair in data], separators=(",", ":")) if data else None
+
+
+def _load_upstream(text: str | None) -> tuple[tuple[str, str], ...]:
+    return tuple((str(name), str(result)) for name, result in json.loads(text)) if text else ()
+
+
 def _instance(row: sa.Row[Any]) -> Instance:
     return Instance(
         id=row.id,
@@ -184,6 +202,7 @@ def _instance(row: sa.Row[Any]) -> Instance:
         progress=row.progress,
         retry_of=row.retry_of,
         timeout_alarmed=bool(row.timeout_alarmed),
+        upstream_data=_load_upstream(row.upstream_data),
     )
 
 
@@ -209,6 +228,7 @@ def _new_instance_values(new: NewInstance, created_at: datetime) -> dict[str, An
         "result": new.result,
         "progress": "",
         "retry_of": new.retry_of,
+        "upstream_data": _dump_upstream(new.upstream_data),
         "timeout_alarmed": False,
     }
 
@@ -230,12 +250,106 @@ def _created_instance(instance_id: int, new: NewInstance, created_at: datetime) 
         wf_instance_id=new.wf_instance_id,
         result=new.result,
         retry_of=new.retry_of,
+        upstream_data=new.upstream_data,
     )
 
 
 def _check_new_instance(new: NewInstance, prefix: str = "") -> None:
     _aware(f"{prefix}schedule_time", new.schedule_time)
     _aware(f"{prefix}data_time", new.data_time)
+
+
+def _dump_workflow_def(definition: WorkflowDef) -> str:
+    return json.dumps(
+        {
+            "name": definition.name,
+            "description": definition.description,
+            "schedule": definition.schedule.model_dump(mode="json"),
+            "time_zone": definition.time_zone,
+            "nodes": list(definition.nodes),
+            "edges": [list(edge) for edge in definition.edges],
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def _load_workflow_def(text: str) -> WorkflowDef:
+    data = json.loads(text)
+    return WorkflowDef(
+        name=data["name"],
+        description=data.get("description", ""),
+        schedule=Schedule.model_validate(data["schedule"]),
+        time_zone=data.get("time_zone", ""),
+        nodes=tuple(int(node) for node in data["nodes"]),
+        edges=tuple((int(a), int(b)) for a, b in data.get("edges", [])),
+    )
+
+
+def _workflow(row: sa.Row[Any]) -> Workflow:
+    return Workflow(
+        id=row.id,
+        namespace=row.namespace,
+        group_id=row.group_id,
+        definition=_load_workflow_def(row.definition),
+        enabled=bool(row.enabled),
+        managed=bool(row.managed),
+        next_fire_time=row.next_fire_time,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _wf_instance(row: sa.Row[Any]) -> WorkflowInstance:
+    graph = json.loads(row.graph)
+    return WorkflowInstance(
+        id=row.id,
+        workflow_id=row.workflow_id,
+        namespace=row.namespace,
+        group_id=row.group_id,
+        status=InstanceStatus(row.status),
+        trigger_type=TriggerType(row.trigger_type),
+        schedule_time=row.schedule_time,
+        nodes=tuple(int(node) for node in graph["nodes"]),
+        edges=tuple((int(a), int(b)) for a, b in graph["edges"]),
+        created_at=row.created_at,
+        instance_parameters=row.instance_parameters,
+        end_time=row.end_time,
+        result=row.result,
+    )
+
+
+def _wf_node(row: sa.Row[Any]) -> WorkflowNode:
+    return WorkflowNode(
+        wf_instance_id=row.wf_instance_id,
+        job_id=row.job_id,
+        instance_id=row.instance_id,
+        status=InstanceStatus(row.status),
+        result=row.result,
+    )
+
+
+def _task(row: sa.Row[Any]) -> Task:
+    return Task(
+        instance_id=row.instance_id,
+        task_id=row.task_id,
+        name=row.name,
+        status=TaskStatus(row.status),
+        payload=bytes(row.payload),
+        parent_id=row.parent_id,
+        batch_seq=row.batch_seq,
+        worker_id=row.worker_id,
+        worker_addr=row.worker_addr,
+        attempt=row.attempt,
+        result=row.result,
+        start_time=row.start_time,
+        end_time=row.end_time,
+    )
+
+
+_TASK_UNFINISHED = (int(TaskStatus.INIT), int(TaskStatus.PULLED), int(TaskStatus.RUNNING))
+# Bounded IN lists for task ids (a parallel instance has at most a few hundred tasks anyway).
+_TASK_CHUNK = 500
 
 
 def _calendar(row: sa.Row[Any]) -> Calendar:
@@ -1031,3 +1145,544 @@ class SqlStore(Store):
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [_alarm(r) for r in rows]
+
+    # -- workflows ------------------------------------------------------------------------------
+
+    async def create_workflow(
+        self,
+        *,
+        namespace: str,
+        group_id: str,
+        definition: WorkflowDef,
+        enabled: bool,
+        managed: bool,
+        next_fire_time: datetime | None,
+    ) -> Workflow:
+        _aware("next_fire_time", next_fire_time)
+        now = _now()
+        values = {
+            "namespace": namespace,
+            "group_id": group_id,
+            "name": definition.name,
+            "definition": _dump_workflow_def(definition),
+            "enabled": enabled,
+            "managed": managed,
+            "next_fire_time": next_fire_time,
+            "created_at": now,
+            "updated_at": now,
+        }
+        t = tables.workflows
+        try:
+            async with self._write() as conn:
+                workflow_id = (await conn.execute(sa.insert(t).values(values).returning(t.c.id))).scalar_one()
+        except IntegrityError:
+            raise DuplicateError(
+                f"group {group_id!r} in namespace {namespace!r} already has a workflow named "
+                f"{definition.name!r}"
+            ) from None
+        return Workflow(
+            id=workflow_id,
+            namespace=namespace,
+            group_id=group_id,
+            definition=definition,
+            enabled=enabled,
+            managed=managed,
+            next_fire_time=None if next_fire_time is None else next_fire_time.astimezone(UTC),
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def get_workflow(self, workflow_id: int) -> Workflow | None:
+        t = tables.workflows
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.id == workflow_id))).one_or_none()
+        return None if row is None else _workflow(row)
+
+    async def find_workflow(self, namespace: str, group_id: str, name: str) -> Workflow | None:
+        t = tables.workflows
+        query = sa.select(t).where(t.c.namespace == namespace, t.c.group_id == group_id, t.c.name == name)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else _workflow(row)
+
+    async def list_workflows(
+        self, namespace: str, group_id: str, *, offset: int = 0, limit: int = 50
+    ) -> Page[Workflow]:
+        _check_page(offset, limit)
+        t = tables.workflows
+        where = [t.c.namespace == namespace, t.c.group_id == group_id]
+        async with self._read() as conn:
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
+            rows = (
+                await conn.execute(sa.select(t).where(*where).order_by(t.c.id).offset(offset).limit(limit))
+            ).all()
+        return Page(items=[_workflow(r) for r in rows], total=total)
+
+    async def update_workflow(
+        self,
+        workflow_id: int,
+        *,
+        definition: WorkflowDef | None = None,
+        enabled: bool | None = None,
+        managed: bool | None = None,
+        next_fire_time: datetime | None = None,
+        clear_next_fire_time: bool = False,
+    ) -> Workflow:
+        if next_fire_time is not None and clear_next_fire_time:
+            raise ValueError("next_fire_time cannot be given together with clear_next_fire_time")
+        _aware("next_fire_time", next_fire_time)
+        values: dict[str, Any] = {"updated_at": _now()}
+        if definition is not None:
+            values["definition"] = _dump_workflow_def(definition)
+            values["name"] = definition.name
+        if enabled is not None:
+            values["enabled"] = enabled
+        if managed is not None:
+            values["managed"] = managed
+        if next_fire_time is not None:
+            values["next_fire_time"] = next_fire_time
+        elif clear_next_fire_time:
+            values["next_fire_time"] = None
+        t = tables.workflows
+        try:
+            async with self._write() as conn:
+                row = (
+                    await conn.execute(
+                        sa.update(t).where(t.c.id == workflow_id).values(values).returning(*t.c)
+                    )
+                ).one_or_none()
+        except IntegrityError:
+            name = definition.name if definition is not None else "?"
+            raise DuplicateError(
+                f"workflow {workflow_id}: its group already has a workflow named {name!r}"
+            ) from None
+        if row is None:
+            raise NotFoundError(f"workflow_id={workflow_id!r}: no such workflow")
+        return _workflow(row)
+
+    async def delete_workflow(self, workflow_id: int) -> bool:
+        wi, wn = tables.wf_instances, tables.wf_nodes
+        async with self._write() as conn:
+            ids = sa.select(wi.c.id).where(wi.c.workflow_id == workflow_id).scalar_subquery()
+            await conn.execute(sa.delete(wn).where(wn.c.wf_instance_id.in_(ids)))
+            await conn.execute(sa.delete(wi).where(wi.c.workflow_id == workflow_id))
+            result = await conn.execute(
+                sa.delete(tables.workflows).where(tables.workflows.c.id == workflow_id)
+            )
+        return result.rowcount > 0
+
+    async def next_workflow_due_time(self) -> datetime | None:
+        t = tables.workflows
+        query = (
+            sa.select(t.c.next_fire_time)
+            .where(t.c.enabled == sa.true(), t.c.next_fire_time.isnot(None))
+            .order_by(t.c.next_fire_time, t.c.id)
+            .limit(1)
+        )
+        async with self._read() as conn:
+            return (await conn.execute(query)).scalar_one_or_none()
+
+    async def due_workflows(self, now: datetime, limit: int) -> list[Workflow]:
+        _aware("now", now)
+        t = tables.workflows
+        query = (
+            sa.select(t)
+            .where(t.c.enabled == sa.true(), t.c.next_fire_time.isnot(None), t.c.next_fire_time <= now)
+            .order_by(t.c.next_fire_time, t.c.id)
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_workflow(r) for r in rows]
+
+    async def claim_workflow_fire(self, fire: WorkflowFire) -> WorkflowInstance | None:
+        _aware("due", fire.due)
+        _aware("next_fire_time", fire.next_fire_time)
+        t = tables.workflows
+        async with self._write() as conn:
+            claimed = await conn.execute(
+                sa.update(t)
+                .where(t.c.id == fire.workflow_id, t.c.next_fire_time == fire.due)
+                .values(next_fire_time=fire.next_fire_time)
+            )
+            if claimed.rowcount == 0 or fire.instance is None:
+                return None
+            return await self._insert_wf_instance(conn, fire.instance)
+
+    async def _insert_wf_instance(self, conn: AsyncConnection, new: NewWorkflowInstance) -> WorkflowInstance:
+        _aware("schedule_time", new.schedule_time)
+        created_at = _now()
+        t = tables.wf_instances
+        values = {
+            "workflow_id": new.workflow_id,
+            "namespace": new.namespace,
+            "group_id": new.group_id,
+            "status": int(new.status),
+            "trigger_type": int(new.trigger_type),
+            "schedule_time": new.schedule_time,
+            "graph": json.dumps({"nodes": list(new.nodes), "edges": [list(e) for e in new.edges]}),
+            "instance_parameters": new.instance_parameters,
+            "created_at": created_at,
+            "end_time": None,
+            "result": "",
+        }
+        wf_instance_id = (await conn.execute(sa.insert(t).values(values).returning(t.c.id))).scalar_one()
+        return WorkflowInstance(
+            id=wf_instance_id,
+            workflow_id=new.workflow_id,
+            namespace=new.namespace,
+            group_id=new.group_id,
+            status=new.status,
+            trigger_type=new.trigger_type,
+            schedule_time=new.schedule_time.astimezone(UTC),
+            nodes=new.nodes,
+            edges=new.edges,
+            created_at=created_at,
+            instance_parameters=new.instance_parameters,
+        )
+
+    async def create_workflow_instance(self, new: NewWorkflowInstance) -> WorkflowInstance:
+        try:
+            async with self._write() as conn:
+                return await self._insert_wf_instance(conn, new)
+        except IntegrityError as exc:
+            if _is_foreign_key_violation(exc):
+                raise NotFoundError(f"workflow_id={new.workflow_id!r}: no such workflow") from None
+            raise
+
+    async def get_workflow_instance(self, wf_instance_id: int) -> WorkflowInstance | None:
+        t = tables.wf_instances
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.id == wf_instance_id))).one_or_none()
+        return None if row is None else _wf_instance(row)
+
+    async def list_workflow_instances(
+        self,
+        workflow_id: int,
+        *,
+        statuses: Sequence[InstanceStatus] | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> Page[WorkflowInstance]:
+        _check_page(offset, limit)
+        t = tables.wf_instances
+        where = [t.c.workflow_id == workflow_id]
+        if statuses:
+            where.append(t.c.status.in_([int(s) for s in statuses]))
+        async with self._read() as conn:
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
+            rows = (
+                await conn.execute(
+                    sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit)
+                )
+            ).all()
+        return Page(items=[_wf_instance(r) for r in rows], total=total)
+
+    async def update_workflow_instance(
+        self,
+        wf_instance_id: int,
+        *,
+        status: InstanceStatus,
+        end_time: datetime | None = None,
+        result: str | None = None,
+        only_if_status: Sequence[InstanceStatus] | None = None,
+    ) -> WorkflowInstance | None:
+        _aware("end_time", end_time)
+        t = tables.wf_instances
+        values: dict[str, Any] = {"status": int(status), "end_time": end_time}
+        if result is not None:
+            values["result"] = result
+        query = sa.update(t).where(t.c.id == wf_instance_id)
+        if only_if_status is not None:
+            query = query.where(t.c.status.in_([int(s) for s in only_if_status]))
+        async with self._write() as conn:
+            row = (await conn.execute(query.values(values).returning(*t.c))).one_or_none()
+        return None if row is None else _wf_instance(row)
+
+    async def start_workflow_node(
+        self, wf_instance_id: int, job_id: int, new: NewInstance, *, rerun: bool = False
+    ) -> Instance | None:
+        _check_new_instance(new)
+        created_at = _now()
+        t, n = tables.instances, tables.wf_nodes
+        try:
+            async with self._write() as conn:
+                if rerun:
+                    # The compare-and-set on FAILED comes first: a lost race writes nothing.
+                    moved = await conn.execute(
+                        sa.update(n)
+                        .where(
+                            n.c.wf_instance_id == wf_instance_id,
+                            n.c.job_id == job_id,
+                            n.c.status == int(InstanceStatus.FAILED),
+                        )
+                        .values(status=int(InstanceStatus.WAITING), result="")
+                    )
+                    if moved.rowcount == 0:
+                        return None
+                instance_id = (
+                    await conn.execute(
+                        sa.insert(t).values(_new_instance_values(new, created_at)).returning(t.c.id)
+                    )
+                ).scalar_one()
+                if rerun:
+                    await conn.execute(
+                        sa.update(n)
+                        .where(n.c.wf_instance_id == wf_instance_id, n.c.job_id == job_id)
+                        .values(instance_id=instance_id)
+                    )
+                else:
+                    await conn.execute(
+                        sa.insert(n).values(
+                            wf_instance_id=wf_instance_id,
+                            job_id=job_id,
+                            instance_id=instance_id,
+                            status=int(InstanceStatus.WAITING),
+                            result="",
+                        )
+                    )
+        except IntegrityError as exc:
+            if _is_foreign_key_violation(exc):
+                raise NotFoundError(
+                    f"wf_instance_id={wf_instance_id!r} or job_id={job_id!r}: "
+                    "no such workflow instance or job"
+                ) from None
+            return None  # the node row exists: another caller started it
+        return _created_instance(instance_id, new, created_at)
+
+    async def list_workflow_nodes(self, wf_instance_id: int) -> list[WorkflowNode]:
+        n = tables.wf_nodes
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(n).where(n.c.wf_instance_id == wf_instance_id).order_by(n.c.job_id)
+                )
+            ).all()
+        return [_wf_node(r) for r in rows]
+
+    async def update_workflow_node(
+        self,
+        wf_instance_id: int,
+        job_id: int,
+        *,
+        only_if_instance: int,
+        status: InstanceStatus | None = None,
+        result: str | None = None,
+        instance_id: int | None = None,
+    ) -> WorkflowNode | None:
+        n = tables.wf_nodes
+        values: dict[str, Any] = {}
+        if status is not None:
+            values["status"] = int(status)
+        if result is not None:
+            values["result"] = result
+        if instance_id is not None:
+            values["instance_id"] = instance_id
+        where = (
+            n.c.wf_instance_id == wf_instance_id,
+            n.c.job_id == job_id,
+            n.c.instance_id == only_if_instance,
+        )
+        async with self._write() as conn:
+            if not values:
+                row = (await conn.execute(sa.select(n).where(*where))).one_or_none()
+            else:
+                row = (
+                    await conn.execute(sa.update(n).where(*where).values(values).returning(*n.c))
+                ).one_or_none()
+        return None if row is None else _wf_node(row)
+
+    # -- subtasks of parallel instances --------------------------------------------------------------
+
+    async def create_tasks(self, instance_id: int, tasks: Sequence[NewTask]) -> int:
+        if not tasks:
+            return 0
+        rows = [
+            {
+                "instance_id": instance_id,
+                "task_id": task.task_id,
+                "name": task.name,
+                "payload": task.payload,
+                "parent_id": task.parent_id,
+                "batch_seq": task.batch_seq,
+                "status": int(TaskStatus.INIT),
+                "worker_id": "",
+                "worker_addr": "",
+                "attempt": 0,
+                "result": "",
+            }
+            for task in tasks
+        ]
+        statement = self._insert(tables.tasks).on_conflict_do_nothing(
+            index_elements=["instance_id", "task_id"]
+        )
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(statement, rows)
+        except IntegrityError as exc:
+            if _is_foreign_key_violation(exc):
+                raise NotFoundError(f"instance_id={instance_id!r}: no such instance") from None
+            raise
+        # executemany rowcounts differ by driver; -1 means "unknown", so count what is stored.
+        if result.rowcount is not None and result.rowcount >= 0:
+            return int(result.rowcount)
+        return len(rows)
+
+    async def update_task_statuses(self, instance_id: int, changes: Sequence[TaskStatusChange]) -> int:
+        t = tables.tasks
+        now = _now()
+        changed = 0
+        async with self._write() as conn:
+            for change in changes:
+                ids = list(change.task_ids)
+                if change.results and len(change.results) != len(ids):
+                    raise ValueError(
+                        f"results: {len(change.results)} given for {len(ids)} task id(s); "
+                        "give one per task id or none"
+                    )
+                base = [t.c.instance_id == instance_id, t.c.status.in_(_TASK_UNFINISHED)]
+                status = change.status
+                if status.finished:
+                    values: dict[str, Any] = {"status": int(status), "end_time": now}
+                    if change.worker_addr:
+                        values["worker_addr"] = change.worker_addr
+                        values["worker_id"] = change.worker_id
+                    if change.results:
+                        for task_id, text in zip(ids, change.results, strict=True):
+                            result = await conn.execute(
+                                sa.update(t)
+                                .where(*base, t.c.task_id == task_id)
+                                .values({**values, "result": text})
+                            )
+                            changed += result.rowcount
+                        continue
+                elif status is TaskStatus.PULLED:
+                    values = {
+                        "status": int(status),
+                        "worker_id": change.worker_id,
+                        "worker_addr": change.worker_addr,
+                        "attempt": t.c.attempt + 1,
+                    }
+                elif status is TaskStatus.RUNNING:
+                    values = {"status": int(status), "start_time": now}
+                    if change.worker_addr:
+                        values["worker_addr"] = change.worker_addr
+                        values["worker_id"] = change.worker_id
+                else:
+                    values = {"status": int(status)}
+                for start in range(0, len(ids), _TASK_CHUNK):
+                    chunk = ids[start : start + _TASK_CHUNK]
+                    result = await conn.execute(
+                        sa.update(t).where(*base, t.c.task_id.in_(chunk)).values(values)
+                    )
+                    changed += result.rowcount
+        return changed
+
+    async def list_tasks(
+        self,
+        instance_id: int,
+        *,
+        statuses: Sequence[TaskStatus] | None = None,
+        task_ids: Sequence[int] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Page[Task]:
+        _check_page(offset, limit)
+        t = tables.tasks
+        where: list[sa.ColumnElement[bool]] = [t.c.instance_id == instance_id]
+        if statuses:
+            where.append(t.c.status.in_([int(s) for s in statuses]))
+        if task_ids is not None:
+            where.append(t.c.task_id.in_(list(task_ids)))
+        async with self._read() as conn:
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
+            rows = (
+                await conn.execute(
+                    sa.select(t).where(*where).order_by(t.c.task_id).offset(offset).limit(limit)
+                )
+            ).all()
+        return Page(items=[_task(r) for r in rows], total=int(total))
+
+    async def count_tasks(self, instance_id: int) -> dict[TaskStatus, int]:
+        t = tables.tasks
+        query = (
+            sa.select(t.c.status, sa.func.count()).where(t.c.instance_id == instance_id).group_by(t.c.status)
+        )
+        async with self._read() as conn:
+            return {TaskStatus(int(row[0])): int(row[1]) for row in await conn.execute(query)}
+
+    async def reset_tasks(
+        self, instance_id: int, task_ids: Sequence[int], *, only_if_status: Sequence[TaskStatus]
+    ) -> list[int]:
+        t = tables.tasks
+        reset: list[int] = []
+        values = {
+            "status": int(TaskStatus.INIT),
+            "result": "",
+            "worker_id": "",
+            "worker_addr": "",
+            "start_time": None,
+            "end_time": None,
+        }
+        ids = list(dict.fromkeys(task_ids))
+        async with self._write() as conn:
+            for start in range(0, len(ids), _TASK_CHUNK):
+                chunk = ids[start : start + _TASK_CHUNK]
+                statement = (
+                    sa.update(t)
+                    .where(
+                        t.c.instance_id == instance_id,
+                        t.c.task_id.in_(chunk),
+                        t.c.status.in_([int(s) for s in only_if_status]),
+                    )
+                    .values(values)
+                    .returning(t.c.task_id)
+                )
+                reset.extend(int(row[0]) for row in await conn.execute(statement))
+        return sorted(reset)
+
+    async def copy_tasks(self, from_instance_id: int, to_instance_id: int) -> int:
+        t = tables.tasks
+        success = int(TaskStatus.SUCCESS)
+        keep = t.c.status == success
+        columns = [
+            "instance_id",
+            "task_id",
+            "name",
+            "payload",
+            "parent_id",
+            "batch_seq",
+            "status",
+            "worker_id",
+            "worker_addr",
+            "attempt",
+            "result",
+            "start_time",
+            "end_time",
+        ]
+        source = sa.select(
+            sa.literal(to_instance_id, sa.BigInteger()),
+            t.c.task_id,
+            t.c.name,
+            t.c.payload,
+            t.c.parent_id,
+            t.c.batch_seq,
+            sa.case((keep, success), else_=int(TaskStatus.INIT)),
+            sa.case((keep, t.c.worker_id), else_=""),
+            sa.case((keep, t.c.worker_addr), else_=""),
+            t.c.attempt,
+            sa.case((keep, t.c.result), else_=""),
+            sa.case((keep, t.c.start_time), else_=sa.null()),
+            sa.case((keep, t.c.end_time), else_=sa.null()),
+        ).where(t.c.instance_id == from_instance_id)
+        has_any = sa.select(t.c.task_id).where(t.c.instance_id == to_instance_id).limit(1)
+        try:
+            async with self._write() as conn:
+                if (await conn.execute(has_any)).first() is not None:
+                    return 0
+                result = await conn.execute(sa.insert(t).from_select(columns, source))
+        except IntegrityError as exc:
+            if _is_foreign_key_violation(exc):
+                raise NotFoundError(f"instance_id={to_instance_id!r}: no such instance") from None
+            raise
+        return int(result.rowcount)

@@ -137,6 +137,8 @@ instances = sa.Table(
     sa.Column("progress", sa.Text(), nullable=False),
     sa.Column("retry_of", sa.BigInteger(), nullable=True),
     sa.Column("timeout_alarmed", sa.Boolean(), nullable=False),
+    # Workflow nodes: JSON [[job name, result], ...] of the upstream jobs (migration 0003).
+    sa.Column("upstream_data", sa.Text(), nullable=True),
     sa.Index("ix_sx_instances_job", "job_id", "id"),
     sa.Index("ix_sx_instances_status", "status", "id"),
     sa.Index("ix_sx_instances_retry_of", "retry_of"),
@@ -170,6 +172,84 @@ alarms = sa.Table(
     sqlite_autoincrement=True,
 )
 
+workflows = sa.Table(
+    "sx_workflows",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("namespace", sa.String(64), nullable=False),
+    sa.Column("group_id", sa.String(128), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("definition", sa.Text(), nullable=False),
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("managed", sa.Boolean(), nullable=False),
+    sa.Column("next_fire_time", UtcDateTime(), nullable=True),
+    _created(),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.UniqueConstraint("namespace", "group_id", "name", name="uq_sx_workflows_name"),
+    sa.Index("ix_sx_workflows_due", "enabled", "next_fire_time"),
+    sqlite_autoincrement=True,
+)
+
+wf_instances = sa.Table(
+    "sx_wf_instances",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "workflow_id", sa.BigInteger(), sa.ForeignKey("sx_workflows.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("namespace", sa.String(64), nullable=False),
+    sa.Column("group_id", sa.String(128), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("trigger_type", sa.Integer(), nullable=False),
+    sa.Column("schedule_time", UtcDateTime(), nullable=False),
+    sa.Column("graph", sa.Text(), nullable=False),
+    sa.Column("instance_parameters", sa.Text(), nullable=False),
+    _created(),
+    sa.Column("end_time", UtcDateTime(), nullable=True),
+    sa.Column("result", sa.Text(), nullable=False),
+    sa.Index("ix_sx_wf_instances_workflow", "workflow_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+wf_nodes = sa.Table(
+    "sx_wf_nodes",
+    metadata,
+    sa.Column(
+        "wf_instance_id",
+        sa.BigInteger(),
+        sa.ForeignKey("sx_wf_instances.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("job_id", sa.BigInteger(), primary_key=True),
+    sa.Column("instance_id", sa.BigInteger(), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("result", sa.Text(), nullable=False),
+)
+
+# Subtasks of parallel instances (migration 0002); they go with their instance (pruning, job deletion).
+tasks = sa.Table(
+    "sx_tasks",
+    metadata,
+    sa.Column(
+        "instance_id",
+        sa.BigInteger(),
+        sa.ForeignKey("sx_instances.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("task_id", sa.BigInteger(), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("payload", sa.LargeBinary(), nullable=False),
+    sa.Column("parent_id", sa.BigInteger(), nullable=False),
+    sa.Column("batch_seq", sa.BigInteger(), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("worker_id", sa.String(255), nullable=False),
+    sa.Column("worker_addr", sa.String(255), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("result", sa.Text(), nullable=False),
+    sa.Column("start_time", UtcDateTime(), nullable=True),
+    sa.Column("end_time", UtcDateTime(), nullable=True),
+)
+
 VERSION_TABLE = "sx_alembic_version"
 
 __all__ = [
@@ -184,4 +264,8 @@ __all__ = [
     "metadata",
     "namespaces",
     "nonces",
+    "tasks",
+    "wf_instances",
+    "wf_nodes",
+    "workflows",
 ]

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
+from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
+from sx.processors._schedule import Schedule
 from sx.processors._spec import JobSpec
 
 
@@ -95,6 +96,8 @@ class NewInstance:
     """Set for instances created already finished, e.g. REJECTED with its reason."""
     retry_of: int | None = None
     """The instance this one retries (maxAttempt), so a retry is created at most once."""
+    upstream_data: tuple[tuple[str, str], ...] = ()
+    """Workflow nodes: (job name, result) of each upstream job, handed to the processor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,7 @@ class Instance:
     progress: str = ""
     retry_of: int | None = None
     timeout_alarmed: bool = False
+    upstream_data: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,135 @@ class Fire:
     next_fire_time: datetime | None
     instance: NewInstance | None
     """None records the claim without creating an instance (a skipped misfire)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDef:
+    """A stored workflow's definition: its schedule and graph of job ids (edges upstream -> downstream)."""
+
+    name: str
+    schedule: Schedule
+    nodes: tuple[int, ...]
+    edges: tuple[tuple[int, int], ...] = ()
+    description: str = ""
+    time_zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    id: int
+    namespace: str
+    group_id: str
+    definition: WorkflowDef
+    enabled: bool
+    managed: bool
+    next_fire_time: datetime | None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+@dataclass(frozen=True, slots=True)
+class NewWorkflowInstance:
+    """What a trigger or ExecuteWorkflow asks the store to create; the graph is a snapshot."""
+
+    workflow_id: int
+    namespace: str
+    group_id: str
+    status: InstanceStatus
+    trigger_type: TriggerType
+    schedule_time: datetime
+    nodes: tuple[int, ...]
+    edges: tuple[tuple[int, int], ...] = ()
+    instance_parameters: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInstance:
+    id: int
+    workflow_id: int
+    namespace: str
+    group_id: str
+    status: InstanceStatus
+    trigger_type: TriggerType
+    schedule_time: datetime
+    nodes: tuple[int, ...]
+    edges: tuple[tuple[int, int], ...]
+    created_at: datetime
+    instance_parameters: str = ""
+    end_time: datetime | None = None
+    result: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowNode:
+    """One job of a workflow instance once it started: its current instance (retries and re-runs
+    move it on) and, once final, its status and result."""
+
+    wf_instance_id: int
+    job_id: int
+    instance_id: int
+    status: InstanceStatus
+    result: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowFire:
+    """One due workflow trigger: move ``due`` to ``next_fire_time`` and create ``instance`` (if any)."""
+
+    workflow_id: int
+    due: datetime
+    next_fire_time: datetime | None
+    instance: NewWorkflowInstance | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A subtask of a parallel instance as its master creates it."""
+
+    task_id: int
+    name: str
+    payload: bytes = b""
+    parent_id: int = 0
+    """The task that mapped it (0: the root)."""
+    batch_seq: int = 0
+    """The mapper's batch number: (parent_id, batch_seq) identifies one map batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A stored subtask of a parallel instance; ``attempt`` counts how often it was dispatched."""
+
+    instance_id: int
+    task_id: int
+    name: str
+    status: TaskStatus
+    payload: bytes = b""
+    parent_id: int = 0
+    batch_seq: int = 0
+    worker_id: str = ""
+    worker_addr: str = ""
+    attempt: int = 0
+    result: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatusChange:
+    """Tasks moving to one status on one worker. ``results`` pairs with ``task_ids`` (or is empty).
+
+    PULLED records the worker and counts an attempt; RUNNING sets the start time; SUCCESS and FAILED
+    set the result and end time. A finished task is never moved by a change (only ``reset_tasks``)."""
+
+    status: TaskStatus
+    task_ids: tuple[int, ...]
+    results: tuple[str, ...] = ()
+    worker_id: str = ""
+    worker_addr: str = ""
 
 
 T = TypeVar("T")
@@ -374,3 +507,152 @@ class Store(ABC):
 
     @abstractmethod
     async def list_alarms(self, *, job_id: int | None = None, limit: int = 100) -> list[Alarm]: ...
+
+    # -- workflows --------------------------------------------------------------------------------
+    @abstractmethod
+    async def create_workflow(
+        self,
+        *,
+        namespace: str,
+        group_id: str,
+        definition: WorkflowDef,
+        enabled: bool,
+        managed: bool,
+        next_fire_time: datetime | None,
+    ) -> Workflow:
+        """Raises DuplicateError when the group has a workflow of that name."""
+
+    @abstractmethod
+    async def get_workflow(self, workflow_id: int) -> Workflow | None: ...
+
+    @abstractmethod
+    async def find_workflow(self, namespace: str, group_id: str, name: str) -> Workflow | None: ...
+
+    @abstractmethod
+    async def list_workflows(
+        self, namespace: str, group_id: str, *, offset: int = 0, limit: int = 50
+    ) -> Page[Workflow]:
+        """Workflows of a group ordered by id."""
+
+    @abstractmethod
+    async def update_workflow(
+        self,
+        workflow_id: int,
+        *,
+        definition: WorkflowDef | None = None,
+        enabled: bool | None = None,
+        managed: bool | None = None,
+        next_fire_time: datetime | None = None,
+        clear_next_fire_time: bool = False,
+    ) -> Workflow:
+        """Raises NotFoundError, or DuplicateError when a rename collides."""
+
+    @abstractmethod
+    async def delete_workflow(self, workflow_id: int) -> bool:
+        """Delete a workflow with its instances' records; False when it did not exist."""
+
+    @abstractmethod
+    async def next_workflow_due_time(self) -> datetime | None:
+        """The earliest next_fire_time among enabled workflows."""
+
+    @abstractmethod
+    async def due_workflows(self, now: datetime, limit: int) -> list[Workflow]:
+        """Enabled workflows whose next_fire_time <= now, earliest first."""
+
+    @abstractmethod
+    async def claim_workflow_fire(self, fire: WorkflowFire) -> WorkflowInstance | None:
+        """Atomically move the workflow's next_fire_time from ``due`` on (only if it still is ``due``)
+        and create the fire's instance; None when the claim lost or no instance was asked for."""
+
+    @abstractmethod
+    async def create_workflow_instance(self, new: NewWorkflowInstance) -> WorkflowInstance: ...
+
+    @abstractmethod
+    async def get_workflow_instance(self, wf_instance_id: int) -> WorkflowInstance | None: ...
+
+    @abstractmethod
+    async def list_workflow_instances(
+        self,
+        workflow_id: int,
+        *,
+        statuses: Sequence[InstanceStatus] | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> Page[WorkflowInstance]:
+        """A workflow's instances, newest first."""
+
+    @abstractmethod
+    async def update_workflow_instance(
+        self,
+        wf_instance_id: int,
+        *,
+        status: InstanceStatus,
+        end_time: datetime | None = None,
+        result: str | None = None,
+        only_if_status: Sequence[InstanceStatus] | None = None,
+    ) -> WorkflowInstance | None:
+        """Set the status (compare-and-set with only_if_status); end_time None clears it. None when
+        missing or the guard failed."""
+
+    @abstractmethod
+    async def start_workflow_node(
+        self, wf_instance_id: int, job_id: int, new: NewInstance, *, rerun: bool = False
+    ) -> Instance | None:
+        """In one transaction, create the node's instance and record it as the node's current one.
+        A first start fails (None) when the node already started; a re-run (``rerun``) only when the
+        node is FAILED (None otherwise), so concurrent callers start a node once."""
+
+    @abstractmethod
+    async def list_workflow_nodes(self, wf_instance_id: int) -> list[WorkflowNode]:
+        """The started nodes of a workflow instance."""
+
+    @abstractmethod
+    async def update_workflow_node(
+        self,
+        wf_instance_id: int,
+        job_id: int,
+        *,
+        only_if_instance: int,
+        status: InstanceStatus | None = None,
+        result: str | None = None,
+        instance_id: int | None = None,
+    ) -> WorkflowNode | None:
+        """Change a node only while ``only_if_instance`` is its current instance; None otherwise."""
+
+    # -- subtasks of parallel instances --------------------------------------------------------------
+    @abstractmethod
+    async def create_tasks(self, instance_id: int, tasks: Sequence[NewTask]) -> int:
+        """Store new INIT tasks; a task id the instance has already is skipped. Returns how many
+        were created. NotFoundError when the instance does not exist."""
+
+    @abstractmethod
+    async def update_task_statuses(self, instance_id: int, changes: Sequence[TaskStatusChange]) -> int:
+        """Apply status changes (see TaskStatusChange); returns how many tasks changed."""
+
+    @abstractmethod
+    async def list_tasks(
+        self,
+        instance_id: int,
+        *,
+        statuses: Sequence[TaskStatus] | None = None,
+        task_ids: Sequence[int] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Page[Task]:
+        """The instance's tasks by task id, optionally only these statuses or ids."""
+
+    @abstractmethod
+    async def count_tasks(self, instance_id: int) -> dict[TaskStatus, int]:
+        """How many tasks of the instance have each status (statuses with none are left out)."""
+
+    @abstractmethod
+    async def reset_tasks(
+        self, instance_id: int, task_ids: Sequence[int], *, only_if_status: Sequence[TaskStatus]
+    ) -> list[int]:
+        """Put these tasks back to INIT (result, worker and times cleared) when their status is one of
+        ``only_if_status``; returns the ids that were reset."""
+
+    @abstractmethod
+    async def copy_tasks(self, from_instance_id: int, to_instance_id: int) -> int:
+        """Give a retry instance its predecessor's tasks: SUCCESS ones as they are, the others INIT.
+        Does nothing (0) when the target has tasks already; returns how many were copied."""

@@ -13,7 +13,7 @@ from sx.processors._invoke import describe_exception
 from sx.processors._result import ProcessResult, shorten_head
 from sx.protos.v1 import common_pb2, peer_pb2
 
-from ._convert import context_for
+from ._convert import TaskInfo, context_for
 from ._peer import PeerClients
 from ._runner import HookRunner, Resolved
 
@@ -62,6 +62,7 @@ class BroadcastMaster:
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _killed: str | None = None
     _hook_ctx: JobContext | None = None
+    _count: int = 1
 
     def on_statuses(self, batch: peer_pb2.TaskStatusBatch) -> None:
         """Apply a batch of task statuses; a finished status is never overwritten."""
@@ -82,6 +83,8 @@ class BroadcastMaster:
     async def run(self) -> Outcome:
         """Run the instance to its outcome; cancelled when the instance is killed."""
         spec = self.spec
+        workers = list(spec.workers) or [common_pb2.WorkerRef(worker_id=self.worker_id, address=self.address)]
+        count = self._count = len(workers)
         if self.resolved.has_hook("pre_process"):
             pre = await self._call_hook("pre_process", self._context())
             if not pre.ok:
@@ -89,8 +92,6 @@ class BroadcastMaster:
         if self._killed is not None:
             # The hook call absorbs the cancellation; nothing may be dispatched after a kill.
             return Outcome(InstanceStatus.FAILED, self._killed)
-        workers = list(spec.workers) or [common_pb2.WorkerRef(worker_id=self.worker_id, address=self.address)]
-        count = len(workers)
         self._slots = {i: _Slot(sharding_id=i, worker=w) for i, w in enumerate(workers)}
         try:
             await asyncio.gather(*(self._dispatch(slot, count) for slot in self._slots.values()))
@@ -123,9 +124,11 @@ class BroadcastMaster:
         if with_results:
             results = {i: s.result for i, s in self._slots.items()}
             statuses = {i: s.status for i, s in self._slots.items()}
+        # pre_process and post_process see how many workers the instance runs on, as ``process`` does.
         return context_for(
             self.spec,
             worker_addr=self.address,
+            task=TaskInfo(sharding_num=self._count),
             codec=self.resolved.codec,
             loop=asyncio.get_running_loop(),
             task_results=results,

@@ -9,7 +9,7 @@ import click
 
 from sx.processors._config_file import load_settings
 from sx.processors._errors import SxError
-from sx.worker._cli_support import CliError, emit, run_async
+from sx.worker._cli_support import CliError, ExitCode, emit, run_async
 
 store_options = [
     click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="SQLite store folder."),
@@ -31,6 +31,7 @@ def with_store_options(f: Any) -> Any:
 
 
 async def _with_store(config_file: Path | None, flags: dict[str, Any], action: Any) -> Any:
+    from sx.scheduler._service import ServiceError
     from sx.scheduler._settings import SchedulerSettings
     from sx.scheduler._sql_store import SqlStore, sqlite_url
 
@@ -44,6 +45,8 @@ async def _with_store(config_file: Path | None, flags: dict[str, Any], action: A
     await store.start()
     try:
         return await action(store)
+    except ServiceError as exc:
+        raise CliError(str(exc), ExitCode.FAILED) from exc
     finally:
         await store.close()
 
@@ -58,10 +61,18 @@ def keys() -> None:
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @with_store_options
 def create(namespace: str, output: str, config_file: Path | None, **flags: Any) -> None:
-    """Create a key; its secret is shown once."""
+    """Create a key; its secret is shown once. The namespace is created if it does not exist yet
+    (once a key exists, the OpenAPI only takes signed requests, so this is how a team bootstraps)."""
     from sx.scheduler._auth import create_access_key
+    from sx.scheduler._store import Namespace
 
-    key = run_async(_with_store(config_file, flags, lambda store: create_access_key(store, namespace)))
+    async def action(store: Any) -> Any:
+        if await store.get_namespace(namespace) is None:
+            await store.create_namespace(Namespace(id=namespace, name=namespace))
+            click.echo(f"created namespace {namespace}", err=True)
+        return await create_access_key(store, namespace)
+
+    key = run_async(_with_store(config_file, flags, action))
     payload = {"accessKeyId": key.key_id, "accessKeySecret": key.secret, "namespace": key.namespace}
     emit(output, payload, lambda: click.echo(f"{key.key_id}  {key.secret}  (namespace {key.namespace})"))
 

@@ -6,9 +6,10 @@ import click
 
 from sx.processors._errors import DefinitionError
 from sx.processors._registry import ProcessorDefinition, default_registry
+from sx.processors._workflow import WorkflowSpec, default_workflows
 from sx.worker._cli_support import CliError, ExitCode, import_targets, run_async, setup_logging
 from sx.worker._openapi_client import AuthError, OpenApiClient, OpenApiError, UnavailableError
-from sx.worker._sync import SyncOptions, SyncResult, apply_plan, plan_sync
+from sx.worker._sync import SyncOptions, SyncResult, apply_plan, plan_sync, sync_workflows
 
 __all__ = ["sync"]
 
@@ -81,7 +82,8 @@ def sync(
         raise CliError(f"--server={server_url!r}: the OpenAPI URL must start with http:// or https://")
     import_targets(targets)
     definitions = default_registry().all()
-    if not definitions:
+    workflows = default_workflows().all()
+    if not definitions and not workflows:
         raise CliError(f"no @processor classes were registered by importing {', '.join(targets)}")
     options = SyncOptions(
         dry_run=dry_run,
@@ -96,6 +98,7 @@ def sync(
             server_url,
             definitions,
             options,
+            workflows=workflows,
             namespace=namespace,
             group_id=group_id,
             access_key_id=access_key_id,
@@ -117,6 +120,7 @@ async def _sync(
     definitions: list[ProcessorDefinition],
     options: SyncOptions,
     *,
+    workflows: list[WorkflowSpec],
     namespace: str,
     group_id: str,
     access_key_id: str | None,
@@ -136,7 +140,11 @@ async def _sync(
             plan = await plan_sync(client, definitions, options)
             if text:
                 click.echo(plan.table())
-            return await apply_plan(client, plan, options)
+            result = await apply_plan(client, plan, options)
+            if not result.rolled_back:
+                # Workflows name jobs, so they follow the jobs.
+                result.workflows = await sync_workflows(client, workflows, options)
+            return result
     except UnavailableError as exc:
         raise CliError(
             f"cannot reach the OpenAPI at {server_url}: {exc.message}", ExitCode.UNREACHABLE

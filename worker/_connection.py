@@ -101,6 +101,8 @@ class SchedulerConnection:
         """Set once the first registration attempt registered or failed."""
         self.connects = 0
         """How many times the worker has registered (1 after the first connect)."""
+        self.channel: aio.Channel | None = None
+        """The channel to the scheduler while ``run`` runs (unary calls such as the task store's)."""
 
     @property
     def unacked(self) -> int:
@@ -139,6 +141,7 @@ class SchedulerConnection:
             channel = aio.insecure_channel(self._target, options=options)
         else:
             channel = aio.secure_channel(self._target, self._credentials, options=options)
+        self.channel = channel
         delays = backoff_delays()
         try:
             while not self._closing:
@@ -174,6 +177,7 @@ class SchedulerConnection:
                     await asyncio.wait_for(self._closed.wait(), timeout=delay)
         finally:
             self.connected.clear()
+            self.channel = None
             await channel.close()
 
     async def _session(self, channel: aio.Channel) -> bool:

@@ -26,7 +26,13 @@ Sizes: grid keeps every queued task, and for reduce every result, in the master'
 meant for up to about 50,000 subtasks (a warning is logged past that) and still works at a few hundred
 thousand when memory allows; batch keeps them in a SQLite file under the worker's ``data_dir`` (tested
 with 1,000,000 at flat memory; reduce then reads every result into memory once, at the end). Parallel
-mode caps an instance at ``PARALLEL_TASK_CAP`` subtasks.
+mode caps an instance at ``PARALLEL_TASK_CAP`` (300) mapped subtasks: a map past it fails the instance.
+
+Parallel (``ServerTaskStore``): every subtask is also kept by the scheduler, written in batches, so it
+can be listed and retried one by one through the OpenAPI. Before finishing, the master flushes and asks
+the scheduler for the instance's task state; tasks reset there (``retryTasks``) run again, and reduce
+then sees every task once. When the master dies the scheduler fails the instance and retries it
+(maxAttempt); the retry's master takes over the stored tasks and does **not** run the SUCCESS ones again.
 
 Resume (batch): the task file outlives a killed master. When the scheduler sees the master's worker
 lost it submits the instance again; a master on the same host (same ``data_dir``) finds the file and
@@ -49,6 +55,7 @@ from sx.protos.v1 import common_pb2, peer_pb2
 from ._broadcast import Outcome, _error_text
 from ._convert import TaskInfo, context_for, execute_mode_of
 from ._map_progress import MapProgress
+from ._map_server_store import ServerTaskStore
 from ._map_store import ROOT_TASK_ID, TaskRecord, TaskStore
 from ._peer import PeerClients
 from ._runner import HookRunner, Resolved
@@ -199,6 +206,8 @@ class MapMaster:
                 if not flight.running:
                     flight.running = True
                     progress.started(flight.record.name, flight.address)
+                    if isinstance(self.store, ServerTaskStore):
+                        self.store.started(update.task_id, address=flight.address)
                 continue
             if status not in (4, 5):
                 continue
@@ -244,6 +253,10 @@ class MapMaster:
                 target = _Target(worker_id=ref.worker_id, address=ref.address)
                 self._targets[ref.address] = target
                 self._order.append(target)
+        server = self.store if isinstance(self.store, ServerTaskStore) else None
+        if server is not None:
+            server.on_fatal = self._fail
+            await server.open()
         if self.store.resumed:
             for name, (total, success, failed) in self.store.restored_counts().items():
                 self.progress.restore(name, total=total, success=success, failed=failed)
@@ -265,6 +278,8 @@ class MapMaster:
         try:
             self._check_done()
             await self._done.wait()
+            while server is not None and await self._retried_at_end(server):
+                await self._done.wait()
             self._closed = True
             self._room.set()
             for loop in loops:
@@ -278,12 +293,54 @@ class MapMaster:
             await asyncio.gather(*loops, return_exceptions=True)
             await self._destroy_everywhere()
             self._inflight.clear()
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    await server.aclose()
             self.store.close(remove=True)
 
     def _closed_reason(self) -> str:
         if self._killed is not None:
             return f"instance {self.spec.instance_id} was killed: {self._killed}"
         return f"instance {self.spec.instance_id} has finished on its master"
+
+    async def _retried_at_end(self, server: ServerTaskStore) -> bool:
+        """Ask the scheduler for the task state: True when tasks were reset there and run again."""
+        if self._fatal is not None or self._killed is not None:
+            return False
+        try:
+            counts, again = await server.completion()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(f"the scheduler's task state could not be read: {_error_text(exc)}")
+            return False
+        if again:
+            self._retry(again)
+            return True
+        if self._fatal is None:
+            stored = sum(counts.values())
+            finished = counts.get(TaskStatus.SUCCESS, 0) + counts.get(TaskStatus.FAILED, 0)
+            if stored != self.progress.total or finished != stored:
+                self._fail(
+                    f"task count is wrong: the scheduler has {finished} finished of {stored} stored task(s), "
+                    f"the master {self.progress.success + self.progress.failed} of {self.progress.total}"
+                )
+        return False
+
+    def _retry(self, again: list[tuple[TaskRecord, TaskStatus]]) -> None:
+        """Tasks reset through the OpenAPI are queued again: they leave the finished counters."""
+        for record, old in again:
+            counter = self.progress._task(record.name)
+            if old is TaskStatus.SUCCESS:
+                counter.success -= 1
+            else:
+                counter.failed -= 1
+            if record.task_id == ROOT_TASK_ID:
+                self._root_failure = None
+        if self.progress.failed == 0:
+            self._first_failure = None
+        self._done.clear()
+        self._wake.set()
 
     def _fail(self, why: str) -> None:
         if self._fatal is None:
@@ -414,6 +471,8 @@ class MapMaster:
         for record in records:
             inflight[record.task_id] = _Flight(record, address)
         target.inflight += len(records)
+        if isinstance(self.store, ServerTaskStore):
+            self.store.assigned(records, worker_id=target.worker_id, address=address)
         names: dict[str, int] = {}
         for record in records:
             names[record.name] = names.get(record.name, 0) + 1
@@ -503,6 +562,16 @@ class MapMaster:
                 self.report_progress(self.progress.to_json())
             except Exception:
                 log.exception("instance %s: progress report failed", self.spec.instance_id)
+            if isinstance(self.store, ServerTaskStore) and not self._closed:
+                try:
+                    again = await self.store.poll_retries()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("instance %s: task state not read: %s", self.spec.instance_id, exc)
+                    continue
+                if again:
+                    self._retry(again)
 
     # -- cleanup -------------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from sx.processors._enums import InstanceStatus
 from sx.processors._spec import JobSpec
+from sx.processors._workflow import WorkflowSpec
 
 __all__ = [
     "AccessKeyInfo",
@@ -26,6 +27,10 @@ __all__ = [
     "JobInfo",
     "JobPage",
     "NamespaceInfo",
+    "WorkflowInfo",
+    "WorkflowInstanceDetail",
+    "WorkflowInstancePage",
+    "WorkflowNodeDetail",
 ]
 
 
@@ -146,3 +151,72 @@ class JobPage(BaseModel):
             page_size=int(data["pageSize"]),
             jobs=tuple(JobInfo.from_wire(job) for job in data.get("jobs", [])),
         )
+
+
+class WorkflowInfo(BaseModel):
+    """GetWorkflow's answer: id, state, the graph by job id, and the definition by job name."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: int
+    enabled: bool
+    managed: bool = False
+    nodes: tuple[int, ...] = ()
+    edges: tuple[tuple[int, int], ...] = ()
+    job_names: dict[int, str] = Field(default_factory=dict)
+    spec: WorkflowSpec = Field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> WorkflowInfo:
+        names = {int(job["jobId"]): str(job.get("name", "")) for job in data.get("jobs", [])}
+        return cls(
+            workflow_id=int(data["workflowId"]),
+            enabled=int(data.get("status", 1)) == 1,
+            managed=bool(data.get("managed", False)),
+            nodes=tuple(int(node) for node in data.get("nodes", [])),
+            edges=tuple((int(a), int(b)) for a, b in data.get("edges", [])),
+            job_names=names,
+            spec=WorkflowSpec.from_wire(data, job_names=names),
+        )
+
+
+class WorkflowNodeDetail(_Answer):
+    """One node of a workflow instance; ``status`` 0 means not started yet."""
+
+    job_id: int
+    name: str = ""
+    instance_id: int | None = None
+    status: int = 0
+    result: str = ""
+
+
+class WorkflowInstanceDetail(_Answer):
+    """GetWorkflowInstance's answer (``nodes`` is empty in lists)."""
+
+    wf_instance_id: int
+    workflow_id: int
+    status: InstanceStatus
+    trigger_type: int = 0
+    schedule_date: str = ""
+    end_date: str = ""
+    instance_parameters: str = ""
+    result: str = ""
+    nodes: tuple[WorkflowNodeDetail, ...] = ()
+
+    def node(self, name_or_job_id: str | int) -> WorkflowNodeDetail:
+        """The node of that job name or id; KeyError when there is none."""
+        for node in self.nodes:
+            if node.name == name_or_job_id or node.job_id == name_or_job_id:
+                return node
+        raise KeyError(name_or_job_id)
+
+
+class WorkflowInstancePage(_Answer):
+    total: int
+    page_num: int
+    page_size: int
+    instances: tuple[WorkflowInstanceDetail, ...] = ()

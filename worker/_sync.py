@@ -25,6 +25,7 @@ from typing import Any
 from sx.processors._errors import DefinitionError
 from sx.processors._registry import ProcessorDefinition
 from sx.processors._spec import JobSpec
+from sx.processors._workflow import WorkflowSpec
 from sx.worker._openapi_client import (
     ConflictError,
     InvalidRequestError,
@@ -43,6 +44,7 @@ __all__ = [
     "apply_plan",
     "plan_sync",
     "sync_definitions",
+    "sync_workflows",
 ]
 
 log = logging.getLogger("sx.worker.sync")
@@ -171,10 +173,16 @@ class SyncResult:
     atomic: bool = False
     rolled_back: bool = False
     rollback_errors: list[str] = field(default_factory=list)
+    workflows: list[PlanEntry] = field(default_factory=list)
+    """Workflow entries (synced after the jobs; ``job_id`` holds the workflow id)."""
 
     @property
     def ok(self) -> bool:
-        return not any(entry.failed for entry in self.entries) and not self.rollback_errors
+        return (
+            not any(entry.failed for entry in self.entries)
+            and not self.rollback_errors
+            and not any(entry.failed for entry in self.workflows)
+        )
 
     @property
     def failed(self) -> list[PlanEntry]:
@@ -215,6 +223,18 @@ class SyncResult:
             lines.append(f"  atomic: rolled back {undone} change(s) made by this run")
         for problem in self.rollback_errors:
             lines.append(f"  rollback incomplete: {problem}")
+        if self.workflows:
+            done = [e for e in self.workflows if not e.failed and e.action is not Action.UNCHANGED]
+            lines.append(
+                f"workflows: {len(done)} {'to change' if self.dry_run else 'changed'}, "
+                f"{sum(1 for e in self.workflows if e.action is Action.UNCHANGED)} unchanged, "
+                f"{sum(1 for e in self.workflows if e.failed)} failed"
+            )
+            for entry in self.workflows:
+                if entry.failed:
+                    lines.append(
+                        f"  workflow {entry.name!r}: {entry.error_field or 'definition'}: {entry.error}"
+                    )
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -228,6 +248,7 @@ class SyncResult:
             "rolledBack": self.rolled_back,
             "rollbackErrors": list(self.rollback_errors),
             "jobs": [entry.to_json() for entry in self.entries],
+            "workflows": [entry.to_json() for entry in self.workflows],
         }
 
     def to_json_text(self) -> str:
@@ -447,9 +468,83 @@ async def sync_definitions(
     client: OpenApiClient,
     definitions: Iterable[ProcessorDefinition | JobSpec],
     options: SyncOptions | None = None,
+    *,
+    workflows: Iterable[WorkflowSpec] | None = None,
 ) -> SyncResult:
     """Plan and apply: make the client's group match ``definitions`` (processor definitions or
-    plain JobSpecs, e.g. script jobs)."""
+    plain JobSpecs, e.g. script jobs), then, when given, ``workflows``."""
     options = options or SyncOptions()
     plan = await plan_sync(client, definitions, options)
-    return await apply_plan(client, plan, options)
+    result = await apply_plan(client, plan, options)
+    if workflows is not None and not result.rolled_back:
+        result.workflows = await sync_workflows(client, workflows, options)
+    return result
+
+
+async def sync_workflows(
+    client: OpenApiClient, specs: Iterable[WorkflowSpec], options: SyncOptions | None = None
+) -> list[PlanEntry]:
+    """Make the group's workflows match ``specs`` (run after the jobs, which they refer to by name).
+
+    Creates or updates each one (a diff decides; sync never changes whether a workflow is enabled),
+    and with ``prune`` disables (or with ``delete`` deletes) managed workflows no longer in code.
+    A workflow the scheduler refuses (a cycle, an unknown job) is a failed entry."""
+    options = options or SyncOptions()
+    wanted = list(specs)
+    names = [spec.name for spec in wanted]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate is not None:
+        raise DefinitionError("name", duplicate, "two workflow definitions have this name")
+    existing = {info.name: info for info in await client.all_workflows()}
+    entries: list[PlanEntry] = []
+    for spec in wanted:
+        current = existing.get(spec.name)
+        if current is None:
+            entries.append(PlanEntry(name=spec.name, action=Action.CREATE))
+            continue
+        changes = current.spec.diff(spec)
+        if not current.managed:
+            changes["managed"] = (False, True)
+        entries.append(
+            PlanEntry(
+                name=spec.name,
+                action=Action.UPDATE if changes else Action.UNCHANGED,
+                job_id=current.workflow_id,
+                changes=changes,
+            )
+        )
+    if options.prune:
+        for name, info in sorted(existing.items()):
+            if name in names or not info.managed:
+                continue
+            if options.delete:
+                entries.append(PlanEntry(name=name, action=Action.DELETE, job_id=info.workflow_id))
+            elif info.enabled:
+                entries.append(
+                    PlanEntry(
+                        name=name, action=Action.DISABLE, job_id=info.workflow_id, changes={"status": (1, 0)}
+                    )
+                )
+    if options.dry_run:
+        return entries
+    by_name = {spec.name: spec for spec in wanted}
+    for entry in entries:
+        try:
+            if entry.action is Action.CREATE:
+                entry.job_id = await client.create_workflow(by_name[entry.name], managed=True)
+            elif entry.action is Action.UPDATE:
+                assert entry.job_id is not None
+                await client.update_workflow(entry.job_id, by_name[entry.name], managed=True)
+            elif entry.action is Action.DISABLE:
+                assert entry.job_id is not None
+                await client.disable_workflow(entry.job_id)
+            elif entry.action is Action.DELETE:
+                assert entry.job_id is not None
+                await client.delete_workflow(entry.job_id)
+        except InvalidRequestError as exc:
+            entry.outcome = Outcome.FAILED
+            entry.error_field, entry.error = exc.field, exc.message
+            log.warning("sync: the scheduler refused workflow %r: %s", entry.name, exc.message)
+        else:
+            entry.outcome = Outcome.DONE
+    return entries

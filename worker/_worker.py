@@ -19,13 +19,14 @@ from sx.processors._context import JobContext
 from sx.processors._enums import ExecuteMode, InstanceStatus
 from sx.processors._invoke import describe_exception
 from sx.processors._registry import Registry, default_registry
-from sx.protos.v1 import common_pb2, peer_pb2_grpc, scheduler_pb2
+from sx.protos.v1 import common_pb2, peer_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 from ._broadcast import BroadcastMaster, Outcome
 from ._connection import SchedulerConnection, WorkerRejected
 from ._convert import context_for, execute_mode_of, instance_report, now_ms
 from ._grpc_options import channel_credentials, server_options
 from ._map_master import MapMaster
+from ._map_server_store import ServerTaskStore
 from ._map_store import FileTaskStore, MemoryTaskStore, TaskStore, task_file_path
 from ._peer import PeerClients, PeerService, StatusReceiver
 from ._runner import HookRunner, Resolved, SubmitRefused, TaskRunner, resolve
@@ -426,9 +427,22 @@ class Worker:
         spec = run.spec
         keep_results = run.resolved.has_hook("reduce")
         store: TaskStore
+        channel = self._connection.channel if self._connection is not None else None
         if run.mode is ExecuteMode.BATCH:
             path = task_file_path(self.settings.data_dir, spec.instance_id)
             store = FileTaskStore(path, job_id=spec.job_id, keep_results=keep_results)
+        elif run.mode is ExecuteMode.PARALLEL and channel is not None:
+            # Parallel subtasks are kept by the scheduler: listed and retried through its OpenAPI.
+            store = ServerTaskStore(
+                stub=scheduler_pb2_grpc.SchedulerStub(channel),
+                caller=scheduler_pb2.TaskCaller(
+                    namespace=self.settings.namespace,
+                    group_id=self.settings.group_id,
+                    worker_id=self.worker_id,
+                ),
+                instance_id=spec.instance_id,
+                keep_results=keep_results,
+            )
         else:
             store = MemoryTaskStore(keep_results=keep_results)
 

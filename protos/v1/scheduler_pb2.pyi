@@ -381,3 +381,296 @@ class ReportAck(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportAck: _TypeAlias = ReportAck  # noqa: Y015
+
+@_typing.final
+class TaskCaller(_message.Message):
+    """Who calls a task-store RPC: the worker holding the instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    group_id: _builtins.str
+    worker_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        group_id: _builtins.str = ...,
+        worker_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "namespace", b"namespace", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskCaller: _TypeAlias = TaskCaller  # noqa: Y015
+
+@_typing.final
+class StoredTask(_message.Message):
+    """One subtask as the scheduler stores it. status is a TaskStatus code (1 init .. 5 failed)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    PAYLOAD_FIELD_NUMBER: _builtins.int
+    PARENT_ID_FIELD_NUMBER: _builtins.int
+    BATCH_SEQ_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    WORKER_ADDR_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.int
+    task_name: _builtins.str
+    payload: _builtins.bytes
+    parent_id: _builtins.int
+    """The task that mapped it and the map batch number: a re-run mapper's batches are not taken twice."""
+    batch_seq: _builtins.int
+    status: _builtins.int
+    worker_addr: _builtins.str
+    result: _builtins.str
+    attempt: _builtins.int
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.int = ...,
+        task_name: _builtins.str = ...,
+        payload: _builtins.bytes = ...,
+        parent_id: _builtins.int = ...,
+        batch_seq: _builtins.int = ...,
+        status: _builtins.int = ...,
+        worker_addr: _builtins.str = ...,
+        result: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_seq", b"batch_seq", "parent_id", b"parent_id", "payload", b"payload", "result", b"result", "status", b"status", "task_id", b"task_id", "task_name", b"task_name", "worker_addr", b"worker_addr"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoredTask: _TypeAlias = StoredTask  # noqa: Y015
+
+@_typing.final
+class LoadTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.int
+    @_builtins.property
+    def caller(self) -> Global___TaskCaller: ...
+    def __init__(
+        self,
+        *,
+        caller: Global___TaskCaller | None = ...,
+        instance_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadTasksRequest: _TypeAlias = LoadTasksRequest  # noqa: Y015
+
+@_typing.final
+class LoadTasksReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredTask]: ...
+    def __init__(
+        self,
+        *,
+        tasks: _abc.Iterable[Global___StoredTask] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LoadTasksReply: _TypeAlias = LoadTasksReply  # noqa: Y015
+
+@_typing.final
+class CreateTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.int
+    @_builtins.property
+    def caller(self) -> Global___TaskCaller: ...
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredTask]: ...
+    def __init__(
+        self,
+        *,
+        caller: Global___TaskCaller | None = ...,
+        instance_id: _builtins.int = ...,
+        tasks: _abc.Iterable[Global___StoredTask] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "instance_id", b"instance_id", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateTasksRequest: _TypeAlias = CreateTasksRequest  # noqa: Y015
+
+@_typing.final
+class TaskStatusGroup(_message.Message):
+    """Tasks moving to one status on one worker; results (finished statuses) pair with task_ids."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
+    WORKER_ADDR_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    worker_id: _builtins.str
+    worker_addr: _builtins.str
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def results(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
+        worker_addr: _builtins.str = ...,
+        task_ids: _abc.Iterable[_builtins.int] | None = ...,
+        results: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "status", b"status", "task_ids", b"task_ids", "worker_addr", b"worker_addr", "worker_id", b"worker_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaskStatusGroup: _TypeAlias = TaskStatusGroup  # noqa: Y015
+
+@_typing.final
+class UpdateTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.int
+    @_builtins.property
+    def caller(self) -> Global___TaskCaller: ...
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaskStatusGroup]: ...
+    def __init__(
+        self,
+        *,
+        caller: Global___TaskCaller | None = ...,
+        instance_id: _builtins.int = ...,
+        groups: _abc.Iterable[Global___TaskStatusGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "groups", b"groups", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateTasksRequest: _TypeAlias = UpdateTasksRequest  # noqa: Y015
+
+@_typing.final
+class TasksReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFFECTED_FIELD_NUMBER: _builtins.int
+    affected: _builtins.int
+    def __init__(
+        self,
+        *,
+        affected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["affected", b"affected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TasksReply: _TypeAlias = TasksReply  # noqa: Y015
+
+@_typing.final
+class QueryTasksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.int
+    @_builtins.property
+    def caller(self) -> Global___TaskCaller: ...
+    def __init__(
+        self,
+        *,
+        caller: Global___TaskCaller | None = ...,
+        instance_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "instance_id", b"instance_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryTasksRequest: _TypeAlias = QueryTasksRequest  # noqa: Y015
+
+@_typing.final
+class QueryTasksReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    COUNTS_FIELD_NUMBER: _builtins.int
+    INIT_TASK_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counts(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
+        """TaskStatus code -> how many tasks of the instance have it."""
+
+    @_builtins.property
+    def init_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        counts: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        init_task_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "init_task_ids", b"init_task_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryTasksReply: _TypeAlias = QueryTasksReply  # noqa: Y015

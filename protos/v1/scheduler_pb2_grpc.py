@@ -39,6 +39,26 @@ class SchedulerStub:
                 request_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.WorkerMessage.SerializeToString,
                 response_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.SchedulerMessage.FromString,
                 _registered_method=True)
+        self.LoadTasks = channel.unary_unary(
+                '/sx.v1.Scheduler/LoadTasks',
+                request_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.LoadTasksRequest.SerializeToString,
+                response_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.LoadTasksReply.FromString,
+                _registered_method=True)
+        self.CreateTasks = channel.unary_unary(
+                '/sx.v1.Scheduler/CreateTasks',
+                request_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.CreateTasksRequest.SerializeToString,
+                response_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.TasksReply.FromString,
+                _registered_method=True)
+        self.UpdateTasks = channel.unary_unary(
+                '/sx.v1.Scheduler/UpdateTasks',
+                request_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.UpdateTasksRequest.SerializeToString,
+                response_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.TasksReply.FromString,
+                _registered_method=True)
+        self.QueryTasks = channel.unary_unary(
+                '/sx.v1.Scheduler/QueryTasks',
+                request_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.QueryTasksRequest.SerializeToString,
+                response_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.QueryTasksReply.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -50,6 +70,35 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LoadTasks(self, request, context):
+        """The server-side subtask store of parallel instances. Only the worker holding the instance (its
+        master, registered on Connect) may call these; others get PERMISSION_DENIED.
+        LoadTasks returns the instance's stored tasks (a retry instance first gets its predecessor's:
+        SUCCESS ones as they are, the others reset to INIT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateTasks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryTasks(self, request, context):
+        """The instance's completion state: task counts per status and the ids of tasks reset to INIT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +106,26 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.WorkerMessage.FromString,
                     response_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.SchedulerMessage.SerializeToString,
+            ),
+            'LoadTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadTasks,
+                    request_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.LoadTasksRequest.FromString,
+                    response_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.LoadTasksReply.SerializeToString,
+            ),
+            'CreateTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTasks,
+                    request_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.CreateTasksRequest.FromString,
+                    response_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.TasksReply.SerializeToString,
+            ),
+            'UpdateTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTasks,
+                    request_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.UpdateTasksRequest.FromString,
+                    response_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.TasksReply.SerializeToString,
+            ),
+            'QueryTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryTasks,
+                    request_deserializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.QueryTasksRequest.FromString,
+                    response_serializer=sx_dot_protos_dot_v1_dot_scheduler__pb2.QueryTasksReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +155,114 @@ class Scheduler:
             '/sx.v1.Scheduler/Connect',
             sx_dot_protos_dot_v1_dot_scheduler__pb2.WorkerMessage.SerializeToString,
             sx_dot_protos_dot_v1_dot_scheduler__pb2.SchedulerMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sx.v1.Scheduler/LoadTasks',
+            sx_dot_protos_dot_v1_dot_scheduler__pb2.LoadTasksRequest.SerializeToString,
+            sx_dot_protos_dot_v1_dot_scheduler__pb2.LoadTasksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sx.v1.Scheduler/CreateTasks',
+            sx_dot_protos_dot_v1_dot_scheduler__pb2.CreateTasksRequest.SerializeToString,
+            sx_dot_protos_dot_v1_dot_scheduler__pb2.TasksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sx.v1.Scheduler/UpdateTasks',
+            sx_dot_protos_dot_v1_dot_scheduler__pb2.UpdateTasksRequest.SerializeToString,
+            sx_dot_protos_dot_v1_dot_scheduler__pb2.TasksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sx.v1.Scheduler/QueryTasks',
+            sx_dot_protos_dot_v1_dot_scheduler__pb2.QueryTasksRequest.SerializeToString,
+            sx_dot_protos_dot_v1_dot_scheduler__pb2.QueryTasksReply.FromString,
             options,
             channel_credentials,
             insecure,

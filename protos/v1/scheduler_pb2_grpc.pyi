@@ -39,11 +39,31 @@ class SchedulerStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SchedulerAsyncStub: ...
     Connect: _grpc.StreamStreamMultiCallable[_scheduler_pb2.WorkerMessage, _scheduler_pb2.SchedulerMessage]
+    LoadTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.LoadTasksRequest, _scheduler_pb2.LoadTasksReply]
+    """The server-side subtask store of parallel instances. Only the worker holding the instance (its
+    master, registered on Connect) may call these; others get PERMISSION_DENIED.
+    LoadTasks returns the instance's stored tasks (a retry instance first gets its predecessor's:
+    SUCCESS ones as they are, the others reset to INIT).
+    """
+    CreateTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.CreateTasksRequest, _scheduler_pb2.TasksReply]
+    UpdateTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateTasksRequest, _scheduler_pb2.TasksReply]
+    QueryTasks: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.QueryTasksRequest, _scheduler_pb2.QueryTasksReply]
+    """The instance's completion state: task counts per status and the ids of tasks reset to INIT."""
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Connect: _aio.StreamStreamMultiCallable[_scheduler_pb2.WorkerMessage, _scheduler_pb2.SchedulerMessage]  # type: ignore[assignment]
+    LoadTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.LoadTasksRequest, _scheduler_pb2.LoadTasksReply]  # type: ignore[assignment]
+    """The server-side subtask store of parallel instances. Only the worker holding the instance (its
+    master, registered on Connect) may call these; others get PERMISSION_DENIED.
+    LoadTasks returns the instance's stored tasks (a retry instance first gets its predecessor's:
+    SUCCESS ones as they are, the others reset to INIT).
+    """
+    CreateTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.CreateTasksRequest, _scheduler_pb2.TasksReply]  # type: ignore[assignment]
+    UpdateTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.UpdateTasksRequest, _scheduler_pb2.TasksReply]  # type: ignore[assignment]
+    QueryTasks: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.QueryTasksRequest, _scheduler_pb2.QueryTasksReply]  # type: ignore[assignment]
+    """The instance's completion state: task counts per status and the ids of tasks reset to INIT."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -52,5 +72,39 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_scheduler_pb2.WorkerMessage],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_scheduler_pb2.SchedulerMessage], _abc.AsyncIterator[_scheduler_pb2.SchedulerMessage]]: ...
+
+    @_abc_1.abstractmethod
+    def LoadTasks(
+        self,
+        request: _scheduler_pb2.LoadTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.LoadTasksReply, _abc.Awaitable[_scheduler_pb2.LoadTasksReply]]:
+        """The server-side subtask store of parallel instances. Only the worker holding the instance (its
+        master, registered on Connect) may call these; others get PERMISSION_DENIED.
+        LoadTasks returns the instance's stored tasks (a retry instance first gets its predecessor's:
+        SUCCESS ones as they are, the others reset to INIT).
+        """
+
+    @_abc_1.abstractmethod
+    def CreateTasks(
+        self,
+        request: _scheduler_pb2.CreateTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.TasksReply, _abc.Awaitable[_scheduler_pb2.TasksReply]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateTasks(
+        self,
+        request: _scheduler_pb2.UpdateTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.TasksReply, _abc.Awaitable[_scheduler_pb2.TasksReply]]: ...
+
+    @_abc_1.abstractmethod
+    def QueryTasks(
+        self,
+        request: _scheduler_pb2.QueryTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.QueryTasksReply, _abc.Awaitable[_scheduler_pb2.QueryTasksReply]]:
+        """The instance's completion state: task counts per status and the ids of tasks reset to INIT."""
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

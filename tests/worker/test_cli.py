@@ -113,11 +113,11 @@ def test_keys_created_by_the_cli_make_the_scheduler_require_signatures(
         main, ["keys", "create", "--namespace", "team", "--data-dir", str(data), "--output", "json"]
     )
     assert created.exit_code == 0, created.output
-    key = json.loads(created.output)
+    key = json.loads(created.stdout)
     assert key["namespace"] == "team" and key["accessKeyId"] and key["accessKeySecret"]
 
     listed = runner.invoke(main, ["keys", "list", "--data-dir", str(data), "--output", "json"])
-    assert [k["accessKeyId"] for k in json.loads(listed.output)] == [key["accessKeyId"]]
+    assert [k["accessKeyId"] for k in json.loads(listed.stdout)] == [key["accessKeyId"]]
     assert "accessKeySecret" not in listed.output
 
     settings = SchedulerSettings(data_dir=data, http_port=0, grpc_port=0)

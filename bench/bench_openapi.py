@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+
 from sx.scheduler._api import create_app
 from sx.scheduler._clock import RealClock
 from sx.scheduler._service import JobService, NoHooks

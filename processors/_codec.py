@@ -15,6 +15,7 @@ import pickle
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
+
 from sx.processors._errors import PayloadError
 
 MAX_PAYLOAD_BYTES = 65536
@@ -25,6 +26,12 @@ CodecName = Literal["json", "pickle"]
 # A dict holding this key is one of our tagged values; a user dict that happens to hold it is wrapped
 # in a "dict" tag so it round-trips too.
 _TAG = "__sx__"
+
+# One encoder for every payload: json.dumps with options builds a new encoder per call, which costs
+# more than encoding a small payload.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @runtime_checkable
@@ -50,7 +57,7 @@ class JsonCodec:
     def encode(self, value: Any) -> bytes:
         try:
             tree = _to_json(value, "$")
-            return json.dumps(tree, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+            return _ENCODER.encode(tree).encode()
         except PayloadError:
             raise
         except (TypeError, ValueError) as exc:
@@ -58,8 +65,16 @@ class JsonCodec:
 
     def decode(self, data: bytes) -> Any:
         try:
-            tree = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if data[:3] == _UTF8_BOM:
+                tree = json.loads(data)  # json.loads detects the other encodings it accepts
+            else:
+                tree = _DECODER.decode(bytes(data).decode("utf-8"))
+        except UnicodeDecodeError:
+            try:
+                tree = json.loads(data)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise PayloadError(f"payload is not valid JSON: {exc}") from exc
+        except json.JSONDecodeError as exc:
             raise PayloadError(f"payload is not valid JSON: {exc}") from exc
         return _from_json(tree)
 

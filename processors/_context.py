@@ -91,7 +91,9 @@ class JobContext:
     loop: asyncio.AbstractEventLoop | None = None
     """The worker's event loop, which blocking ``map`` calls from worker threads run on."""
 
-    _cancel_event: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    # A flag under ``_lock`` rather than a threading.Event: a context is made per subtask, and an
+    # Event (a Condition and its lock) costs more than the rest of the context.
+    _cancelled: bool = field(default=False, init=False, repr=False)
     _cancel_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
         default_factory=list, init=False, repr=False
     )
@@ -116,17 +118,17 @@ class JobContext:
     @property
     def is_cancelled(self) -> bool:
         """True once the instance was stopped; long-running hooks should check it and return."""
-        return self._cancel_event.is_set()
+        return self._cancelled
 
     def check_cancelled(self) -> None:
         """Raise ``sx.processors.CancelledError`` if the instance was stopped."""
-        if self._cancel_event.is_set():
+        if self._cancelled:
             raise CancelledError(f"instance {self.instance_id} task {self.task_id} was stopped")
 
     def cancel(self) -> None:
         """Mark the run as stopped (called by the worker); safe from any thread, idempotent."""
         with self._lock:
-            self._cancel_event.set()
+            self._cancelled = True
             waiters, self._cancel_waiters = self._cancel_waiters, []
         for loop, future in waiters:
             loop.call_soon_threadsafe(_resolve, future)
@@ -136,7 +138,7 @@ class JobContext:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            if self._cancel_event.is_set():
+            if self._cancelled:
                 return
             self._cancel_waiters.append((loop, future))
         await future

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 
-class ExecuteMode(str, Enum):
+class ExecuteMode(StrEnum):
     """How an instance runs across the group's workers (the OpenAPI's ``executeMode``)."""
 
     STANDALONE = "standalone"
@@ -27,7 +27,7 @@ class ExecuteMode(str, Enum):
         return self in (ExecuteMode.PARALLEL, ExecuteMode.GRID, ExecuteMode.BATCH)
 
 
-class JobType(str, Enum):
+class JobType(StrEnum):
     JAVA = "java"
     PYTHON = "python"
     SHELL = "shell"
@@ -78,7 +78,7 @@ class TriggerType(IntEnum):
     SYSTEM_RETRY = 5
 
 
-class MisfirePolicy(str, Enum):
+class MisfirePolicy(StrEnum):
     """What a cron or fix_rate job does about fires missed while the scheduler was down."""
 
     RUN_ONCE = "run_once"

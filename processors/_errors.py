@@ -1,13 +1,13 @@
 """The exceptions of sx-worker, under one root.
 
-    SxError
-    ├── DefinitionError      a job definition or processor class is invalid (names the field and value)
-    │   └── CronError        a cron expression is invalid (names the cron field and value)
-    ├── RegistryError        a processor name is taken, or a processor is unknown
-    ├── PayloadError         a subtask payload cannot be encoded, or is over the size limit
-    ├── ResultTooLargeError  a processor's result is over the result size limit
-    ├── CancelledError       raised inside a processor by ``ctx.check_cancelled()`` once it was stopped
-    └── (elsewhere) AlarmDeliveryError, ServiceError, OpenApiError, WorkerRejected, SchedulerStartError
+SxError
+├── DefinitionError      a job definition or processor class is invalid (names the field and value)
+│   └── CronError        a cron expression is invalid (names the cron field and value)
+├── RegistryError        a processor name is taken, or a processor is unknown
+├── PayloadError         a subtask payload cannot be encoded, or is over the size limit
+├── ResultTooLargeError  a processor's result is over the result size limit
+├── CancelledError       raised inside a processor by ``ctx.check_cancelled()`` once it was stopped
+└── (elsewhere) AlarmDeliveryError, ServiceError, OpenApiError, WorkerRejected, SchedulerStartError
 """
 
 from __future__ import annotations

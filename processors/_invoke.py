@@ -27,6 +27,7 @@ def is_killed(result: str) -> bool:
     """Whether a result says the instance was stopped (a stopped instance is never retried)."""
     return result == KILLED or result.startswith(f"{KILLED}: ")
 
+
 _log = logging.getLogger("sx.job")
 
 

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar, overload
 
 from pydantic import ValidationError
+
 from sx.processors._codec import Codec, codec_for
 from sx.processors._enums import ExecuteMode, JobType, MisfirePolicy
 from sx.processors._errors import DefinitionError, RegistryError

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
+
 from sx.processors._enums import InstanceStatus
 from sx.processors._errors import ResultTooLargeError
 

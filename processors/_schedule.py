@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
 from sx.processors._enums import TimeType
 from sx.processors._errors import DefinitionError
 

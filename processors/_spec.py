@@ -51,6 +51,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
 from sx.processors._enums import ExecuteMode, JobType, MisfirePolicy, TimeType
 from sx.processors._errors import DefinitionError
 from sx.processors._schedule import Schedule, api, parse_time_type, to_definition_error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy.engine import Connection
+
 from sx.scheduler._sql_tables import VERSION_TABLE, metadata
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
+
 from sx.processors import MAX_PAYLOAD_BYTES, JsonCodec, PayloadError, PickleCodec, codec_for
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from sx.processors import (
     MAX_PAYLOAD_BYTES,
     REDUCE_TASK_NAME,

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sx.processors._cron import CronExpression, validate_cron
 from sx.processors._errors import CronError, DefinitionError
 

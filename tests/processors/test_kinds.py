@@ -8,6 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+
 from sx.processors import (
     BroadcastProcessor,
     InstanceStatus,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+
 from sx.processors import (
     BroadcastProcessor,
     Contact,

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import BaseModel
+
 from sx.processors import (
     RESULT_LIMIT_BYTES,
     InstanceStatus,

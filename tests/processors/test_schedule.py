@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 from sx.processors._enums import TimeType
 from sx.processors._errors import CronError, DefinitionError
 from sx.processors._schedule import (

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+
 from sx.processors import (
     RESULT_LIMIT_BYTES,
     InstanceStatus,

@@ -7,6 +7,7 @@ import hmac
 from datetime import UTC, datetime
 
 import pytest
+
 from sx.processors import _signing as s
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)

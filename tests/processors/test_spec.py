@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
 from sx.processors._enums import ExecuteMode, JobType, MisfirePolicy, TimeType
 from sx.processors._errors import DefinitionError
 from sx.processors._schedule import Schedule, api, cron, fixed_rate, second_delay

@@ -6,6 +6,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
+
+import examples.broadcast
+import examples.hello
+import examples.map_reduce
+import examples.scripts
 from sx.processors import (
     ExecuteMode,
     InstanceStatus,
@@ -26,11 +31,6 @@ from sx.processors import (
     use_registry,
 )
 from sx.processors.testing import run_processor, run_processor_sync
-
-import examples.broadcast
-import examples.hello
-import examples.map_reduce
-import examples.scripts
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sx.scheduler._sql_store import SqlStore, sqlite_url
 
+from sx.scheduler._sql_store import SqlStore, sqlite_url
 from tests.postgres import PostgresServer, reset_database
 
 _server_key = pytest.StashKey[PostgresServer]()

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sx.scheduler._api import ENDPOINTS
 
+from sx.scheduler._api import ENDPOINTS
 from tests.scheduler.test_api_harness import CRON_JOB, AcsAuth, Api, running_api
 
 ADDR = {"namespace": "ns1", "groupId": "g1"}

@@ -8,8 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sx.scheduler._clock import ManualClock
 
+from sx.scheduler._clock import ManualClock
 from tests.scheduler.test_api_harness import API_JOB, AcsAuth, Api, running_api
 
 ADDR = {"namespace": "ns1", "groupId": "g1"}

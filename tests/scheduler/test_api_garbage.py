@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sx.scheduler._api import ENDPOINTS
 
+from sx.scheduler._api import ENDPOINTS
 from tests.scheduler.test_api_harness import API_JOB, Api, running_api
 
 PATHS = sorted({path for endpoint in ENDPOINTS for path in endpoint.paths})

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import uvicorn
+
 from sx.processors._signing import sign_request
 from sx.scheduler._api import create_app
 from sx.scheduler._clock import ManualClock

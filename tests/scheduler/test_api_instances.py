@@ -7,9 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from sx.processors._enums import InstanceStatus
 from sx.scheduler._store import InstanceChange
-
 from tests.scheduler.test_api_harness import CRON_JOB, Api, running_api
 
 ADDR = {"namespace": "ns1", "groupId": "g1"}

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sx.processors._enums import InstanceStatus, TriggerType
 
+from sx.processors._enums import InstanceStatus, TriggerType
 from tests.scheduler.test_api_harness import API_JOB, CRON_JOB, Api, running_api
 
 ADDR = {"namespace": "ns1", "groupId": "g1"}

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from sx.processors._signing import sign_request
 from sx.scheduler._auth import (
     Authenticator,

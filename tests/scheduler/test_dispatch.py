@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from sx.processors._enums import ExecuteMode, InstanceStatus, JobType, TimeType, TriggerType
 from sx.processors._schedule import cron
 from sx.processors._spec import JobSpec, MapOptions, MonitorOptions

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from sx.processors import BroadcastProcessor, JobContext, Processor, Registry, processor
 from sx.processors._enums import ExecuteMode, InstanceStatus, TimeType, TriggerType
 from sx.processors._spec import JobSpec
@@ -18,7 +19,6 @@ from sx.scheduler._dispatch import Dispatcher
 from sx.scheduler._sql_store import SqlStore, sqlite_url
 from sx.scheduler._store import Group, Instance, Job, Namespace, NewInstance
 from sx.worker import Worker, WorkerRejected, WorkerSettings
-
 from tests.scheduler.test_dispatch import eventually
 
 NS = "ns"

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
+
 from sx.processors._enums import InstanceStatus, TimeType, TriggerType
 from sx.processors._schedule import cron
 from sx.processors._spec import JobSpec

@@ -71,6 +71,12 @@ class StubScheduler(scheduler_pb2_grpc.SchedulerServicer):
         self.deregistered: list[str] = []
         self.sessions: dict[str, _Session] = {}
 
+    # The task-store calls serve parallel mode only; this scheduler has none, as an older one would.
+    async def LoadTasks(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no task store")
+
+    CreateTasks = UpdateTasks = QueryTasks = LoadTasks
+
     async def Connect(self, request_iterator: Any, context: Any) -> None:  # type: ignore[override]
         first = await context.read()
         register = first.register

@@ -20,6 +20,7 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sx.processors._errors import SxError
+from sx.protos._options import server_options
 from sx.scheduler._alarms import AlarmChannel, AlarmRouter, LogChannel, SmsChannel, WebhookChannel
 from sx.scheduler._auth import Authenticator
 from sx.scheduler._clock import Clock, RealClock
@@ -33,18 +34,6 @@ from sx.scheduler._triggers import TriggerEngine
 from sx.scheduler._workflows import WorkflowEngine
 
 log = logging.getLogger("sx.scheduler")
-
-GRPC_OPTIONS = [
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_pings_without_data", 0),
-    # Instance specs and report batches are small; 64 MiB leaves room for big map batches.
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
-
 
 class SchedulerStartError(SxError):
     """The scheduler cannot start as configured (e.g. it would listen remotely without access keys)."""
@@ -178,7 +167,7 @@ class SchedulerServer:
         log.warning("listening on %s WITHOUT access keys: the OpenAPI accepts unsigned requests", remote)
 
     async def _start_grpc(self) -> None:
-        server = grpc.aio.server(options=GRPC_OPTIONS)
+        server = grpc.aio.server(options=server_options())
         self.dispatcher.add_to_server(server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -11,13 +11,20 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = {"processors": "sx.processors", "worker": "sx.worker", "scheduler": "sx.scheduler"}
+PACKAGES = {
+    "processors": "sx.processors",
+    "worker": "sx.worker",
+    "scheduler": "sx.scheduler",
+    "protos": "sx.protos",
+}
 
 
 def modules() -> list[str]:
-    names = ["sx.protos.v1"]
+    names = []
     for folder, package in PACKAGES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
+            if path.name.endswith(("_pb2.py", "_pb2_grpc.py")):
+                continue  # generated; typed by the .pyi stubs beside them
             parts = path.relative_to(ROOT / folder).with_suffix("").parts
             if parts[-1] == "__init__":
                 parts = parts[:-1]

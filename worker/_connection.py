@@ -19,9 +19,8 @@ import grpc
 from grpc import aio
 
 from sx.processors._errors import SxError
+from sx.protos._options import channel_options
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
-
-from ._grpc_options import channel_options
 
 log = logging.getLogger("sx.worker")
 

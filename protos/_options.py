@@ -1,4 +1,4 @@
-"""gRPC channel and server options shared by the worker's channels and its peer server."""
+"""gRPC options both sides of the protocol use: keepalive, message sizes, and TLS credentials for channels."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from typing import Any, Protocol, runtime_checkable
 import grpc
 from grpc import aio
 
+from sx.protos._options import channel_options
 from sx.protos.v1 import peer_pb2, peer_pb2_grpc
 
-from ._grpc_options import channel_options
 from ._runner import TaskRunner
 
 log = logging.getLogger("sx.worker")

@@ -19,12 +19,12 @@ from sx.processors._context import JobContext
 from sx.processors._enums import ExecuteMode, InstanceStatus
 from sx.processors._invoke import describe_exception
 from sx.processors._registry import Registry, default_registry
+from sx.protos._options import channel_credentials, server_options
 from sx.protos.v1 import common_pb2, peer_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 
 from ._broadcast import BroadcastMaster, Outcome
 from ._connection import SchedulerConnection, WorkerRejected
 from ._convert import context_for, execute_mode_of, instance_report, now_ms
-from ._grpc_options import channel_credentials, server_options
 from ._map_master import MapMaster
 from ._map_server_store import ServerTaskStore
 from ._map_store import FileTaskStore, MemoryTaskStore, TaskStore, task_file_path

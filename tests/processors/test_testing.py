@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+import examples.batch
 import examples.broadcast
 import examples.hello
 import examples.map_reduce
+import examples.parallel
 import examples.scripts
 from sx.processors import (
     ExecuteMode,
@@ -59,6 +61,19 @@ async def test_map_reduce_example_runs_the_whole_tree() -> None:
     assert result == ProcessResult.success(str(sum(n * n for n in range(1, 36))))
     one_range = await run_processor(examples.map_reduce.SumOfSquares, task=[3, 4], task_name="Range")
     assert one_range == ProcessResult.success()
+
+
+async def test_parallel_example_reduces_every_account() -> None:
+    result = await run_processor(examples.parallel.RefreshAccounts, job_parameters="x, y,z")
+    assert result == ProcessResult.success("3 accounts refreshed")
+
+
+async def test_batch_example_maps_its_pages() -> None:
+    assert (
+        await run_processor(examples.batch.ReindexDocuments, job_parameters="2500") == ProcessResult.success()
+    )
+    page = await run_processor(examples.batch.ReindexDocuments, task=[1000, 2000], task_name="Page")
+    assert page == ProcessResult.success()
 
 
 async def test_script_example_runs_with_the_script_processor() -> None:

@@ -84,7 +84,7 @@ def _run_once(variant: str, folder: Path) -> float:
 
 def _execute_when_registered(output: str) -> bool:
     """ExecuteJob once the banner named the OpenAPI and the worker registered; True when sent."""
-    found = re.search(r"OpenAPI\s+(http://\S+)", output)
+    found = re.search(r"OpenAPI\s+(http://[0-9.:]+)", output)
     if found is None or "registered with scheduler" not in output:
         return False
     from sx.worker._openapi_client import SyncOpenApiClient

@@ -138,7 +138,8 @@ def main() -> None:
                         "--log-level",
                         "warning",
                     ],
-                    env=_env(),
+                    # The finished instances are counted through the OpenAPI, so keep them all.
+                    env={**_env(), "SX_HISTORY_KEEP": str(10 * (args.instances + 10_000))},
                     stdout=sink,
                     stderr=subprocess.STDOUT,
                 )

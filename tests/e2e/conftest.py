@@ -142,6 +142,8 @@ class Cluster:
 
     folder: Path
     heartbeat_timeout: float = 3.0
+    targets: tuple[str, ...] = ("tests.e2e.jobs",)
+    """What the workers import (``sx-worker run TARGETS``)."""
     scheduler: Proc | None = None
     workers: list[Proc] = field(default_factory=list)
     http_url: str = ""
@@ -201,7 +203,7 @@ class Cluster:
         return [
             sx_worker(),
             "run",
-            "tests.e2e.jobs",
+            *self.targets,
             "--server",
             self.grpc_address,
             "--namespace",
@@ -214,7 +216,7 @@ class Cluster:
         ]
 
     def start_worker(self, *, wait: bool = True) -> Proc:
-        """Start one ``sx-worker run tests.e2e.jobs`` and (by default) wait until it registered."""
+        """Start one ``sx-worker run TARGETS`` and (by default) wait until it registered."""
         self._serial += 1
         name = f"worker-{self._serial}"
         env = clean_env(

@@ -479,7 +479,10 @@ class Dispatcher:
                 instance_id, instance.job_id if instance else 0, accepted=True
             )
             self._owner[instance_id] = session.key
-        session.assigned[instance_id].accepted = True
+        assignment = session.assigned[instance_id]
+        assignment.accepted = True
+        if assignment.running_stored and not progress:
+            return  # the submit reply already recorded it; skip a write per instance
         updated = await self._store.update_instance(
             instance_id,
             InstanceChange(
@@ -493,8 +496,9 @@ class Dispatcher:
             only_if_status=only_if_status,
         )
         if updated is not None:
-            if not progress:
+            if not assignment.running_stored:
                 log.info("instance %d running on worker %s", instance_id, session.worker_id)
+            assignment.running_stored = True
             return
         current = await self._store.get_instance(instance_id)
         if current is None or current.status.finished:

@@ -78,6 +78,7 @@ class Lifecycle:
         self._interval = timedelta(seconds=timeout_check_interval)
         self._scan_limit = timeout_scan_limit
         self._killed: set[int] = set()
+        self._since_prune: dict[int, int] = {}
         self.workflows: WorkflowNodeHooks | None = None
         """Told about every finished workflow node instance (set by the scheduler's composition)."""
         self._stopping = asyncio.Event()

@@ -62,6 +62,8 @@ class Assignment:
     """The worker accepted the submit (or reported the instance running)."""
     kill_reason: str | None = None
     """A kill was asked for; sent again if the worker reconnects still running the instance."""
+    running_stored: bool = False
+    """The store already says RUNNING on this worker, so a RUNNING report without progress adds nothing."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -491,9 +491,10 @@ class SqlStore(Store):
         def _on_begin(conn: Connection) -> None:
             # Writers take the write lock up front, so a transaction that reads first and then
             # writes cannot fail on a lock upgrade (which the busy timeout does not cover).
-            conn.exec_driver_sql(
-                "BEGIN IMMEDIATE" if conn.get_execution_options().get("sx_write") else "BEGIN"
-            )
+            # Reads run in autocommit (no BEGIN/ROLLBACK round trips through the driver's thread);
+            # the few multi-statement reads tolerate a commit landing between their statements.
+            if conn.get_execution_options().get("sx_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
 

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sx.processors._config_file import load_settings
 from sx.processors._errors import SxError
 from sx.processors._registry import ProcessorDefinition, default_registry
+from sx.processors._workflow import default_workflows
 from sx.worker._cli_support import (
     CliError,
     ExitCode,
@@ -83,6 +84,12 @@ def banner(
     ]
     for d in definitions:
         lines.append(f"    - {d.name}  [{d.spec.execute_mode.value}]  {describe_schedule(d)}")
+    workflows = default_workflows().all()
+    if workflows:
+        lines.append("  workflows:")
+        for w in workflows:
+            wire = w.to_create_params()
+            lines.append(f"    - {w.name}  {len(wire['nodes'])} jobs, {len(wire['edges'])} edges")
     return "\n".join(lines)
 
 
@@ -201,7 +208,9 @@ async def _run(
                     if embedded is not None:
                         group = await client.ensure_group()
                         settings = settings.model_copy(update={"app_key": group.app_key})
-                    result = await sync_definitions(client, definitions, SyncOptions())
+                    result = await sync_definitions(
+                        client, definitions, SyncOptions(), workflows=default_workflows().all()
+                    )
                     click.echo(result.summary(), err=True)
                     if not result.ok:
                         return ExitCode.FAILED

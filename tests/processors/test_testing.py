@@ -13,6 +13,7 @@ import examples.hello
 import examples.map_reduce
 import examples.parallel
 import examples.scripts
+import examples.workflow
 from sx.processors import (
     ExecuteMode,
     InstanceStatus,
@@ -74,6 +75,22 @@ async def test_batch_example_maps_its_pages() -> None:
     )
     page = await run_processor(examples.batch.ReindexDocuments, task=[1000, 2000], task_name="Page")
     assert page == ProcessResult.success()
+
+
+async def test_workflow_example_steps_read_their_upstream_results() -> None:
+    assert examples.workflow.NIGHTLY.to_create_params()["edges"] == [
+        ["examples.extract", "examples.transform"],
+        ["examples.transform", "examples.load"],
+    ]
+    extracted = await run_processor(examples.workflow.Extract, instance_parameters="2030-01-01")
+    assert extracted == ProcessResult.success("rows for 2030-01-01")
+    upstream = [UpstreamData(job_name="examples.extract", data=extracted.result)]
+    transformed = await run_processor(examples.workflow.Transform, upstream_data=upstream)
+    assert transformed == ProcessResult.success("cleaned rows for 2030-01-01")
+    loaded = await run_processor(
+        examples.workflow.Load, upstream_data=[UpstreamData("examples.transform", transformed.result)]
+    )
+    assert loaded == ProcessResult.success("loaded cleaned rows for 2030-01-01")
 
 
 async def test_script_example_runs_with_the_script_processor() -> None:

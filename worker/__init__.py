@@ -1,4 +1,5 @@
-"""The sx worker runtime: ``Worker`` connects to a scheduler and runs the instances it submits.
+"""The sx worker runtime: ``Worker`` connects to a scheduler and runs the instances it submits;
+``OpenApiClient`` talks to the scheduler's OpenAPI, and ``sync_definitions`` registers the code's jobs.
 
 settings = WorkerSettings.load(Path("worker.toml"), server="127.0.0.1:7070")
 async with Worker(settings):
@@ -6,7 +7,19 @@ async with Worker(settings):
 """
 
 from ._connection import WorkerRejected
+from ._openapi_client import OpenApiClient, OpenApiError, SyncOpenApiClient
 from ._settings import WorkerSettings
+from ._sync import SyncOptions, SyncResult, sync_definitions
 from ._worker import Worker
 
-__all__ = ["Worker", "WorkerRejected", "WorkerSettings"]
+__all__ = [
+    "OpenApiClient",
+    "OpenApiError",
+    "SyncOpenApiClient",
+    "SyncOptions",
+    "SyncResult",
+    "Worker",
+    "WorkerRejected",
+    "WorkerSettings",
+    "sync_definitions",
+]

@@ -1,25 +1,32 @@
 # ruff: noqa: ASYNC110, ASYNC220, ASYNC240 - a benchmark driver: blocking set-up calls are fine
 """Map-mode throughput: sx-worker grid and batch, a Celery chord, and a bare gRPC baseline.
 
-    .venv/bin/python bench/bench_map.py [--tasks 100000] [--batch-tasks 1000000] [--skip-celery]
+    .venv/bin/python bench/bench_map.py [--tasks 100000] [--batch-tasks 1000000] [--page-size 100]
+        [--celery-one-tasks 10000] [--repeat 3] [--only grid,batch,grpc,celery] [--skip-celery]
 
-Figures printed (run one bench at a time on an otherwise idle machine):
+Every configuration runs ``--repeat`` times, one run at a time; each run is printed and the median is
+what the summary uses. Run it on an otherwise idle machine (check ``uptime`` first).
 
 1. grid: ``--tasks`` no-op subtasks mapped by the root, reduced on the master; 2 worker processes.
-   End-to-end subtasks per second (submit to final status) and the master's peak RSS.
+   End-to-end subtasks per second (instance submitted to final status stored), every subtask tracked
+   individually, and the master's peak RSS. The job's pageSize is ``--page-size`` (the default, 100).
 2. batch: ``--batch-tasks`` no-op subtasks, map only; wall time and the master's peak RSS.
-3. Celery (when importable and Redis answers on 127.0.0.1:6379): the same fan-out + reduce as a chord,
-   one task per subtask and chunks of 100; 2 worker processes (``--concurrency 1`` each).
-4. A bare gRPC baseline: the same payloads pushed in StartTasks pages of ``pageSize`` from one process
-   to another, acknowledged per page.
+3. A bare gRPC baseline: the same payloads pushed from one process to another in StartTasks pages of
+   ``--page-size`` (the job's pageSize), one page in flight, each acknowledged; ours as a fraction of it.
+4. Celery (when importable and Redis answers on 127.0.0.1:6379): the same fan-out + reduce as a chord
+   over Redis, 2 worker processes (``--concurrency 1`` each): one task per subtask at
+   ``--celery-one-tasks`` (slow; its rate is what is compared, and the time it would take at
+   ``--tasks`` is printed as an extrapolation) and chunks of 100 at the full ``--tasks``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 NS, GROUP, APP_KEY = "bench", "bench", "bench-key"
-PAGE_SIZE = 1000
+CONSUMER_SIZE, QUEUE_SIZE, DISPATCHER_SIZE = 64, 20_000, 4
 
 # -- the processors the worker processes serve --------------------------------------------------------
 
@@ -69,7 +76,33 @@ async def _worker_main() -> None:
     from sx.worker import Worker, WorkerSettings
 
     worker = Worker(WorkerSettings(concurrency=256), registry=_registry())
-    await worker.run()
+    profile_dir = os.environ.get("SX_BENCH_PROFILE_DIR")
+    if not profile_dir:
+        await worker.run()
+        return
+    # cProfile the worker (to find per-task costs); the stats are written when it is terminated.
+    import cProfile
+    import signal
+
+    profiler = cProfile.Profile()
+    loop = asyncio.get_running_loop()
+    runner = asyncio.current_task()
+    assert runner is not None
+    loop.add_signal_handler(signal.SIGTERM, runner.cancel)
+    profiler.enable()
+    try:
+        await worker.run()
+    except asyncio.CancelledError:
+        pass
+    finally:
+        profiler.disable()
+        profiler.dump_stats(str(Path(profile_dir) / f"worker-{os.getpid()}.prof"))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -83,14 +116,17 @@ def _peak_rss_mb(pid: int) -> float:
 # -- sx-worker ----------------------------------------------------------------------------------------
 
 
-async def _sx_runs(tasks: int, batch_tasks: int) -> dict[str, float]:
+async def _sx_runs(
+    *, tasks: int, batch_tasks: int, page_size: int, repeat: int, grid: bool
+) -> dict[str, list[tuple[float, float]]]:
+    """(seconds, master peak RSS MB) of every grid and batch run."""
     from sx.processors._enums import ExecuteMode, InstanceStatus, TimeType, TriggerType
     from sx.processors._spec import JobSpec, MapOptions
     from sx.scheduler._server import SchedulerServer
     from sx.scheduler._settings import SchedulerSettings
     from sx.scheduler._store import Group, Namespace, NewInstance
 
-    figures: dict[str, float] = {}
+    figures: dict[str, list[tuple[float, float]]] = {"grid": [], "batch": []}
     with tempfile.TemporaryDirectory() as tmp:
         settings = SchedulerSettings(data_dir=Path(tmp) / "scheduler", http_port=0, grpc_port=0)
         async with SchedulerServer(settings) as server:
@@ -113,18 +149,26 @@ async def _sx_runs(tasks: int, batch_tasks: int) -> dict[str, float]:
                     for _ in range(2)
                 ]
                 try:
-                    while len(server.dispatcher.live_workers(NS, GROUP)) < 2:
+                    # Exactly this run's two processes: a worker of the previous run may still be
+                    # listed for a moment after it exited, and an instance sent to it runs on one worker.
+                    pids = {str(proc.pid) for proc in procs}
+                    while {
+                        w.worker_id.split("_")[-2] for w in server.dispatcher.live_workers(NS, GROUP)
+                    } != pids:
                         await asyncio.sleep(0.05)
                     job = await store.create_job(
                         namespace=NS,
                         group_id=GROUP,
                         spec=JobSpec(
-                            name=f"{processor}-{mode.value}",
+                            name=f"{processor}-{mode.value}-{time.time_ns()}",
                             class_name=processor,
                             execute_mode=mode,
                             parameters=str(n),
                             map=MapOptions(
-                                page_size=PAGE_SIZE, consumer_size=64, queue_size=20_000, dispatcher_size=4
+                                page_size=page_size,
+                                consumer_size=CONSUMER_SIZE,
+                                queue_size=QUEUE_SIZE,
+                                dispatcher_size=DISPATCHER_SIZE,
                             ),
                         ),
                         enabled=True,
@@ -132,6 +176,7 @@ async def _sx_runs(tasks: int, batch_tasks: int) -> dict[str, float]:
                         next_fire_time=None,
                     )
                     now = datetime.now(UTC)
+                    cpu_before = {proc.pid: _cpu_seconds(proc.pid) for proc in procs}
                     started = time.perf_counter()
                     instance = await store.create_instance(
                         NewInstance(
@@ -155,8 +200,19 @@ async def _sx_runs(tasks: int, batch_tasks: int) -> dict[str, float]:
                     elapsed = time.perf_counter() - started
                     master_pid = int(current.worker_id.split("_")[-2])
                     rss = _peak_rss_mb(master_pid)
+                    cpu = {proc.pid: _cpu_seconds(proc.pid) - cpu_before[proc.pid] for proc in procs}
                     if current.status is not InstanceStatus.SUCCESS:
                         raise SystemExit(f"{processor} {mode.value} failed: {current.result}")
+                    others = ", ".join(f"{c:.2f}s" for pid, c in cpu.items() if pid != master_pid)
+                    split = "?"
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        workers = json.loads(current.progress)["workerProgress"]
+                        split = " / ".join(f"{w['total']:,}" for w in workers)
+                    print(
+                        f"    worker CPU during the run: master {cpu[master_pid]:.2f}s, "
+                        f"other {others}; tasks per worker {split}",
+                        flush=True,
+                    )
                     return elapsed, rss, current.result
                 finally:
                     for proc in procs:
@@ -164,18 +220,22 @@ async def _sx_runs(tasks: int, batch_tasks: int) -> dict[str, float]:
                     for proc in procs:
                         proc.wait()
 
-            elapsed, rss, result = await run("bench.reduce", ExecuteMode.GRID, tasks)
-            print(
-                f"sx grid map-reduce: {tasks:,} subtasks in {elapsed:.2f}s = {tasks / elapsed:,.0f}/s; "
-                f"master peak RSS {rss:.0f} MB (reduce saw {result} results)"
-            )
-            figures["grid_rate"] = tasks / elapsed
-            if batch_tasks:
+            for i in range(repeat if grid else 0):
+                elapsed, rss, result = await run("bench.reduce", ExecuteMode.GRID, tasks)
+                print(
+                    f"  sx grid map-reduce run {i + 1}: {tasks:,} subtasks in {elapsed:.2f}s = "
+                    f"{tasks / elapsed:,.0f}/s; master peak RSS {rss:.0f} MB (reduce saw {result} results)",
+                    flush=True,
+                )
+                figures["grid"].append((elapsed, rss))
+            for i in range(repeat if batch_tasks else 0):
                 elapsed, rss, result = await run("bench.maponly", ExecuteMode.BATCH, batch_tasks)
                 print(
-                    f"sx batch map-only: {batch_tasks:,} subtasks in {elapsed:.1f}s = "
-                    f"{batch_tasks / elapsed:,.0f}/s; master peak RSS {rss:.0f} MB"
+                    f"  sx batch map-only run {i + 1}: {batch_tasks:,} subtasks in {elapsed:.1f}s = "
+                    f"{batch_tasks / elapsed:,.0f}/s; master peak RSS {rss:.0f} MB",
+                    flush=True,
                 )
+                figures["batch"].append((elapsed, rss))
     return figures
 
 
@@ -199,11 +259,13 @@ async def _grpc_server_main(port_file: str) -> None:
     await server.wait_for_termination()
 
 
-async def _grpc_baseline(tasks: int) -> float:
+async def _grpc_baseline(*, tasks: int, page_size: int, repeat: int) -> list[float]:
+    """Seconds of every run pushing ``tasks`` payloads in pages of ``page_size``."""
     from grpc import aio
 
     from sx.protos.v1 import common_pb2, peer_pb2, peer_pb2_grpc
 
+    times: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         port_file = str(Path(tmp) / "port")
         proc = subprocess.Popen(
@@ -217,24 +279,29 @@ async def _grpc_baseline(tasks: int) -> float:
             payloads = [json.dumps(i).encode() for i in range(tasks)]
             async with aio.insecure_channel(target) as channel:
                 stub = peer_pb2_grpc.PeerStub(channel)
-                started = time.perf_counter()
-                for start in range(0, tasks, PAGE_SIZE):
-                    await stub.StartTasks(
-                        peer_pb2.StartTasksRequest(
-                            instance=spec,
-                            tasks=[
-                                peer_pb2.TaskRequest(task_id=start + i + 1, task_name="noop", payload=p)
-                                for i, p in enumerate(payloads[start : start + PAGE_SIZE])
-                            ],
+                for run in range(repeat):
+                    started = time.perf_counter()
+                    for start in range(0, tasks, page_size):
+                        await stub.StartTasks(
+                            peer_pb2.StartTasksRequest(
+                                instance=spec,
+                                tasks=[
+                                    peer_pb2.TaskRequest(task_id=start + i + 1, task_name="noop", payload=p)
+                                    for i, p in enumerate(payloads[start : start + page_size])
+                                ],
+                            )
                         )
+                    elapsed = time.perf_counter() - started
+                    times.append(elapsed)
+                    print(
+                        f"  bare gRPC pages of {page_size} run {run + 1}: {tasks:,} payloads in "
+                        f"{elapsed:.2f}s = {tasks / elapsed:,.0f}/s",
+                        flush=True,
                     )
-                elapsed = time.perf_counter() - started
         finally:
             proc.terminate()
             proc.wait()
-    rate = tasks / elapsed
-    print(f"bare gRPC pages of {PAGE_SIZE}: {tasks:,} payloads in {elapsed:.2f}s = {rate:,.0f}/s")
-    return rate
+    return times
 
 
 # -- Celery -------------------------------------------------------------------------------------------
@@ -258,7 +325,8 @@ def gather(results):
 """
 
 
-def _celery(tasks: int) -> tuple[float, float] | None:
+def _celery(*, tasks: int, one_tasks: int, repeat: int) -> tuple[list[float], list[float]] | None:
+    """Seconds of every chord run: one task per subtask (``one_tasks``), chunks of 100 (``tasks``)."""
     try:
         import celery  # noqa: F401
         import redis
@@ -303,21 +371,35 @@ def _celery(tasks: int) -> tuple[float, float] | None:
             import bench_celery_app as capp  # type: ignore[import-not-found]
             from celery import chord
 
-            capp.app.control.ping(timeout=5)
-            time.sleep(2)
-            started = time.perf_counter()
-            result = chord(capp.noop.s(i) for i in range(tasks))(capp.gather.s())
-            count = result.get(timeout=1800)
-            one = time.perf_counter() - started
-            print(f"celery chord, one task per subtask: {count:,} in {one:.1f}s = {tasks / one:,.0f}/s")
-            started = time.perf_counter()
+            while len(capp.app.control.ping(timeout=1)) < 2:
+                time.sleep(0.2)
+            one_times: list[float] = []
+            chunk_times: list[float] = []
+            for run in range(repeat):
+                started = time.perf_counter()
+                result = chord(capp.noop.s(i) for i in range(one_tasks))(capp.gather.s())
+                count = result.get(timeout=1800)
+                elapsed = time.perf_counter() - started
+                one_times.append(elapsed)
+                print(
+                    f"  celery chord, one task per subtask run {run + 1}: {count:,} in {elapsed:.1f}s = "
+                    f"{one_tasks / elapsed:,.0f}/s",
+                    flush=True,
+                )
             items = list(range(tasks))
-            chunks = [items[i : i + 100] for i in range(0, tasks, 100)]
-            result = chord(capp.noop_chunk.s(c) for c in chunks)(capp.gather.s())
-            result.get(timeout=1800)
-            chunked = time.perf_counter() - started
-            print(f"celery chord, chunks of 100: {tasks:,} in {chunked:.1f}s = {tasks / chunked:,.0f}/s")
-            return tasks / one, tasks / chunked
+            for run in range(repeat):
+                started = time.perf_counter()
+                chunks = [items[i : i + 100] for i in range(0, tasks, 100)]
+                result = chord(capp.noop_chunk.s(c) for c in chunks)(capp.gather.s())
+                count = result.get(timeout=1800)
+                elapsed = time.perf_counter() - started
+                chunk_times.append(elapsed)
+                print(
+                    f"  celery chord, chunks of 100 run {run + 1}: {tasks:,} in {elapsed:.1f}s = "
+                    f"{tasks / elapsed:,.0f}/s ({count:,} chunks)",
+                    flush=True,
+                )
+            return one_times, chunk_times
         finally:
             for proc in workers:
                 proc.terminate()
@@ -331,6 +413,10 @@ def main() -> None:
     )
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--batch-tasks", type=int, default=1_000_000)
+    parser.add_argument("--page-size", type=int, default=100, help="the job's pageSize (default 100)")
+    parser.add_argument("--celery-one-tasks", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default="grid,batch,grpc,celery", help="comma-separated parts to run")
     parser.add_argument("--skip-celery", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--grpc-sink", help=argparse.SUPPRESS)
@@ -343,16 +429,66 @@ def main() -> None:
     if args.grpc_sink:
         uvloop.run(_grpc_server_main(args.grpc_sink))
         return
-    figures = uvloop.run(_sx_runs(args.tasks, args.batch_tasks))
-    baseline = uvloop.run(_grpc_baseline(args.tasks))
-    print(f"sx grid end to end is {figures['grid_rate'] / baseline:.1%} of the bare gRPC push")
-    if not args.skip_celery:
-        celery_rates = _celery(args.tasks)
-        if celery_rates is not None:
-            one, chunked = celery_rates
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    if args.skip_celery:
+        parts.discard("celery")
+    tasks, page, repeat = args.tasks, args.page_size, args.repeat
+    print(
+        f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs; each configuration run {repeat} "
+        f"time(s), medians below. Map options: pageSize={page} consumerSize={CONSUMER_SIZE} "
+        f"queueSize={QUEUE_SIZE} dispatcherSize={DISPATCHER_SIZE}",
+        flush=True,
+    )
+    figures = uvloop.run(
+        _sx_runs(
+            tasks=tasks,
+            batch_tasks=args.batch_tasks if "batch" in parts else 0,
+            page_size=page,
+            repeat=repeat,
+            grid="grid" in parts,
+        )
+    )
+    grpc_times = (
+        uvloop.run(_grpc_baseline(tasks=tasks, page_size=page, repeat=repeat)) if "grpc" in parts else []
+    )
+    celery_times = (
+        _celery(tasks=tasks, one_tasks=args.celery_one_tasks, repeat=repeat) if "celery" in parts else None
+    )
+
+    print("\nmedians:")
+    grid_rate = 0.0
+    if figures["grid"]:
+        seconds = statistics.median([t for t, _ in figures["grid"]])
+        grid_rate = tasks / seconds
+        rss = statistics.median([r for _, r in figures["grid"]])
+        print(
+            f"sx grid map-reduce: {tasks:,} subtasks in {seconds:.2f}s = {grid_rate:,.0f}/s; "
+            f"master peak RSS {rss:.0f} MB"
+        )
+    if figures["batch"]:
+        seconds = statistics.median([t for t, _ in figures["batch"]])
+        rss = statistics.median([r for _, r in figures["batch"]])
+        print(
+            f"sx batch map-only: {args.batch_tasks:,} subtasks in {seconds:.1f}s = "
+            f"{args.batch_tasks / seconds:,.0f}/s; master peak RSS {rss:.0f} MB"
+        )
+    if grpc_times:
+        baseline = tasks / statistics.median(grpc_times)
+        print(f"bare gRPC, pages of {page}: {baseline:,.0f} payloads/s")
+        if grid_rate:
+            print(f"sx grid end to end is {grid_rate / baseline:.1%} of the bare gRPC push (target >= 25%)")
+    if celery_times is not None:
+        one_rate = args.celery_one_tasks / statistics.median(celery_times[0])
+        chunk_rate = tasks / statistics.median(celery_times[1])
+        print(
+            f"celery chord, one task per subtask: {one_rate:,.0f}/s measured at {args.celery_one_tasks:,} "
+            f"tasks (extrapolated: {tasks / one_rate:,.0f}s for {tasks:,})"
+        )
+        print(f"celery chord, chunks of 100: {chunk_rate:,.0f}/s at {tasks:,} tasks")
+        if grid_rate:
             print(
-                f"sx grid vs celery: {figures['grid_rate'] / one:.1f}x (one task per subtask), "
-                f"{figures['grid_rate'] / chunked:.1f}x (chunks of 100)"
+                f"sx grid / celery: {grid_rate / one_rate:.1f}x (one task per subtask), "
+                f"{grid_rate / chunk_rate:.2f}x (chunks of 100)"
             )
 
 

@@ -31,7 +31,6 @@ _TAG = "__sx__"
 # more than encoding a small payload.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _DECODER = json.JSONDecoder()
-_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @runtime_checkable
@@ -55,6 +54,15 @@ class JsonCodec:
     name = "json"
 
     def encode(self, value: Any) -> bytes:
+        # Ids and names are the most common payloads: same bytes as the general path, less work.
+        kind = type(value)
+        if kind is int:
+            try:
+                return str(value).encode()
+            except ValueError as exc:  # past the int-to-str digit limit
+                raise PayloadError(f"cannot encode int as JSON: {exc}") from exc
+        if kind is str:
+            return _ENCODER.encode(value).encode()
         try:
             tree = _to_json(value, "$")
             return _ENCODER.encode(tree).encode()
@@ -64,17 +72,12 @@ class JsonCodec:
             raise PayloadError(f"cannot encode {type(value).__name__} as JSON: {exc}") from exc
 
     def decode(self, data: bytes) -> Any:
+        text = _utf8(data)
         try:
-            if data[:3] == _UTF8_BOM:
-                tree = json.loads(data)  # json.loads detects the other encodings it accepts
-            else:
-                tree = _DECODER.decode(bytes(data).decode("utf-8"))
-        except UnicodeDecodeError:
-            try:
-                tree = json.loads(data)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise PayloadError(f"payload is not valid JSON: {exc}") from exc
-        except json.JSONDecodeError as exc:
+            # Plain UTF-8 skips json.loads's encoding detection; json.loads handles the rest (a BOM,
+            # UTF-16, UTF-32) or says why not.
+            tree = json.loads(data) if text is None or text[:1] == "\ufeff" else _DECODER.decode(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise PayloadError(f"payload is not valid JSON: {exc}") from exc
         return _from_json(tree)
 
@@ -108,6 +111,15 @@ def codec_for(name: str) -> Codec:
     if name == "pickle":
         return PICKLE_CODEC
     raise ValueError(f"codec={name!r}: unknown codec, use 'json' (the default) or 'pickle'")
+
+
+def _utf8(data: bytes) -> str | None:
+    if not isinstance(data, bytes):
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _to_json(value: Any, where: str) -> Any:

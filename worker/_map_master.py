@@ -196,9 +196,13 @@ class MapMaster:
         """Apply a batch of task statuses; the first finished status of a task wins."""
         inflight = self._inflight
         progress = self.progress
+        server = self.store if isinstance(self.store, ServerTaskStore) else None
         done: list[tuple[int, TaskStatus, str]] = []
+        # Counters move once per (name, worker, outcome) of the batch, not once per task.
+        moves: dict[tuple[str, str, bool, bool], int] = {}
         for update in batch.updates:
-            flight = inflight.get(update.task_id)
+            task_id = update.task_id
+            flight = inflight.get(task_id)
             if flight is None:
                 continue  # finished already, or taken back from a lost worker
             status = update.status
@@ -206,25 +210,32 @@ class MapMaster:
                 if not flight.running:
                     flight.running = True
                     progress.started(flight.record.name, flight.address)
-                    if isinstance(self.store, ServerTaskStore):
-                        self.store.started(update.task_id, address=flight.address)
+                    if server is not None:
+                        server.started(task_id, address=flight.address)
                 continue
-            if status not in (4, 5):
-                continue
-            del inflight[update.task_id]
-            target = self._targets.get(flight.address)
-            if target is not None:
-                target.inflight -= 1
-            ok = status == 4
-            progress.finished(flight.record.name, flight.address, ok=ok, was_running=flight.running)
-            done.append((update.task_id, TaskStatus(status), update.result))
-            if not ok:
-                text = f"task {update.task_id} ({flight.record.name}): {update.result}"
-                if update.task_id == ROOT_TASK_ID:
-                    self._root_failure = update.result or "failed"
+            if status == 4:
+                ok = True
+                done.append((task_id, TaskStatus.SUCCESS, update.result))
+            elif status == 5:
+                ok = False
+                result = update.result
+                done.append((task_id, TaskStatus.FAILED, result))
+                if task_id == ROOT_TASK_ID:
+                    self._root_failure = result or "failed"
                 elif self._first_failure is None:
-                    self._first_failure = text
+                    self._first_failure = f"task {task_id} ({flight.record.name}): {result}"
+            else:
+                continue
+            del inflight[task_id]
+            key = (flight.record.name, flight.address, ok, flight.running)
+            moves[key] = moves.get(key, 0) + 1
         if done:
+            targets = self._targets
+            for (name, address, ok, was_running), count in moves.items():
+                target = targets.get(address)
+                if target is not None:
+                    target.inflight -= count
+                progress.finished(name, address, ok=ok, was_running=was_running, count=count)
             self.store.finish(done)
             self._wake.set()
             self._check_done()

@@ -101,21 +101,21 @@ class MapProgress:
         worker.pulled -= 1
         worker.running += 1
 
-    def finished(self, name: str, address: str, *, ok: bool, was_running: bool) -> None:
+    def finished(self, name: str, address: str, *, ok: bool, was_running: bool, count: int = 1) -> None:
         task = self._task(name)
         worker = self._worker(address)
         if was_running:
-            task.running -= 1
-            worker.running -= 1
+            task.running -= count
+            worker.running -= count
         else:
-            task.pulled -= 1
-            worker.pulled -= 1
+            task.pulled -= count
+            worker.pulled -= count
         if ok:
-            task.success += 1
-            worker.success += 1
+            task.success += count
+            worker.success += count
         else:
-            task.failed += 1
-            worker.failed += 1
+            task.failed += count
+            worker.failed += count
 
     def taken_back(self, name: str, address: str, *, was_running: bool) -> None:
         """A task of a lost worker goes back to the queue: it leaves that worker's counters."""

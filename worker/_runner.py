@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from sx.processors._codec import JSON_CODEC, Codec
-from sx.processors._context import JobContext
-from sx.processors._enums import JobType, TaskStatus
+from sx.processors._context import JobContext, TaskMapper
+from sx.processors._enums import ROOT_TASK_NAME, JobType, TaskStatus
 from sx.processors._errors import CancelledError, RegistryError, SxError
 from sx.processors._invoke import describe_exception, invoke
 from sx.processors._kinds import Processor
@@ -57,6 +57,72 @@ STATUS_BATCH = 5000
 """Statuses per ``ReportTaskStatuses`` call."""
 MAP_IDLE_FORGET = 60.0
 """Seconds an idle map instance stays known on a worker whose master sent no ``DestroyInstance``."""
+
+_Update = tuple[int, int, str, str, int]
+"""A task status not sent yet: (task id, status, result, task name, task attempt)."""
+
+# The JobContext fields that differ from one task of an instance to the next; the others are worked out
+# once per instance (see _ContextFactory).
+_PER_TASK_FIELDS = frozenset(
+    {
+        "task_id",
+        "task_name",
+        "task",
+        "task_payload",
+        "task_attempt",
+        "sharding_id",
+        "sharding_num",
+        "sharding_parameter",
+        "upstream_data",
+        "task_results",
+        "task_statuses",
+        "mapper",
+        "loop",
+    }
+)
+
+
+class _ContextFactory:
+    """Makes the contexts of one instance's tasks; what comes from the instance is computed once.
+
+    ``context_for`` parses times, enums and options from the spec on every call, which costs more than
+    running a no-op subtask; a map instance can have a million tasks.
+    """
+
+    def __init__(
+        self,
+        spec: common_pb2.InstanceSpec,
+        *,
+        worker_addr: str,
+        codec: Codec,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        template = context_for(spec, worker_addr=worker_addr, task=TaskInfo(), codec=codec)
+        self._shared = {
+            f.name: getattr(template, f.name)
+            for f in dataclasses.fields(JobContext)
+            if f.init and f.name not in _PER_TASK_FIELDS
+        }
+        self._upstream = template.upstream_data
+        self._codec = codec
+        self._loop = loop
+
+    def make(self, info: TaskInfo, *, mapper: TaskMapper) -> JobContext:
+        payload = info.payload
+        return JobContext(
+            **self._shared,
+            task_id=info.task_id,
+            task_name=info.task_name or ROOT_TASK_NAME,
+            task=self._codec.decode(payload) if payload else None,
+            task_payload=payload,
+            task_attempt=info.task_attempt,
+            sharding_id=info.sharding_id,
+            sharding_num=info.sharding_num,
+            sharding_parameter=info.sharding_parameter,
+            upstream_data=list(self._upstream),
+            mapper=mapper,
+            loop=self._loop,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +225,7 @@ class _TaskGroup:
     is_map: bool = False
     consumer_limit: int = 1
     tasks: dict[int, _Task] = field(default_factory=dict)
-    pending: dict[int, peer_pb2.TaskStatusUpdate] = field(default_factory=dict)
+    pending: dict[int, _Update] = field(default_factory=dict)
     """Statuses not yet sent, by task id: a later status of a task replaces an unsent earlier one."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     flusher: asyncio.Task[None] | None = None
@@ -168,7 +234,10 @@ class _TaskGroup:
     """Map tasks waiting for a consumer."""
     queued_ids: set[int] = field(default_factory=set)
     consumers_running: int = 0
+    consumer_starting: bool = False
+    """A consumer was created and has not taken a task yet."""
     consumer_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    contexts: _ContextFactory | None = None
 
     @property
     def idle(self) -> bool:
@@ -331,42 +400,60 @@ class TaskRunner:
                 continue
             queue.append(TaskInfo.from_proto(request_task))
             queued_ids.add(task_id)
-        spare = min(group.consumer_limit - group.consumers_running, len(queue))
-        for _ in range(spare):
-            group.consumers_running += 1
-            consumer = asyncio.create_task(self._consume(group))
-            group.consumer_tasks.add(consumer)
-            consumer.add_done_callback(group.consumer_tasks.discard)
+        self._add_consumer(group)
         return peer_pb2.StartTasksReply(accepted=True, rejected_task_ids=rejected)
 
+    def _add_consumer(self, group: _TaskGroup) -> None:
+        """Start one more consumer when tasks wait and the instance's consumer limit allows it.
+
+        Consumers are added one at a time: each one, as it takes a task, adds the next while tasks
+        remain. Tasks that wait on I/O so get up to ``consumerSize`` consumers within a few loop turns,
+        and tasks that never wait are all run by one consumer, without a Task object per subtask.
+        """
+        if group.consumer_starting or not group.queue or group.consumers_running >= group.consumer_limit:
+            return
+        group.consumers_running += 1
+        group.consumer_starting = True
+        consumer = asyncio.create_task(self._consume(group))
+        group.consumer_tasks.add(consumer)
+        consumer.add_done_callback(group.consumer_tasks.discard)
+
     async def _consume(self, group: _TaskGroup) -> None:
+        group.consumer_starting = False
         try:
             queue = group.queue
+            me = asyncio.current_task()
             while queue:
                 info = queue.popleft()
                 group.queued_ids.discard(info.task_id)
-                await self._run_map_task(group, info)
+                self._add_consumer(group)
+                await self._run_map_task(group, info, me)
         finally:
             group.consumers_running -= 1
             group.wake.set()
 
     def _map_context(self, group: _TaskGroup, info: TaskInfo) -> JobContext:
-        return context_for(
-            group.spec,
-            worker_addr=self._address(),
-            task=info,
-            codec=group.resolved.codec,
-            mapper=PeerMapper(peers=self._peers, group=group, worker_id=self._worker_id),
-            loop=asyncio.get_running_loop(),
+        contexts = group.contexts
+        if contexts is None:
+            contexts = group.contexts = _ContextFactory(
+                group.spec,
+                worker_addr=self._address(),
+                codec=group.resolved.codec,
+                loop=asyncio.get_running_loop(),
+            )
+        return contexts.make(
+            info, mapper=PeerMapper(peers=self._peers, group=group, worker_id=self._worker_id)
         )
 
-    async def _run_map_task(self, group: _TaskGroup, info: TaskInfo) -> None:
+    async def _run_map_task(
+        self, group: _TaskGroup, info: TaskInfo, runner: asyncio.Task[None] | None
+    ) -> None:
         try:
             ctx = self._map_context(group, info)
         except Exception as exc:
             self._queue_update(group, info, TaskStatus.FAILED, f"bad task: {describe_exception(exc)}")
             return
-        task = _Task(info=info, ctx=ctx, runner=asyncio.current_task())
+        task = _Task(info=info, ctx=ctx, runner=runner)
         group.tasks[info.task_id] = task
         self._queue_update(group, info, TaskStatus.RUNNING, "")
         options = group.spec.map_options
@@ -428,13 +515,8 @@ class TaskRunner:
         self._queue_update(group, task.info, status, result)
 
     def _queue_update(self, group: _TaskGroup, info: TaskInfo, status: TaskStatus, result: str) -> None:
-        group.pending[info.task_id] = peer_pb2.TaskStatusUpdate(
-            task_id=info.task_id,
-            status=int(status),
-            result=result,
-            task_name=info.task_name,
-            task_attempt=info.task_attempt,
-        )
+        # A tuple now, a message only when sent: most RUNNING statuses are replaced before that.
+        group.pending[info.task_id] = (info.task_id, int(status), result, info.task_name, info.task_attempt)
         group.wake.set()
 
     async def _flush_loop(self, group: _TaskGroup) -> None:
@@ -454,7 +536,13 @@ class TaskRunner:
                     continue
             else:
                 await group.wake.wait()
-            await asyncio.sleep(self.FLUSH_DELAY)
+            if group.is_map:
+                # Map tasks are short and the master's window per worker is small: statuses go out as
+                # soon as the loop is idle. One report is in flight at a time, so while it travels the
+                # next batch gathers by itself.
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(self.FLUSH_DELAY)
             group.wake.clear()
             pending = group.pending
             if pending:
@@ -471,7 +559,12 @@ class TaskRunner:
                             instance_id=instance_id,
                             worker_id=self._worker_id,
                             worker_address=self._address(),
-                            updates=batch,
+                            updates=[
+                                peer_pb2.TaskStatusUpdate(
+                                    task_id=i, status=st, result=r, task_name=n, task_attempt=a
+                                )
+                                for i, st, r, n, a in batch
+                            ],
                         )
                     )
                     delay, failing_since = 0.1, None
@@ -489,7 +582,7 @@ class TaskRunner:
                     else:
                         # Put them back in front; a newer status of the same task stays the newer one.
                         newer = group.pending
-                        group.pending = {u.task_id: u for u in batch}
+                        group.pending = {u[0]: u for u in batch}
                         group.pending.update(newer)
                         group.wake.set()
                         await asyncio.sleep(delay)

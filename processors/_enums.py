@@ -56,6 +56,14 @@ class InstanceStatus(IntEnum):
         return self in (InstanceStatus.SUCCESS, InstanceStatus.FAILED, InstanceStatus.REJECTED)
 
 
+ACTIVE_INSTANCE_STATUSES: tuple[InstanceStatus, ...] = (
+    InstanceStatus.WAITING,
+    InstanceStatus.READY,
+    InstanceStatus.RUNNING,
+)
+"""The statuses of an instance that has not finished yet (counted against maxConcurrency)."""
+
+
 class TaskStatus(IntEnum):
     """Subtask status codes; RUNNING, SUCCESS and FAILED share their numbers with InstanceStatus."""
 

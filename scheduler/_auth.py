@@ -93,7 +93,7 @@ class Authenticator:
         Raises Unauthorized for an unsigned, wrongly signed, expired or replayed request."""
         authorization = request.headers.get("authorization")
         if authorization is None:
-            if not await self.store.list_access_keys():
+            if not await self.store.has_access_keys():
                 return None
             raise Unauthorized(
                 "request is not signed: access keys exist, so an Authorization header is required"

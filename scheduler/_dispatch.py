@@ -41,8 +41,9 @@ from typing import Any
 
 import grpc
 
-from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus
+from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, ExecuteMode, InstanceStatus, TaskStatus
 from sx.processors._invoke import killed_result
+from sx.protos._auth import check_proof, task_caller_subject
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.scheduler._clock import Clock
 from sx.scheduler._instance_spec import build_instance_spec, processor_of, wants_worker_list
@@ -60,13 +61,14 @@ __all__ = ["Dispatcher", "WorkerInfo", "server_credentials"]
 
 log = logging.getLogger("sx.scheduler.dispatch")
 
-_ACTIVE = (InstanceStatus.WAITING, InstanceStatus.READY, InstanceStatus.RUNNING)
 # Delivery ids remembered per worker; the status compare-and-set protects finals beyond this window.
 _DELIVERY_MEMORY = 4096
 # Recovery reads this many WAITING (and READY/RUNNING) instances at start.
 _RECOVERY_LIMIT = 100_000
 # Loops with nothing scheduled still look around this often (cheap; guards against a missed wake).
 _IDLE = timedelta(seconds=60)
+# How often the store's WAITING instances are read again, for any created without reaching dispatch.
+_WAITING_RESCAN = 20.0
 # A parallel instance's tasks are read whole (the mode caps them at a few hundred).
 _TASKS_LOAD_LIMIT = 100_000
 MAX_MASTER_RESUMES = 3
@@ -118,7 +120,9 @@ class Dispatcher:
     """Submits instances to the workers connected over gRPC and records what they report.
 
     ``on_finished(instance, system_failure)`` is called once per instance this dispatcher finishes
-    (``system_failure`` is True when its worker was lost, so the lifecycle may retry it).
+    (``system_failure`` is True when its worker was lost, so the lifecycle may retry it). Every
+    ``waiting_rescan`` seconds the store's WAITING instances are read again, so one whose creator could
+    not hand it over (``instance_created`` never called) is still dispatched.
     """
 
     def __init__(
@@ -130,6 +134,7 @@ class Dispatcher:
         heartbeat_interval: float = 3.0,
         heartbeat_timeout: float = 10.0,
         no_worker_grace: float = 30.0,
+        waiting_rescan: float = _WAITING_RESCAN,
         scheduler_id: str | None = None,
     ) -> None:
         for name, value in (
@@ -145,12 +150,16 @@ class Dispatcher:
             )
         if no_worker_grace < 0:
             raise ValueError(f"no_worker_grace={no_worker_grace!r}: must be 0 or more seconds")
+        if waiting_rescan <= 0:
+            raise ValueError(f"waiting_rescan={waiting_rescan!r}: must be more than 0 seconds")
         self._store = store
         self._clock = clock
         self._on_finished = on_finished
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = timedelta(seconds=heartbeat_timeout)
         self._no_worker_grace = timedelta(seconds=no_worker_grace)
+        self._waiting_rescan = timedelta(seconds=waiting_rescan)
+        self._next_rescan = clock.now() + self._waiting_rescan
         self.scheduler_id = scheduler_id or f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self._registry = WorkerRegistry()
         self._waiting: dict[int, _Waiting] = {}
@@ -174,6 +183,7 @@ class Dispatcher:
         if self._tasks:
             return
         now = self._clock.now()
+        self._next_rescan = now + self._waiting_rescan
         for instance in await self._store.instances_with_status(
             [InstanceStatus.WAITING], limit=_RECOVERY_LIMIT
         ):
@@ -304,6 +314,9 @@ class Dispatcher:
             if instance is None or instance.status.finished:
                 session.send(_kill_message(instance_id, 0, "the instance has already finished"))
                 continue
+            if not self._same_group(session, instance):
+                session.send(_kill_message(instance_id, instance.job_id, "not an instance of this group"))
+                continue
             # Known elsewhere (or not at all, after a restart): this worker runs it, so it is its own.
             self._release(instance_id)
             self._waiting.pop(instance_id, None)
@@ -318,7 +331,7 @@ class Dispatcher:
                     worker_addr=session.address,
                     executor=session.executor,
                 ),
-                only_if_status=_ACTIVE,
+                only_if_status=ACTIVE_INSTANCE_STATUSES,
             )
         orphans = self._orphans.get(key)
         if orphans is not None and not orphans.assigned:
@@ -420,7 +433,11 @@ class Dispatcher:
             if status is InstanceStatus.RUNNING:
                 start = _ms_to_datetime(report.start_time_ms) or self._clock.now()
                 await self._mark_running(
-                    session, report.instance_id, start, only_if_status=_ACTIVE, progress=report.progress
+                    session,
+                    report.instance_id,
+                    start,
+                    only_if_status=ACTIVE_INSTANCE_STATUSES,
+                    progress=report.progress,
                 )
             elif status in (InstanceStatus.SUCCESS, InstanceStatus.FAILED):
                 assert status is not None
@@ -471,14 +488,19 @@ class Dispatcher:
     ) -> None:
         """The worker runs the instance: record where, since when and (when reported) its progress."""
         if instance_id not in session.assigned:
-            # Held elsewhere (an orphan record, the waiting set after a restart): the worker's word wins.
-            self._release(instance_id)
-            self._waiting.pop(instance_id, None)
+            # Held elsewhere (an orphan record, the waiting set after a restart): the worker's word wins,
+            # within its own namespace and group.
             instance = await self._store.get_instance(instance_id)
-            session.assigned[instance_id] = Assignment(
-                instance_id, instance.job_id if instance else 0, accepted=True
-            )
-            self._owner[instance_id] = session.key
+            if instance is not None and not self._same_group(session, instance):
+                session.send(_kill_message(instance_id, instance.job_id, "not an instance of this group"))
+                return
+            if instance_id not in session.assigned:  # (it may have been assigned during the read)
+                self._release(instance_id)
+                self._waiting.pop(instance_id, None)
+                session.assigned[instance_id] = Assignment(
+                    instance_id, instance.job_id if instance else 0, accepted=True
+                )
+                self._owner[instance_id] = session.key
         assignment = session.assigned[instance_id]
         assignment.accepted = True
         if assignment.running_stored and not progress:
@@ -503,18 +525,39 @@ class Dispatcher:
         current = await self._store.get_instance(instance_id)
         if current is None or current.status.finished:
             # Killed or finished while the submit travelled: the worker must not keep running it.
-            job_id = session.assigned[instance_id].job_id
+            job_id = assignment.job_id
             self._release(instance_id)
+            self._forget(instance_id)
             session.send(_kill_message(instance_id, job_id, "the instance has already finished"))
 
     async def _finish_from_report(
         self, session: WorkerSession, report: scheduler_pb2.InstanceReport, status: InstanceStatus
     ) -> None:
         instance_id = report.instance_id
+        owner = self._owner.get(instance_id)
+        if owner is not None and owner != session.key:
+            # A late report, e.g. from a master declared lost whose instance another worker now runs.
+            log.warning(
+                "final report for instance %d from worker %s ignored: worker %s holds it",
+                instance_id,
+                session.worker_id,
+                owner.worker_id,
+            )
+            session.send(_kill_message(instance_id, 0, f"the instance is held by worker {owner.worker_id}"))
+            return
+        if owner is None:
+            instance = await self._store.get_instance(instance_id)
+            if instance is None or not self._same_group(session, instance):
+                log.warning(
+                    "final report for instance %d from worker %s ignored: not an instance of its group",
+                    instance_id,
+                    session.worker_id,
+                )
+                return
+            if self._owner.get(instance_id) not in (None, session.key):
+                return  # claimed by another worker during the read; its report decides
         self._release(instance_id)
-        self._waiting.pop(instance_id, None)
-        self._refused.pop(instance_id, None)
-        self._resumes.pop(instance_id, None)
+        self._forget(instance_id)
         updated = await self._store.update_instance(
             instance_id,
             InstanceChange(
@@ -527,7 +570,7 @@ class Dispatcher:
                 result=report.result,
                 progress=report.progress,
             ),
-            only_if_status=_ACTIVE,
+            only_if_status=ACTIVE_INSTANCE_STATUSES,
         )
         self._dispatch_wake.set()  # a slot on this worker is free
         if updated is None:
@@ -567,12 +610,36 @@ class Dispatcher:
             assignment = orphans.assigned.pop(instance_id, None) or assignment
         return assignment
 
-    async def _fail(self, instance_id: int, result: str, *, system_failure: bool) -> Instance | None:
+    @staticmethod
+    def _same_group(session: WorkerSession, instance: Instance) -> bool:
+        """A worker only runs, reports and takes over instances of its own namespace and group."""
+        return (instance.namespace, instance.group_id) == (session.key.namespace, session.key.group_id)
+
+    def _forget(self, instance_id: int) -> None:
+        """Drop the per-instance records of an instance leaving the dispatcher (its owner aside)."""
+        self._waiting.pop(instance_id, None)
         self._refused.pop(instance_id, None)
+        self._resumes.pop(instance_id, None)
+
+    async def _back_to_waiting(
+        self, instance_id: int, only_if_status: tuple[InstanceStatus, ...]
+    ) -> Instance | None:
+        """Put an instance whose worker was lost back to WAITING and queue it for dispatch."""
+        updated = await self._store.update_instance(
+            instance_id,
+            InstanceChange(status=InstanceStatus.WAITING, worker_id="", worker_addr="", executor=""),
+            only_if_status=only_if_status,
+        )
+        if updated is not None:
+            self._enqueue(updated)
+        return updated
+
+    async def _fail(self, instance_id: int, result: str, *, system_failure: bool) -> Instance | None:
+        self._forget(instance_id)
         updated = await self._store.update_instance(
             instance_id,
             InstanceChange(status=InstanceStatus.FAILED, result=result, end_time=self._clock.now()),
-            only_if_status=_ACTIVE,
+            only_if_status=ACTIVE_INSTANCE_STATUSES,
         )
         if updated is not None:
             log.warning("instance %d failed: %s", instance_id, result)
@@ -590,13 +657,26 @@ class Dispatcher:
         while True:
             self._dispatch_wake.clear()
             try:
-                next_at = await self._dispatch_due()
+                if self._clock.now() >= self._next_rescan:
+                    await self._rescan_waiting()
+                next_at = min(await self._dispatch_due(), self._next_rescan)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("dispatch pass failed; retrying")
                 next_at = self._clock.now() + timedelta(seconds=1)
             await self._clock.sleep_until(next_at, self._dispatch_wake)
+
+    async def _rescan_waiting(self) -> None:
+        """Queue the store's WAITING instances this dispatcher does not know (their creator's hand-over
+        failed); the ones it knows are skipped by ``_enqueue``."""
+        self._next_rescan = self._clock.now() + self._waiting_rescan
+        found = await self._store.instances_with_status([InstanceStatus.WAITING], limit=_RECOVERY_LIMIT)
+        fresh = [i for i in found if i.id not in self._waiting and i.id not in self._owner]
+        for instance in fresh:
+            self._enqueue(instance)
+        if fresh:
+            log.warning("%d waiting instance(s) found in the store and queued for dispatch", len(fresh))
 
     async def _dispatch_due(self) -> datetime:
         """Submit every due waiting instance that a worker can take; returns when to look again."""
@@ -682,6 +762,7 @@ class Dispatcher:
             current = await self._store.get_instance(instance.id)
             if (current is None or current.status.finished) and instance.id in session.assigned:
                 self._release(instance.id)
+                self._forget(instance.id)
                 session.send(_kill_message(instance.id, job.id, "the instance has already finished"))
         return None
 
@@ -722,8 +803,10 @@ class Dispatcher:
     async def _lose(self, key: WorkerKey, orphans: _Orphans) -> None:
         """The worker did not come back for these instances."""
         for instance_id, assignment in orphans.assigned.items():
-            if self._owner.get(instance_id) == key:
-                del self._owner[instance_id]
+            owner = self._owner.get(instance_id)
+            if owner is not None and owner != key:
+                continue  # another worker took it over meanwhile: it is that worker's now
+            self._owner.pop(instance_id, None)
             if assignment.accepted:
                 if await self._resume(instance_id, key, orphans.address):
                     continue
@@ -732,13 +815,7 @@ class Dispatcher:
                 )
                 continue
             # Never accepted: it most likely never ran, so it is submitted again.
-            instance = await self._store.update_instance(
-                instance_id,
-                InstanceChange(status=InstanceStatus.WAITING, worker_id="", worker_addr="", executor=""),
-                only_if_status=(InstanceStatus.WAITING, InstanceStatus.READY),
-            )
-            if instance is not None:
-                self._enqueue(instance)
+            await self._back_to_waiting(instance_id, (InstanceStatus.WAITING, InstanceStatus.READY))
 
     async def _resume(self, instance_id: int, key: WorkerKey, address: str) -> bool:
         """Submit a lost batch instance again under its id; False when it is not one or was resumed enough."""
@@ -753,12 +830,8 @@ class Dispatcher:
             self._resumes.pop(instance_id, None)
             return False
         self._resumes[instance_id] = count + 1
-        updated = await self._store.update_instance(
-            instance_id,
-            InstanceChange(status=InstanceStatus.WAITING, worker_id="", worker_addr="", executor=""),
-            only_if_status=_ACTIVE,
-        )
-        if updated is None:
+        if await self._back_to_waiting(instance_id, ACTIVE_INSTANCE_STATUSES) is None:
+            self._resumes.pop(instance_id, None)
             return False
         log.warning(
             "instance %d: master %s (%s) lost; submitting it again (resume %d of %d)",
@@ -768,7 +841,6 @@ class Dispatcher:
             count + 1,
             MAX_MASTER_RESUMES,
         )
-        self._enqueue(updated)
         return True
 
     # -- the server-side subtask store (parallel mode) ------------------------------------------
@@ -776,6 +848,15 @@ class Dispatcher:
     async def _check_task_caller(
         self, caller: scheduler_pb2.TaskCaller, instance_id: int, context: Any
     ) -> None:
+        # Worker ids are not secret: the caller proves it knows the group's app key.
+        group = await self._store.get_group(caller.namespace, caller.group_id)
+        subject = task_caller_subject(caller.namespace, caller.group_id, caller.worker_id, instance_id)
+        why = "no such group" if group is None else check_proof(group.app_key, subject, caller.proof)
+        if why is not None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"caller.proof: worker {caller.worker_id!r} of group {caller.group_id!r}: {why}",
+            )
         key = WorkerKey(caller.namespace, caller.group_id, caller.worker_id)
         if self._registry.get(key) is None or self._owner.get(instance_id) != key:
             await context.abort(

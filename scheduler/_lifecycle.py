@@ -79,6 +79,8 @@ class Lifecycle:
         self._scan_limit = timeout_scan_limit
         self._killed: set[int] = set()
         self._since_prune: dict[int, int] = {}
+        # Instances whose end is being handled now: a second caller (workflow recovery) waits its turn out.
+        self._finishing: set[int] = set()
         self.workflows: WorkflowNodeHooks | None = None
         """Told about every finished workflow node instance (set by the scheduler's composition)."""
         self._stopping = asyncio.Event()
@@ -91,6 +93,15 @@ class Lifecycle:
         fault) rather than of the job: its retry has trigger type 5. Returns the retry, if one was made."""
         if not instance.status.finished:
             raise ValueError(f"instance {instance.id} status={int(instance.status)}: not finished")
+        if instance.id in self._finishing:
+            return None
+        self._finishing.add(instance.id)
+        try:
+            return await self._finished(instance, system_failure=system_failure)
+        finally:
+            self._finishing.discard(instance.id)
+
+    async def _finished(self, instance: Instance, *, system_failure: bool) -> Instance | None:
         self._killed.discard(instance.id)
         job = await self._store.get_job(instance.job_id)
         if job is None:
@@ -114,7 +125,7 @@ class Lifecycle:
                 )
         if retry is None and job.spec.schedule.time_type == TimeType.SECOND_DELAY:
             await self._rearm(job, instance)
-        if self._history_keep:
+        if self._history_keep > 0:
             await self._store.prune_instances(job.id, self._history_keep)
         if instance.wf_instance_id is not None and self.workflows is not None:
             # After the retry decision: a workflow node fails only once its retries are used up.

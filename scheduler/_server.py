@@ -35,6 +35,7 @@ from sx.scheduler._workflows import WorkflowEngine
 
 log = logging.getLogger("sx.scheduler")
 
+
 class SchedulerStartError(SxError):
     """The scheduler cannot start as configured (e.g. it would listen remotely without access keys)."""
 
@@ -79,6 +80,9 @@ class _Hooks:
 
     async def stop_instance(self, instance: Instance, reason: str) -> bool:
         return await self._server.dispatcher.stop_instance(instance, reason)
+
+    async def instance_finished(self, instance: Instance) -> None:
+        await self._server.lifecycle.instance_finished(instance)
 
 
 class SchedulerServer:
@@ -139,6 +143,17 @@ class SchedulerServer:
         await self.lifecycle.instance_finished(instance, system_failure=system_failure)
 
     async def start(self) -> None:
+        """Start every part; if one fails, the parts already started are stopped before raising."""
+        try:
+            await self._start_parts()
+        except BaseException:
+            try:
+                await self.stop()
+            except Exception:
+                log.exception("stopping after a failed start failed too")
+            raise
+
+    async def _start_parts(self) -> None:
         settings = self.settings
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +171,7 @@ class SchedulerServer:
         remote = [h for h in (self.settings.http_host, self.settings.grpc_host) if not is_loopback(h)]
         if not remote:
             return
-        if await self.store.list_access_keys():
+        if await self.store.has_access_keys():
             return
         if not self.settings.allow_remote_unsigned:
             raise SchedulerStartError(
@@ -196,8 +211,12 @@ class SchedulerServer:
         # only on sockets that say so, and without it every response waits ~40 ms for a delayed ACK.
         family = socket.AF_INET6 if ":" in self.settings.http_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.settings.http_host, self.settings.http_port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.settings.http_host, self.settings.http_port))
+        except BaseException:
+            sock.close()
+            raise
         port = sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
         server = uvicorn.Server(config)
@@ -213,14 +232,19 @@ class SchedulerServer:
         self.http_url = f"http://{shown}:{port}"
 
     async def stop(self) -> None:
+        """Stop what runs; parts that never started (after a failed start) are skipped."""
         await self.lifecycle.stop()
         await self.workflows.stop()
         await self.engine.stop()
         await self.dispatcher.stop()
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            await self._http_task
-            self._http = None
+        http, task = self._http, self._http_task
+        self._http = self._http_task = None
+        if http is not None and task is not None:
+            http.should_exit = True
+            try:
+                await task
+            except Exception:
+                log.exception("the OpenAPI server ended with an error")
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
             self._grpc = None

@@ -25,7 +25,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sx.processors._enums import InstanceStatus, TriggerType
+from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus, TriggerType
 from sx.processors._errors import DefinitionError, SxError
 from sx.processors._invoke import killed_result
 from sx.processors._spec import JobSpec
@@ -43,13 +43,13 @@ from sx.scheduler._store import (
     Store,
 )
 from sx.scheduler._store import NotFoundError as StoreNotFoundError
+from sx.scheduler._triggers import rejected_result
 
 if TYPE_CHECKING:
     from sx.scheduler._workflows import WorkflowEngine
 
 log = logging.getLogger("sx.scheduler.service")
 
-ACTIVE_STATUSES = (InstanceStatus.WAITING, InstanceStatus.READY, InstanceStatus.RUNNING)
 NOT_DISPATCHED_STATUSES = (InstanceStatus.WAITING, InstanceStatus.READY)
 WORKFLOW_PARAMETERS_MAX_BYTES = 1000
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
@@ -117,6 +117,10 @@ class SchedulerHooks(Protocol):
     async def stop_instance(self, instance: Instance, reason: str) -> bool:
         """Ask the workers running ``instance`` to kill it; False when none could be asked."""
 
+    async def instance_finished(self, instance: Instance) -> None:
+        """The service finished ``instance`` itself (in the store): run what follows an instance's end
+        (workflow advance, second_delay re-arm, history pruning), as for one finished by a worker."""
+
 
 class NoHooks:
     """Hooks that do nothing: a scheduler with no trigger engine or dispatcher (tools, benchmarks)."""
@@ -129,6 +133,9 @@ class NoHooks:
 
     async def stop_instance(self, instance: Instance, reason: str) -> bool:
         return False
+
+    async def instance_finished(self, instance: Instance) -> None:
+        return None
 
 
 def parse_job_spec(params: Mapping[str, Any]) -> JobSpec:
@@ -207,9 +214,14 @@ class JobService:
         except DefinitionError as exc:
             raise BadRequest(exc.field, exc.value, exc.message) from exc
 
-    async def _require_group(self, namespace: str, group_id: str) -> Group:
-        if await self.store.get_namespace(namespace) is None:
+    async def _require_namespace(self, namespace: str) -> Namespace:
+        found = await self.store.get_namespace(namespace)
+        if found is None:
             raise NotFound(f"namespace={namespace!r}: no such namespace", field="namespace", value=namespace)
+        return found
+
+    async def _require_group(self, namespace: str, group_id: str) -> Group:
+        await self._require_namespace(namespace)
         group = await self.store.get_group(namespace, group_id)
         if group is None:
             raise NotFound(
@@ -239,8 +251,7 @@ class JobService:
     ) -> Group:
         """Create a group; its app key (what workers present to join) is generated unless given."""
         check_identifier("groupId", group_id)
-        if await self.store.get_namespace(namespace) is None:
-            raise NotFound(f"namespace={namespace!r}: no such namespace", field="namespace", value=namespace)
+        await self._require_namespace(namespace)
         if app_key is not None and not 8 <= len(app_key) <= 128:
             raise BadRequest("appKey", app_key, "must be 8 to 128 characters")
         group = Group(
@@ -258,8 +269,7 @@ class JobService:
         return await self._require_group(namespace, group_id)
 
     async def list_groups(self, namespace: str) -> list[Group]:
-        if await self.store.get_namespace(namespace) is None:
-            raise NotFound(f"namespace={namespace!r}: no such namespace", field="namespace", value=namespace)
+        await self._require_namespace(namespace)
         return await self.store.list_groups(namespace)
 
     async def put_calendar(
@@ -268,8 +278,7 @@ class JobService:
         """Create or replace a calendar; jobs using it get their next fire time recomputed."""
         if not _CALENDAR_NAME_PATTERN.match(name):
             raise BadRequest("name", name, "must be 1 to 100 printable characters")
-        if await self.store.get_namespace(namespace) is None:
-            raise NotFound(f"namespace={namespace!r}: no such namespace", field="namespace", value=namespace)
+        await self._require_namespace(namespace)
         calendar = await self.store.put_calendar(
             Calendar(namespace=namespace, name=name, days=frozenset(days), description=description)
         )
@@ -417,7 +426,7 @@ class JobService:
         if job.enabled:
             # Disable first so no trigger fires while running instances are being stopped.
             await self.store.update_job(job_id, enabled=False, clear_next_fire_time=True)
-        active = await self.store.list_instances(job_id, statuses=ACTIVE_STATUSES, limit=10_000)
+        active = await self.store.list_instances(job_id, statuses=ACTIVE_INSTANCE_STATUSES, limit=10_000)
         for instance in active.items:
             try:
                 await self._stop(instance, f"job {job_id} deleted")
@@ -469,11 +478,12 @@ class JobService:
                 schedule_time=now,
                 data_time=now + timedelta(seconds=job.spec.data_offset),
                 instance_parameters=instance_parameters,
-                result=f"rejected: maxConcurrency {limit} reached" if rejected else "",
+                result=rejected_result(limit) if rejected else "",
             )
         )
         if rejected:
-            await self.store.prune_instances(job_id, keep=self.history_keep)
+            if self.history_keep > 0:  # 0 keeps the whole history
+                await self.store.prune_instances(job_id, keep=self.history_keep)
         else:
             await self.hooks.instance_created(instance)
         return instance
@@ -543,6 +553,9 @@ class JobService:
                 ),
                 only_if_status=NOT_DISPATCHED_STATUSES,
             )
+            if updated is not None:
+                # The same ending as an instance finished by the dispatcher (workflow, re-arm, history).
+                await self.hooks.instance_finished(updated)
             current = updated or await self.store.get_instance(instance.id) or current
         elif not asked and current.status == InstanceStatus.RUNNING:
             raise Conflict(

@@ -36,7 +36,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
+from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus, TaskStatus, TimeType, TriggerType
 from sx.processors._schedule import Schedule
 from sx.processors._spec import JobSpec
 from sx.scheduler import _sql_tables as tables
@@ -74,7 +74,6 @@ log = logging.getLogger("sx.scheduler.store")
 
 _MIGRATIONS: Final = Path(__file__).parent / "migrations"
 _SQLITE_FILE: Final = "scheduler.db"
-_ACTIVE: Final = (InstanceStatus.WAITING, InstanceStatus.READY, InstanceStatus.RUNNING)
 _FINISHED: Final = tuple(s for s in InstanceStatus if s.finished)
 # One key for every sx scheduler: replicas starting at once take turns to migrate.
 _MIGRATION_LOCK_KEY: Final = 0x5358_5343_4844  # "SXSCHD"
@@ -627,6 +626,12 @@ class SqlStore(Store):
             rows = (await conn.execute(query)).all()
         return [AccessKey(r.key_id, r.secret, r.namespace, bool(r.enabled), r.created_at) for r in rows]
 
+    async def has_access_keys(self) -> bool:
+        t = tables.access_keys
+        async with self._read() as conn:
+            row = (await conn.execute(sa.select(t.c.key_id).limit(1))).first()
+        return row is not None
+
     async def delete_access_key(self, key_id: str) -> bool:
         t = tables.access_keys
         async with self._write() as conn:
@@ -1017,7 +1022,7 @@ class SqlStore(Store):
         query = (
             sa.select(sa.func.count())
             .select_from(t)
-            .where(t.c.job_id == job_id, t.c.status.in_([int(s) for s in _ACTIVE]))
+            .where(t.c.job_id == job_id, t.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]))
         )
         async with self._read() as conn:
             count: int = (await conn.execute(query)).scalar_one()
@@ -1030,7 +1035,7 @@ class SqlStore(Store):
             chunk = list(job_ids[start : start + 500])
             query = (
                 sa.select(t.c.job_id, sa.func.count())
-                .where(t.c.job_id.in_(chunk), t.c.status.in_([int(s) for s in _ACTIVE]))
+                .where(t.c.job_id.in_(chunk), t.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]))
                 .group_by(t.c.job_id)
             )
             async with self._read() as conn:
@@ -1045,8 +1050,8 @@ class SqlStore(Store):
         return None if row is None else _instance(row)
 
     async def prune_instances(self, job_id: int, keep: int) -> int:
-        if keep < 0:
-            raise ValueError(f"keep={keep!r}: must be >= 0")
+        if keep <= 0:
+            return 0  # keeping no limit: history is kept whole
         t = tables.instances
         finished = [t.c.job_id == job_id, t.c.status.in_([int(s) for s in _FINISHED])]
         # The newest finished instance beyond `keep`: it and everything older go.
@@ -1378,6 +1383,14 @@ class SqlStore(Store):
                 )
             ).all()
         return Page(items=[_wf_instance(r) for r in rows], total=total)
+
+    async def active_workflow_instance_ids(self, *, limit: int = 10_000) -> list[int]:
+        _check_page(0, limit)
+        t = tables.wf_instances
+        active = [int(InstanceStatus.WAITING), int(InstanceStatus.RUNNING)]
+        query = sa.select(t.c.id).where(t.c.status.in_(active)).order_by(t.c.id).limit(limit)
+        async with self._read() as conn:
+            return [int(r.id) for r in (await conn.execute(query)).all()]
 
     async def update_workflow_instance(
         self,

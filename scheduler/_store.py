@@ -354,6 +354,10 @@ class Store(ABC):
     async def list_access_keys(self, namespace: str | None = None) -> list[AccessKey]: ...
 
     @abstractmethod
+    async def has_access_keys(self) -> bool:
+        """Whether any access key exists (enabled or not); one cheap look-up."""
+
+    @abstractmethod
     async def delete_access_key(self, key_id: str) -> bool: ...
 
     @abstractmethod
@@ -477,7 +481,8 @@ class Store(ABC):
 
     @abstractmethod
     async def prune_instances(self, job_id: int, keep: int) -> int:
-        """Delete the job's finished instances beyond the newest ``keep``; returns how many."""
+        """Delete the job's finished instances beyond the newest ``keep``; returns how many.
+        ``keep`` of 0 or less keeps them all (deletes nothing)."""
 
     # -- calendars and alarms -------------------------------------------------------------------
     @abstractmethod
@@ -580,6 +585,10 @@ class Store(ABC):
         limit: int = 10,
     ) -> Page[WorkflowInstance]:
         """A workflow's instances, newest first."""
+
+    @abstractmethod
+    async def active_workflow_instance_ids(self, *, limit: int = 10_000) -> list[int]:
+        """Ids of the workflow instances of every workflow still WAITING or RUNNING, oldest first."""
 
     @abstractmethod
     async def update_workflow_instance(

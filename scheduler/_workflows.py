@@ -6,6 +6,11 @@ editing the workflow never changes an instance under way. Each node that starts 
 store call that succeeds once, so two upstream nodes finishing together start their common
 downstream node once.
 
+A workflow instance whose advance was cut short (``advance`` raised, or the scheduler stopped between
+a node instance's end and its node record) is picked up by ``recover``, run at start and every
+``recover_interval`` seconds of the trigger loop: node instances finished some time ago whose node
+record is not final go through the instance-end path again, then every active instance is advanced.
+
 How an instance advances (``advance``): a node starts when all its upstream nodes succeeded (roots
 at once, with the workflow's instance parameters); its job instance carries the upstream jobs' names
 and results. The lifecycle retries a failed node instance first (maxAttempt); only a node whose last
@@ -24,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
+from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus, TimeType, TriggerType
 from sx.processors._errors import DefinitionError
 from sx.processors._schedule import Schedule, parse_time_type
 from sx.processors._spec import JobSpec
@@ -58,7 +63,6 @@ STOPPED_PREFIX = "stopped: "
 """How a stopped workflow instance's result starts (its nodes are not retried)."""
 
 _ACTIVE_WF = (InstanceStatus.WAITING, InstanceStatus.RUNNING)
-_ACTIVE_JOB = (InstanceStatus.WAITING, InstanceStatus.READY, InstanceStatus.RUNNING)
 _FIRE_BATCH = 100
 _DEF_FIELDS = ("name", "description", "timeType", "timeExpression", "timeZone", "nodes", "edges")
 
@@ -110,12 +114,29 @@ def _json_value(field: str, value: Any) -> Any:
 class WorkflowEngine:
     """Workflow operations (over the JobService's store and hooks) and the workflow trigger loop."""
 
-    def __init__(self, service: JobService, *, idle_poll: float = 2.0, misfire_grace: float = 5.0) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        *,
+        idle_poll: float = 2.0,
+        misfire_grace: float = 5.0,
+        recover_interval: float = 30.0,
+        stranded_after: float = 30.0,
+    ) -> None:
+        if recover_interval <= 0:
+            raise ValueError(f"recover_interval={recover_interval!r}: must be more than 0 seconds")
+        if stranded_after < 0:
+            raise ValueError(f"stranded_after={stranded_after!r}: must be 0 or more seconds")
         self.service = service
         self.store = service.store
         self.clock = service.clock
         self._idle_poll = timedelta(seconds=idle_poll)
         self._grace = timedelta(seconds=misfire_grace)
+        self._recover_interval = timedelta(seconds=recover_interval)
+        # A node instance finished this long ago without its node record following was left behind
+        # (younger ones are most likely still going through the normal end path).
+        self._stranded_after = timedelta(seconds=stranded_after)
+        self._next_recover = self.clock.now()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # One advance at a time in this process; the store's once-only node start covers replicas.
@@ -527,7 +548,7 @@ class WorkflowEngine:
         )
         for node in await self.store.list_workflow_nodes(wf_instance.id):
             instance = await self.store.get_instance(node.instance_id)
-            if instance is None or instance.status not in _ACTIVE_JOB:
+            if instance is None or instance.status not in ACTIVE_INSTANCE_STATUSES:
                 continue
             asked = await self.service.hooks.stop_instance(instance, f"workflow instance {reason}")
             if not asked:
@@ -678,10 +699,14 @@ class WorkflowEngine:
         self._wake.set()
 
     async def start(self) -> None:
-        """Start the trigger loop (idempotent)."""
+        """Advance the workflow instances left behind, then start the trigger loop (idempotent)."""
         if self.running:
             return
         self._wake.clear()
+        try:
+            await self.recover()
+        except Exception:
+            log.exception("workflow recovery failed; the trigger loop tries again")
         self._task = asyncio.create_task(self._run(), name="sx-workflow-trigger")
 
     async def stop(self) -> None:
@@ -701,7 +726,9 @@ class WorkflowEngine:
                 if due is not None and due <= now:
                     await self.fire_due(now)
                     continue
-                limit = now + self._idle_poll
+                if now >= self._next_recover:
+                    await self.recover()
+                limit = min(now + self._idle_poll, self._next_recover)
                 if due is not None:
                     limit = min(limit, due)
                 await self.clock.sleep_until(limit, self._wake)
@@ -710,6 +737,41 @@ class WorkflowEngine:
             except Exception:
                 log.exception("workflow trigger cycle failed; retrying")
                 await self.clock.sleep_until(self.clock.now() + timedelta(seconds=1), self._wake)
+
+    async def recover(self, *, limit: int = 10_000) -> int:
+        """Advance every active workflow instance, first finishing the node instances that ended long
+        enough ago with their node record left unfinal; returns how many instances were looked at.
+        Safe to repeat: a node starts once (the store's node record) and node ends are compare-and-set."""
+        now = self.clock.now()
+        self._next_recover = now + self._recover_interval
+        ids = await self.store.active_workflow_instance_ids(limit=limit)
+        for wf_instance_id in ids:
+            try:
+                await self._finish_stranded_nodes(wf_instance_id, now)
+                await self.advance(wf_instance_id)
+            except Exception:
+                log.exception(
+                    "workflow instance %d could not be advanced; trying again later", wf_instance_id
+                )
+        return len(ids)
+
+    async def _finish_stranded_nodes(self, wf_instance_id: int, now: datetime) -> None:
+        for node in await self.store.list_workflow_nodes(wf_instance_id):
+            if node.status.finished:
+                continue
+            instance = await self.store.get_instance(node.instance_id)
+            if instance is None or not instance.status.finished:
+                continue
+            ended = instance.end_time or instance.created_at
+            if now - ended < self._stranded_after:
+                continue
+            log.warning(
+                "workflow instance %d: node instance %d ended (%s) without its node record; finishing it",
+                wf_instance_id,
+                instance.id,
+                instance.status.name,
+            )
+            await self.service.hooks.instance_finished(instance)
 
     async def fire_due(self, now: datetime) -> int:
         """Start an instance of every workflow due at ``now``; returns how many were claimed."""

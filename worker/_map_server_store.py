@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import grpc
 
 from sx.processors._enums import ROOT_TASK_NAME, TaskStatus
+from sx.protos._auth import make_proof, task_caller_subject
 from sx.protos.v1 import scheduler_pb2
 
 from ._map_store import ROOT_TASK_ID, TaskRecord, TaskStore
@@ -57,7 +58,8 @@ class TaskStoreStub(Protocol):
 class ServerTaskStore(TaskStore):
     """A parallel instance's tasks: queued in memory, persisted by the scheduler (see the module doc).
 
-    ``caller`` identifies this worker to the scheduler, which only lets the instance's master write.
+    ``caller`` identifies this worker to the scheduler, which only lets the instance's master write;
+    every call carries a proof of the group's ``app_key`` for it.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class ServerTaskStore(TaskStore):
         *,
         stub: TaskStoreStub,
         caller: scheduler_pb2.TaskCaller,
+        app_key: str,
         instance_id: int,
         keep_results: bool,
         flush_interval: float = 0.2,
@@ -72,6 +75,7 @@ class ServerTaskStore(TaskStore):
         super().__init__(keep_results=keep_results)
         self._stub = stub
         self._caller = caller
+        self._app_key = app_key
         self.instance_id = instance_id
         self.flush_interval = flush_interval
         self.on_fatal: Callable[[str], None] = lambda _why: None
@@ -213,6 +217,10 @@ class ServerTaskStore(TaskStore):
 
     async def _call(self, method: str, request: Any) -> Any:
         request.caller.CopyFrom(self._caller)
+        # A fresh proof per call: it is only accepted for a few minutes.
+        c = self._caller
+        subject = task_caller_subject(c.namespace, c.group_id, c.worker_id, self.instance_id)
+        request.caller.proof = make_proof(self._app_key, subject)
         return await getattr(self._stub, method)(request, timeout=_RPC_TIMEOUT)
 
     async def _write_loop(self) -> None:

@@ -28,7 +28,7 @@ from ._convert import context_for, execute_mode_of, instance_report, now_ms
 from ._map_master import MapMaster
 from ._map_server_store import ServerTaskStore
 from ._map_store import FileTaskStore, MemoryTaskStore, TaskStore, task_file_path
-from ._peer import PeerClients, PeerService, StatusReceiver
+from ._peer import PeerAuthInterceptor, PeerClients, PeerService, StatusReceiver
 from ._runner import HookRunner, Resolved, SubmitRefused, TaskRunner, resolve
 from ._settings import WorkerSettings, default_worker_id
 
@@ -84,7 +84,7 @@ class Worker:
         self._connection: SchedulerConnection | None = None
         self._hooks: HookRunner | None = None
         self._tasks: TaskRunner | None = None
-        self._peers = PeerClients(local_address=lambda: self._address)
+        self._peers = PeerClients(local_address=lambda: self._address, app_key=settings.app_key)
 
     # -- public state ------------------------------------------------------------------------------
 
@@ -205,7 +205,9 @@ class Worker:
                 await self._run_task
 
     async def _start_server(self) -> None:
-        server = aio.server(options=server_options())
+        server = aio.server(
+            options=server_options(), interceptors=[PeerAuthInterceptor(app_key=self.settings.app_key)]
+        )
         assert self._tasks is not None
         service = PeerService(tasks=self._tasks, masters=self._master_of, worker_id=self.worker_id)
         peer_pb2_grpc.add_PeerServicer_to_server(service, server)
@@ -440,6 +442,7 @@ class Worker:
                     group_id=self.settings.group_id,
                     worker_id=self.worker_id,
                 ),
+                app_key=self.settings.app_key,
                 instance_id=spec.instance_id,
                 keep_results=keep_results,
             )

@@ -391,19 +391,25 @@ class TaskCaller(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     GROUP_ID_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     group_id: _builtins.str
     worker_id: _builtins.str
+    proof: _builtins.str
+    """Proof of the group's app key for this caller and the request's instance (sx.protos._auth):
+    worker ids are not secret, so the scheduler checks it on every task-store call.
+    """
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         group_id: _builtins.str = ...,
         worker_id: _builtins.str = ...,
+        proof: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "namespace", b"namespace", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "namespace", b"namespace", "proof", b"proof", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

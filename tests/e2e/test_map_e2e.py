@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from grpc import aio
 
 from sx.processors._enums import ExecuteMode, InstanceStatus, TimeType, TriggerType
 from sx.processors._spec import JobSpec, MapOptions
@@ -26,6 +25,7 @@ from sx.protos.v1 import peer_pb2, peer_pb2_grpc
 from sx.scheduler._server import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
 from sx.scheduler._store import Group, Instance, Namespace, NewInstance
+from sx.worker._peer import peer_channel
 
 NS = "e2e"
 GROUP = "maps"
@@ -142,7 +142,7 @@ class Cluster:
     async def holds_nothing(self, instance_id: int) -> bool:
         """No live worker holds anything of the instance (CheckAlive answers alive=False)."""
         for info in self.server.dispatcher.live_workers(NS, GROUP):
-            async with aio.insecure_channel(info.address) as channel:
+            async with peer_channel(info.address, app_key=APP_KEY) as channel:
                 reply = await peer_pb2_grpc.PeerStub(channel).CheckAlive(
                     peer_pb2.CheckAliveRequest(instance_id=instance_id), timeout=5
                 )

@@ -51,6 +51,7 @@ class RecordingHooks:
         self.wakes = 0
         self.created: list[Instance] = []
         self.stopped: list[tuple[Instance, str]] = []
+        self.finished: list[Instance] = []
         self.stop_result = False
 
     def wake_triggers(self) -> None:
@@ -62,6 +63,9 @@ class RecordingHooks:
     async def stop_instance(self, instance: Instance, reason: str) -> bool:
         self.stopped.append((instance, reason))
         return self.stop_result
+
+    async def instance_finished(self, instance: Instance) -> None:
+        self.finished.append(instance)
 
 
 class AcsAuth(httpx.Auth):

@@ -105,6 +105,8 @@ async def test_kill_waiting_instance_fails_it(api: Api) -> None:
     assert instance is not None and instance.status == InstanceStatus.FAILED
     assert instance.result.startswith("killed")
     assert [i.id for i, _ in api.hooks.stopped] == [instance_id]
+    # Finished by the service itself, so the rest of the scheduler hears of its end as usual.
+    assert [(i.id, i.status) for i in api.hooks.finished] == [(instance_id, InstanceStatus.FAILED)]
     assert "already finished" in await api.error(
         "/openapi/v1/instance/kill", 409, **ADDR, jobId=job_id, instanceId=instance_id
     )
@@ -118,6 +120,7 @@ async def test_kill_running_instance_asks_its_workers(api: Api) -> None:
     api.hooks.stop_result = True
     await api.ok("/openapi/v1/instance/kill", **ADDR, jobId=job_id, instanceId=instance_id)
     assert len(api.hooks.stopped) == 2
+    assert api.hooks.finished == []  # the dispatcher finishes it and tells the lifecycle
     instance = await api.store.get_instance(instance_id)
     assert (
         instance is not None and instance.status == InstanceStatus.RUNNING

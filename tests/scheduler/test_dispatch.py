@@ -62,6 +62,7 @@ class ProtocolWorker:
         processors: tuple[str, ...] = ("demo",),
         app_key: str = APP_KEY,
         group_id: str = GROUP,
+        namespace: str = NS,
         capacity: int = 0,
         accept: bool = True,
         refuse_message: str = "",
@@ -73,6 +74,7 @@ class ProtocolWorker:
         self.processors = processors
         self.app_key = app_key
         self.group_id = group_id
+        self.namespace = namespace
         self.capacity = capacity
         self.accept = accept
         self.refuse_message = refuse_message
@@ -94,7 +96,7 @@ class ProtocolWorker:
         await self._call.write(
             scheduler_pb2.WorkerMessage(
                 register=scheduler_pb2.Register(
-                    namespace=NS,
+                    namespace=self.namespace,
                     group_id=self.group_id,
                     app_key=self.app_key,
                     worker_id=self.worker_id,
@@ -150,6 +152,9 @@ class ProtocolWorker:
             )
         )
         return delivery_id
+
+    async def report_running(self, instance_id: int) -> str:
+        return await self.report(instance_id, InstanceStatus.RUNNING)
 
     async def heartbeat(self) -> None:
         await self._send(heartbeat=scheduler_pb2.Heartbeat(running=0, capacity=self.capacity))
@@ -664,3 +669,111 @@ def test_bad_timings_are_refused(tmp_path: Path) -> None:
         Dispatcher(store, clock=ManualClock(), on_finished=nothing, heartbeat_interval=3, heartbeat_timeout=1)
     with pytest.raises(ValueError, match="no_worker_grace=-1"):
         Dispatcher(store, clock=ManualClock(), on_finished=nothing, no_worker_grace=-1)
+
+
+# -- ownership: namespace, group and the instance's current worker --------------------------------
+
+
+async def test_worker_of_another_namespace_cannot_take_over_or_finish_an_instance(setup: Setup) -> None:
+    await setup.store.create_namespace(Namespace(id="other", name="another namespace"))
+    await setup.store.create_group(Group(namespace="other", group_id=GROUP, app_key=APP_KEY))
+    await setup.start_dispatcher()
+    instance = await setup.dispatch()  # no worker of its group yet: it waits
+    intruder = ProtocolWorker(setup.target, worker_id="w-other", namespace="other")
+    setup.workers.append(intruder)
+    await intruder.connect(running_instance_ids=(instance.id,))
+    await eventually(lambda: [k.instance_id for k in intruder.kills] == [instance.id])
+    running = await intruder.report_running(instance.id)
+    final = await intruder.report(instance.id, InstanceStatus.SUCCESS, "not mine to finish")
+    await eventually(lambda: {running, final} <= set(intruder.acks))
+    assert [k.instance_id for k in intruder.kills] == [instance.id, instance.id]
+    untouched = await setup.store.get_instance(instance.id)
+    assert untouched is not None
+    assert (untouched.status, untouched.worker_id, untouched.result) == (InstanceStatus.WAITING, "", "")
+    assert intruder.submits == [] and setup.finished == []
+    # Its own group's worker still gets it.
+    worker = await setup.worker("w1")
+    await eventually(lambda: [s.instance_id for s in worker.submits] == [instance.id])
+    await setup.wait_status(instance.id, InstanceStatus.RUNNING)
+
+
+async def test_final_report_from_a_worker_no_longer_holding_the_instance_is_ignored(setup: Setup) -> None:
+    await setup.start_dispatcher()
+    first = await setup.worker("w1")
+    instance = await setup.dispatch()
+    await setup.wait_status(instance.id, InstanceStatus.RUNNING)
+    second = await setup.worker("w2")
+    # w2 says it runs the instance (e.g. a master resumed there): it holds it from now on.
+    delivery = await second.report_running(instance.id)
+    await eventually(lambda: delivery in second.acks)
+    assert (await setup.wait_status(instance.id, InstanceStatus.RUNNING)).worker_id == "w2"
+    late = await first.report(instance.id, InstanceStatus.FAILED, "late word of the old master")
+    await eventually(lambda: late in first.acks)
+    assert [k.instance_id for k in first.kills] == [instance.id]
+    assert await setup.status_of(instance.id) is InstanceStatus.RUNNING
+    assert setup.finished == []
+    await second.report(instance.id, InstanceStatus.SUCCESS, "done by the holder")
+    done = await setup.wait_status(instance.id, InstanceStatus.SUCCESS)
+    assert (done.worker_id, done.result) == ("w2", "done by the holder")
+
+
+# -- bookkeeping ----------------------------------------------------------------------------------
+
+
+def _held_ids(dispatcher: Dispatcher) -> set[int]:
+    """Every instance id the dispatcher keeps a per-instance record of."""
+    held = set(dispatcher._waiting) | set(dispatcher._owner) | set(dispatcher._refused)
+    held |= set(dispatcher._resumes)
+    for orphans in dispatcher._orphans.values():
+        held |= set(orphans.assigned)
+    for session in dispatcher._registry.sessions():
+        held |= set(session.assigned)
+    return held
+
+
+async def test_dispatcher_keeps_nothing_of_finished_instances(setup: Setup) -> None:
+    dispatcher = await setup.start_dispatcher()
+    batch = await setup.add_job("batch-job", class_name="demo", execute_mode=ExecuteMode.BATCH)
+    master = await setup.worker("w-master")
+    resumed = await setup.dispatch(job=batch)
+    await setup.wait_status(resumed.id, InstanceStatus.RUNNING)
+    await master.drop()
+    await eventually(lambda: dispatcher.live_workers(NS, GROUP) == [])
+    await setup.clock.advance(HEARTBEAT_TIMEOUT + 1)
+    await setup.wait_status(resumed.id, InstanceStatus.WAITING)  # submitted again as a resume
+    assert dispatcher._resumes == {resumed.id: 1}
+    assert await dispatcher.stop_instance(resumed, "not needed any more") is True
+    await setup.wait_status(resumed.id, InstanceStatus.FAILED)
+
+    refuser = await setup.worker("w-refuse", accept=False, refuse_message="busy")
+    refused = await setup.dispatch()
+    await setup.wait_status(refused.id, InstanceStatus.FAILED)
+    await refuser.drop()
+    await eventually(lambda: dispatcher.live_workers(NS, GROUP) == [])
+
+    worker = await setup.worker("w1")
+    succeeded = await setup.dispatch()
+    await setup.wait_status(succeeded.id, InstanceStatus.RUNNING)
+    await worker.report(succeeded.id, InstanceStatus.SUCCESS, "ok")
+    await setup.wait_status(succeeded.id, InstanceStatus.SUCCESS)
+    killed = await setup.dispatch(delay=3600)
+    assert await dispatcher.stop_instance(killed, "not needed") is True
+    await setup.wait_status(killed.id, InstanceStatus.FAILED)
+
+    finished = {resumed.id, refused.id, succeeded.id, killed.id}
+    assert _held_ids(dispatcher) & finished == set()
+
+
+# -- WAITING instances dispatch never heard of ------------------------------------------------------
+
+
+async def test_waiting_instance_created_behind_the_dispatchers_back_is_dispatched(setup: Setup) -> None:
+    await setup.start_dispatcher()
+    worker = await setup.worker("w1")
+    # Created in the store, but whoever made it failed to hand it to dispatch.
+    instance = await setup.new_instance()
+    await setup.advance_keeping(worker, 5)
+    assert worker.submits == []
+    await setup.advance_keeping(worker, 25)
+    await eventually(lambda: [s.instance_id for s in worker.submits] == [instance.id])
+    await setup.wait_status(instance.id, InstanceStatus.RUNNING)

@@ -122,7 +122,9 @@ async def test_groups(store: SqlStore) -> None:
 
 
 async def test_access_keys(store: SqlStore) -> None:
+    assert await store.has_access_keys() is False
     key = await store.create_access_key(AccessKey(key_id="ak1", secret="s1", namespace="ns"))
+    assert await store.has_access_keys() is True
     await store.create_access_key(AccessKey(key_id="ak2", secret="s2", namespace="other", enabled=False))
     with pytest.raises(DuplicateError, match="ak1"):
         await store.create_access_key(AccessKey(key_id="ak1", secret="x", namespace="ns"))
@@ -134,6 +136,9 @@ async def test_access_keys(store: SqlStore) -> None:
     assert await store.delete_access_key("ak1") is True
     assert await store.delete_access_key("ak1") is False
     assert await store.get_access_key("ak1") is None
+    assert await store.has_access_keys() is True  # a disabled key still counts: requests must be signed
+    assert await store.delete_access_key("ak2") is True
+    assert await store.has_access_keys() is False
 
 
 async def test_nonce_replay(store: SqlStore) -> None:
@@ -438,11 +443,13 @@ async def test_prune_instances(store: SqlStore) -> None:
     left = [i.id for i in (await store.list_instances(job.id, limit=100)).items]
     assert left == [finished[-1].id, running.id, finished[-2].id]
     assert await store.prune_instances(job.id, keep=2) == 0
-    assert await store.prune_instances(job.id, keep=0) == 2
-    assert [i.id for i in (await store.list_instances(job.id)).items] == [running.id]
+    # 0 (or less) keeps the whole history, as the scheduler's history_keep=0 means.
+    assert await store.prune_instances(job.id, keep=0) == 0
+    assert await store.prune_instances(job.id, keep=-1) == 0
+    assert len((await store.list_instances(job.id, limit=100)).items) == 3
+    assert await store.prune_instances(job.id, keep=1) == 1
+    assert [i.id for i in (await store.list_instances(job.id)).items] == [finished[-1].id, running.id]
     assert await store.get_instance(elsewhere.id) == elsewhere
-    with pytest.raises(ValueError, match="keep=-1"):
-        await store.prune_instances(job.id, keep=-1)
 
 
 # -- calendars, alarms --------------------------------------------------------------------------------

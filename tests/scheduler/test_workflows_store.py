@@ -182,3 +182,35 @@ async def test_workflow_instances_and_nodes(store: SqlStore) -> None:
     assert await store.delete_workflow(wf.id)
     assert await store.get_workflow_instance(wfi.id) is None
     assert await store.list_workflow_nodes(wfi.id) == []
+
+
+async def test_active_workflow_instance_ids_span_workflows(store: SqlStore) -> None:
+    a = await add_job(store, "a")
+    ids: list[int] = []
+    for name in ("w1", "w2"):
+        wf = await store.create_workflow(
+            namespace="ns",
+            group_id="g",
+            definition=WorkflowDef(name=name, schedule=api(), nodes=(a.id,)),
+            enabled=True,
+            managed=False,
+            next_fire_time=None,
+        )
+        for _ in range(2):
+            made = await store.create_workflow_instance(
+                NewWorkflowInstance(
+                    workflow_id=wf.id,
+                    namespace="ns",
+                    group_id="g",
+                    status=InstanceStatus.WAITING,
+                    trigger_type=TriggerType.API,
+                    schedule_time=T0,
+                    nodes=(a.id,),
+                )
+            )
+            ids.append(made.id)
+    await store.update_workflow_instance(ids[1], status=InstanceStatus.RUNNING)
+    await store.update_workflow_instance(ids[2], status=InstanceStatus.SUCCESS, end_time=T0)
+    await store.update_workflow_instance(ids[3], status=InstanceStatus.FAILED, end_time=T0)
+    assert await store.active_workflow_instance_ids() == [ids[0], ids[1]]
+    assert await store.active_workflow_instance_ids(limit=1) == [ids[0]]

@@ -30,8 +30,10 @@ from sx.processors import (
     current_context,
     processor,
 )
+from sx.protos._auth import PEER_AUTH_HEADER, make_proof, peer_subject
 from sx.protos.v1 import common_pb2, peer_pb2, peer_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from sx.worker import Worker, WorkerRejected, WorkerSettings
+from sx.worker._peer import peer_channel
 
 APP_KEY = "secret"
 DEADLINE = 20.0
@@ -568,7 +570,7 @@ async def test_broadcast_unreachable_worker_fails_its_task(endpoint: Endpoint) -
 async def test_peer_service_answers_health_check_and_map_tasks(endpoint: Endpoint) -> None:
     worker = await started(endpoint, Worker(settings(endpoint), registry=registry))
     try:
-        async with aio.insecure_channel(worker.address) as channel:
+        async with peer_channel(worker.address, app_key=APP_KEY) as channel:
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service="")
             )
@@ -579,6 +581,41 @@ async def test_peer_service_answers_health_check_and_map_tasks(endpoint: Endpoin
             assert reply.message == f"instance 1 has no map master on worker {worker.worker_id}"
             alive = await peer.CheckAlive(peer_pb2.CheckAliveRequest(instance_id=12345))
             assert not alive.alive and alive.worker_id == worker.worker_id
+    finally:
+        await worker.shutdown()
+
+
+async def test_peer_calls_without_a_valid_app_key_proof_are_refused(endpoint: Endpoint) -> None:
+    worker = await started(endpoint, Worker(settings(endpoint), registry=registry))
+    start = peer_pb2.StartTasksRequest(
+        instance=spec("t.broadcast", execute_mode="broadcast"), tasks=[peer_pb2.TaskRequest(task_id=1)]
+    )
+    try:
+        async with aio.insecure_channel(worker.address) as channel:
+            # The health service stays open to anyone.
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            peer = peer_pb2_grpc.PeerStub(channel)
+            stale = make_proof(APP_KEY, peer_subject("/sx.v1.Peer/StartTasks"), now=time.time() - 3600)
+            other_method = make_proof(APP_KEY, peer_subject("/sx.v1.Peer/CheckAlive"))
+            for metadata, why in [
+                ((), "no proof"),
+                (((PEER_AUTH_HEADER, APP_KEY),), "malformed"),
+                (((PEER_AUTH_HEADER, stale),), "window"),
+                (((PEER_AUTH_HEADER, other_method),), "does not match"),
+            ]:
+                with pytest.raises(aio.AioRpcError) as refused:
+                    await peer.StartTasks(start, metadata=metadata)
+                assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                assert why in (refused.value.details() or "")
+        async with peer_channel(worker.address, app_key="not-the-key") as channel:
+            with pytest.raises(aio.AioRpcError) as refused:
+                await peer_pb2_grpc.PeerStub(channel).StartTasks(start)
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert "does not match" in (refused.value.details() or "")
+        # Nothing was started by any refused call.
+        assert not worker.running_task_instance_ids
+        assert f"process-{start.instance.instance_id}" not in events
     finally:
         await worker.shutdown()
 

@@ -57,7 +57,13 @@ from sx.processors._result import RESULT_LIMIT_BYTES, ProcessResult
 from sx.processors._schedule import Schedule, api, cron, fixed_rate, second_delay
 from sx.processors._scripts import ScriptProcessor, script_processor_for
 from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
-from sx.processors._workflow import WorkflowRegistry, WorkflowSpec, default_workflows, workflow
+from sx.processors._workflow import (
+    WorkflowRegistry,
+    WorkflowSpec,
+    default_workflows,
+    use_workflows,
+    workflow,
+)
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -115,5 +121,6 @@ __all__ = [
     "script_processor_for",
     "second_delay",
     "use_registry",
+    "use_workflows",
     "workflow",
 ]

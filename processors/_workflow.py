@@ -17,9 +17,10 @@ with the scheduler (which validates graphs of job ids the same way).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 from pydantic import (
@@ -288,11 +289,27 @@ class WorkflowRegistry:
 
 
 _default_workflows = WorkflowRegistry()
+_default_lock = threading.Lock()
 
 
 def default_workflows() -> WorkflowRegistry:
     """The registry ``workflow(...)`` uses when given no ``registry=``."""
     return _default_workflows
+
+
+@contextlib.contextmanager
+def use_workflows(registry: WorkflowRegistry | None = None) -> Iterator[WorkflowRegistry]:
+    """Make ``registry`` (a fresh one if None) the default inside the block, as ``use_registry`` does
+    for processors (tests that import code defining workflows use both)."""
+    global _default_workflows
+    chosen = WorkflowRegistry() if registry is None else registry
+    with _default_lock:
+        previous, _default_workflows = _default_workflows, chosen
+    try:
+        yield chosen
+    finally:
+        with _default_lock:
+            _default_workflows = previous
 
 
 def workflow(

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from sx.processors._registry import Registry, use_registry
+from sx.processors._workflow import use_workflows
 from sx.scheduler._server import SchedulerServer, SchedulerStartError
 from sx.scheduler._settings import SchedulerSettings
 from sx.worker._cli import main
@@ -25,7 +26,7 @@ def runner() -> CliRunner:
 
 @pytest.fixture
 def fresh_registry() -> Iterator[Registry]:
-    with use_registry(Registry()) as registry:
+    with use_registry(Registry()) as registry, use_workflows():
         yield registry
 
 

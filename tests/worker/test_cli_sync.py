@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from sx.processors._registry import use_registry
+from sx.processors._workflow import use_workflows
 from sx.worker._cli_sync import sync
 from sx.worker._openapi_models import JobInfo
 from tests.worker.test_openapi_client import GROUP, NS, client_for, threaded_scheduler
@@ -76,7 +77,7 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str
     # Each run is a fresh process in real life: forget earlier imports so the classes register again.
     for name in [name for name in sys.modules if name.startswith("sync_")]:
         del sys.modules[name]
-    with use_registry():
+    with use_registry(), use_workflows():
         result = CliRunner().invoke(sync, list(args), env=env, catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
 

@@ -169,9 +169,10 @@ class SchedulerServer:
 
     async def _check_exposure(self) -> None:
         remote = [h for h in (self.settings.http_host, self.settings.grpc_host) if not is_loopback(h)]
-        if not remote:
-            return
         if await self.store.has_access_keys():
+            return
+        if not remote:
+            log.info("no access key exists: the OpenAPI accepts unsigned requests (it listens on loopback only)")
             return
         if not self.settings.allow_remote_unsigned:
             raise SchedulerStartError(

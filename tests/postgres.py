@@ -65,24 +65,47 @@ def _run(command: list[str], timeout: float) -> str | None:
     return None
 
 
-def _start_local_cluster() -> str | None:
-    """Start (installing first if allowed) the local Debian PostgreSQL cluster; None on success."""
+def _start_local_cluster(url: URL) -> str | None:
+    """Start (installing first if allowed) the local Debian PostgreSQL cluster; None on success.
+
+    A cluster installed here is opened to ``url``'s user on loopback without a password (Debian's
+    default asks for one over TCP) and given ``url``'s database, as the test machines' clusters are."""
     conf = Path("/etc/postgresql")
+    installed = False
     if not (conf.is_dir() and any(conf.iterdir())):
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             return "PostgreSQL is not installed and cannot be installed here (needs root and apt-get)"
-        error = _run(["apt-get", "install", "-y", "postgresql"], timeout=600)
+        _run(["apt-get", "update", "-qq"], timeout=300)  # a fresh machine's package lists may be empty
+        error = _run(["apt-get", "install", "-y", "-qq", "postgresql"], timeout=600)
         if error is not None:
             return error
+        installed = True
     if shutil.which("pg_ctlcluster") is None:
         return "pg_ctlcluster not found"
     errors = []
     for version in sorted(p.name for p in conf.iterdir()):
+        if installed:
+            _trust_loopback(conf / version / "main" / "pg_hba.conf")
         error = _run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"], timeout=60)
         if error is None:
-            return None
+            return _create_database(url) if installed else None
         errors.append(error)
     return "; ".join(errors) or "no cluster found under /etc/postgresql"
+
+
+def _trust_loopback(hba: Path) -> None:
+    """Let loopback connections in without a password (first matching line wins, so prepend)."""
+    lines = "host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n"
+    if hba.is_file() and not hba.read_text().startswith(lines):
+        hba.write_text(lines + hba.read_text())
+
+
+def _create_database(url: URL) -> str | None:
+    """Create ``url``'s database as the cluster's superuser (over the local socket)."""
+    name = url.database or "postgres"
+    if name == "postgres":
+        return None
+    return _run(["runuser", "-u", "postgres", "--", "createdb", name], timeout=60)
 
 
 async def _wait_for(url: URL, deadline: float) -> str | None:
@@ -107,7 +130,7 @@ class PostgresServer:
         url = make_url(configured_url())
         reason = run_async(_can_connect(url))
         if reason is not None and url.host in _LOCAL_HOSTS:
-            start_error = _start_local_cluster()
+            start_error = _start_local_cluster(url)
             if start_error is None:
                 reason = run_async(_wait_for(url, time.monotonic() + 30))
             else:

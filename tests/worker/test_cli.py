@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,3 +175,13 @@ async def test_scheduler_refuses_to_listen_remotely_without_access_keys(tmp_path
     with pytest.raises(SchedulerStartError, match=r"refusing to listen on 0\.0\.0\.0: no access key exists"):
         await server.start()
     await server.stop()
+
+
+async def test_scheduler_says_at_start_that_it_accepts_unsigned_requests(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = SchedulerSettings(data_dir=tmp_path, http_port=0, grpc_port=0)
+    with caplog.at_level(logging.INFO, logger="sx.scheduler"):
+        async with SchedulerServer(settings):
+            pass
+    assert "no access key exists: the OpenAPI accepts unsigned requests" in caplog.text

@@ -172,7 +172,7 @@ class SchedulerServer:
         if await self.store.has_access_keys():
             return
         if not remote:
-            log.info("no access key exists: the OpenAPI accepts unsigned requests (it listens on loopback only)")
+            log.info("no access key exists: the OpenAPI accepts unsigned requests (on loopback only)")
             return
         if not self.settings.allow_remote_unsigned:
             raise SchedulerStartError(

@@ -13,19 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from sx.processors import JobContext, Processor, processor
+from _cluster import GROUP, NS, cluster
 
-HERE = Path(__file__).resolve().parent
-NS, GROUP = "bench", "bench"
+from sx.processors import JobContext, Processor, processor
 
 
 @processor(name="bench.noop", max_concurrency=1_000_000)
@@ -34,29 +28,6 @@ class Noop(Processor):
 
     async def process(self, ctx: JobContext) -> None:
         return None
-
-
-def _sx_worker() -> str:
-    return str(Path(sys.executable).parent / "sx-worker")
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SX_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _wait_output(log: Path, proc: subprocess.Popen[bytes], pattern: str, *, count: int = 1) -> re.Match[str]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        matches = list(re.finditer(pattern, text))
-        if len(matches) >= count:
-            return matches[-1]
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args!r} exited with {proc.returncode}:\n{text[-3000:]}")
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {pattern!r} in {log}")
 
 
 async def _bench(instances: int, callers: int, workers: int, base_url: str) -> None:
@@ -120,74 +91,16 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="per worker")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sx-bench-") as tmp:
-        folder = Path(tmp)
-        procs: list[subprocess.Popen[bytes]] = []
-        try:
-            log = folder / "scheduler.log"
-            with log.open("wb") as sink:
-                serve = subprocess.Popen(
-                    [
-                        _sx_worker(),
-                        "serve",
-                        "--data-dir",
-                        str(folder / "data"),
-                        "--http-port",
-                        "0",
-                        "--grpc-port",
-                        "0",
-                        "--log-level",
-                        "warning",
-                    ],
-                    # The finished instances are counted through the OpenAPI, so keep them all.
-                    env={**_env(), "SX_HISTORY_KEEP": str(10 * (args.instances + 10_000))},
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                )
-            procs.append(serve)
-            match = _wait_output(log, serve, r"scheduler: OpenAPI (http://\S+) .*gRPC (\S+)")
-            base_url, grpc_address = match.group(1), match.group(2)
-            from sx.worker._openapi_client import SyncOpenApiClient
-
-            with SyncOpenApiClient(base_url, namespace=NS, group_id=GROUP) as client:
-                app_key = client.ensure_group().app_key
-            for n in range(args.workers):
-                wlog = folder / f"worker-{n}.log"
-                with wlog.open("wb") as sink:
-                    worker = subprocess.Popen(
-                        [
-                            _sx_worker(),
-                            "run",
-                            "bench_instances",
-                            "--server",
-                            grpc_address,
-                            "--namespace",
-                            NS,
-                            "--group",
-                            GROUP,
-                            "--app-key",
-                            app_key,
-                            "--no-sync",
-                            "--concurrency",
-                            str(args.concurrency),
-                            "--log-level",
-                            "warning",
-                        ],
-                        cwd=HERE,
-                        env={**_env(), "SX_DATA_DIR": str(folder / f"worker-{n}")},
-                        stdout=sink,
-                        stderr=subprocess.STDOUT,
-                    )
-                procs.append(worker)
-            asyncio.run(_bench(args.instances, args.callers, args.workers, base_url))
-        finally:
-            for proc in reversed(procs):
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        # The finished instances are counted through the OpenAPI, so the scheduler keeps them all.
+        keep = {"SX_HISTORY_KEEP": str(10 * (args.instances + 10_000))}
+        with cluster(
+            Path(tmp),
+            "bench_instances",
+            workers=args.workers,
+            concurrency=args.concurrency,
+            scheduler_env=keep,
+        ) as running:
+            asyncio.run(_bench(args.instances, args.callers, args.workers, running.base_url))
 
 
 if __name__ == "__main__":

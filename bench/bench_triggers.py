@@ -1,10 +1,15 @@
-"""Trigger engine figures on a real clock and an SQLite store (no workers).
+"""Trigger engine figures on a real clock and an SQLite store.
 
 (a) 1,000 jobs due together every second for 60 s; (b) 10,000 jobs due together every 10 s;
-(c) 100,000 stored cron jobs: start-up time and CPU used while idle between fires.
-Lateness is an instance's created_at minus its schedule time; missed is expected fires minus created.
+(c) 100,000 stored cron jobs: start-up time and CPU used while idle between fires. These three run the
+trigger engine alone (no workers): lateness is an instance's created_at minus its schedule time, missed
+is expected fires minus created.
+(d) the whole system: a ``sx-worker serve`` scheduler and 2 ``sx-worker run`` workers, 100 jobs due
+together every second; lateness is the processor's start minus the schedule time (what a user sees),
+missed is expected fires minus processor runs.
 
-    python bench/bench_triggers.py [a|b|c ...] [--seconds S] [--jobs-a N] [--jobs-b N] [--jobs-c N]
+    python bench/bench_triggers.py [a|b|c|d ...] [--seconds S] [--jobs-a N] [--jobs-b N] [--jobs-c N]
+        [--jobs-d N]
 """
 
 from __future__ import annotations
@@ -12,12 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import resource
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _cluster import GROUP, NS, cluster
+
+from sx.processors import JobContext, Processor, processor
+from sx.processors._registry import definition_of
 from sx.processors._schedule import cron
 from sx.processors._spec import JobSpec
 from sx.scheduler._clock import RealClock
@@ -26,7 +36,19 @@ from sx.scheduler._store import Group, Instance, Namespace, Store
 from sx.scheduler._timing import next_fire_time
 from sx.scheduler._triggers import TriggerEngine
 
-NS, GROUP = "bench", "bench"
+LATENESS_DIR_ENV = "BENCH_TRIGGERS_LATENESS_DIR"
+
+
+@processor(name="bench.tick", max_concurrency=1_000_000)
+class Tick(Processor):
+    """(d): appends ``<schedule time> <processor start minus schedule time>`` to its process's file."""
+
+    def process(self, ctx: JobContext) -> None:
+        started = time.time()
+        due = ctx.schedule_time.timestamp()
+        folder = Path(os.environ[LATENESS_DIR_ENV])
+        with (folder / f"{os.getpid()}.txt").open("a") as out:
+            out.write(f"{due} {started - due}\n")
 
 
 async def _nothing(instances: list[Instance]) -> None:
@@ -133,25 +155,58 @@ async def _idle(jobs: int, seconds: float) -> None:
             await store.close()
 
 
-async def main() -> None:
+def _end_to_end(jobs: int, seconds: float) -> None:
+    from sx.worker._openapi_client import SyncOpenApiClient
+
+    with tempfile.TemporaryDirectory(prefix="sx-bench-") as tmp:
+        folder = Path(tmp)
+        marks = folder / "lateness"
+        marks.mkdir()
+        with cluster(folder, "bench_triggers", worker_env={LATENESS_DIR_ENV: str(marks)}) as running:
+            with SyncOpenApiClient(running.base_url, namespace=NS, group_id=GROUP) as client:
+                base = definition_of(Tick).spec
+                for n in range(jobs):
+                    client.create_job(
+                        base.model_copy(update={"name": f"tick-{n}", "schedule": cron("* * * * * ?")})
+                    )
+            # Count from the first whole second after every job exists (fires before are set-up).
+            first = math.floor(time.time()) + 2
+            time.sleep(first + seconds - time.time())
+            last = first + seconds - 1
+            time.sleep(3)  # the last fires' processors run
+        runs = [line.split() for f in marks.iterdir() for line in f.read_text().splitlines()]
+        lateness = [float(late) * 1000 for due, late in runs if first <= float(due) <= last]
+        expected = jobs * seconds
+        print(
+            f"(d) {jobs} jobs '* * * * * ?' for {seconds:.0f}s through 2 workers: processor runs "
+            f"{len(lateness)}, expected {expected}, missed {max(0, expected - len(lateness))}; processor "
+            f"start minus due ms p50 {_percentile(lateness, 0.5):.1f} p99 {_percentile(lateness, 0.99):.1f} "
+            f"max {max(lateness, default=math.nan):.1f}"
+        )
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", nargs="*", default=["a", "b", "c"], choices=["a", "b", "c"])
+    parser.add_argument("which", nargs="*", default=["a", "b", "c", "d"], choices=["a", "b", "c", "d"])
     parser.add_argument(
-        "--seconds", type=float, default=60.0, help="duration of (a) and (b); (c) idles a third"
+        "--seconds", type=float, default=60.0, help="duration of (a), (b) and (d); (c) idles a third"
     )
     parser.add_argument("--jobs-a", type=int, default=1000)
     parser.add_argument("--jobs-b", type=int, default=10_000)
     parser.add_argument("--jobs-c", type=int, default=100_000)
+    parser.add_argument("--jobs-d", type=int, default=100)
     args = parser.parse_args()
     if "a" in args.which:
-        await _due_together("a", args.jobs_a, "* * * * * ?", 1, args.seconds)
+        asyncio.run(_due_together("a", args.jobs_a, "* * * * * ?", 1, args.seconds))
     if "b" in args.which:
-        await _due_together("b", args.jobs_b, "0/10 * * * * ?", 10, max(args.seconds, 21.0))
+        asyncio.run(_due_together("b", args.jobs_b, "0/10 * * * * ?", 10, max(args.seconds, 21.0)))
     if "c" in args.which:
-        await _idle(args.jobs_c, max(5.0, args.seconds / 3))
+        asyncio.run(_idle(args.jobs_c, max(5.0, args.seconds / 3)))
+    if "d" in args.which:
+        _end_to_end(args.jobs_d, int(args.seconds))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

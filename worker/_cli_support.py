@@ -26,7 +26,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1
     USAGE = 2
-    """Bad configuration or arguments."""
+    """Bad configuration or arguments (``check`` reports a bad configuration as FAILED: it exits 0/1)."""
     REJECTED = 3
     """The scheduler refused this worker (wrong app key, unknown group)."""
     UNREACHABLE = 4

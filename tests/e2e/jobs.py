@@ -21,6 +21,7 @@ from sx.processors import (
     JobSpec,
     JobType,
     Processor,
+    ProcessResult,
     api,
     cron,
     fixed_rate,
@@ -169,3 +170,62 @@ SCRIPT = JobSpec(
     schedule=api(),
 )
 """A shell job whose script starts a child that would outlive a careless kill."""
+
+
+@processor(name="e2e.block_once", max_attempt=1, attempt_interval=0)
+class BlockOnce(Processor):
+    """Blocks its thread, deaf to stop requests, on the first attempt; a retry returns at once.
+
+    So a graceful shutdown cannot drain it: only a second signal ends its worker.
+    """
+
+    def process(self, ctx: JobContext) -> str:
+        record("e2e.block_once", **_run_info(ctx))
+        if ctx.attempt == 0:
+            time.sleep(float(ctx.instance_parameters or "60"))
+        return f"attempt={ctx.attempt} pid={os.getpid()}"
+
+
+# -- workflow nodes: each result names its process, so a test sees where every node ran -------------
+
+
+def _upstream(ctx: JobContext) -> dict[str, str]:
+    return {item.job_name: item.data for item in ctx.getUpstreamData()}
+
+
+@processor(name="e2e.wf.extract")
+class WfExtract(Processor):
+    def process(self, ctx: JobContext) -> str:
+        return f"extract({ctx.instance_parameters})@{os.getpid()}"
+
+
+@processor(name="e2e.wf.left")
+class WfLeft(Processor):
+    def process(self, ctx: JobContext) -> str:
+        return f"left<{_upstream(ctx)['e2e.wf.extract']}>@{os.getpid()}"
+
+
+@processor(name="e2e.wf.right")
+class WfRight(Processor):
+    def process(self, ctx: JobContext) -> str:
+        return f"right<{_upstream(ctx)['e2e.wf.extract']}>@{os.getpid()}"
+
+
+@processor(name="e2e.wf.join")
+class WfJoin(Processor):
+    def process(self, ctx: JobContext) -> str:
+        return json.dumps({"upstream": _upstream(ctx), "pid": os.getpid()}, sort_keys=True)
+
+
+FLAKY_FLAG = "e2e.wf.flaky.fail"
+"""While ``$E2E_EVENTS/<this>`` exists, ``e2e.wf.flaky`` fails (every attempt, on every worker)."""
+
+
+@processor(name="e2e.wf.flaky", max_attempt=1, attempt_interval=0)
+class WfFlaky(Processor):
+    def process(self, ctx: JobContext) -> ProcessResult:
+        record("e2e.wf.flaky", wf=ctx.wf_instance_id, **_run_info(ctx))
+        upstream = _upstream(ctx)["e2e.wf.extract"]
+        if (Path(os.environ[EVENTS_ENV]) / FLAKY_FLAG).exists():
+            return ProcessResult.failure(f"flaky failed on attempt {ctx.attempt}")
+        return ProcessResult.success(f"flaky<{upstream}>@{os.getpid()}")

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from sx.processors import InstanceStatus, TriggerType
+from sx.worker._cli_support import ExitCode
 from sx.worker._openapi_client import OpenApiClient, SyncOpenApiClient
 
 from .conftest import (
@@ -26,7 +27,6 @@ from .conftest import (
     Cluster,
     clean_env,
     eventually,
-    sx_worker,
     wait_final,
     wait_status,
 )
@@ -262,6 +262,47 @@ async def test_sigterm_lets_the_running_instance_finish_and_exits_0(
     cluster.ensure_workers(2)
 
 
+async def test_a_second_signal_while_draining_exits_at_once_and_the_instance_is_retried(
+    cluster: Cluster, client: OpenApiClient
+) -> None:
+    cluster.ensure_workers(2)
+    job_id = await cluster.job_id(client, "e2e.block_once")
+    instance_id = await client.execute_job(job_id, "60")
+    first = await started(cluster, "e2e.block_once", instance_id)
+    await wait_status(client, job_id, instance_id, InstanceStatus.RUNNING)
+    worker = cluster.worker_by_pid(first["pid"])
+
+    worker.signal(signal.SIGTERM)
+
+    async def draining() -> bool:
+        return "shutting down gracefully" in worker.output()
+
+    await eventually(draining, what="the first signal to start the graceful shutdown")
+    # The blocking job ignores the stop request and the grace period is 15 s: only a second signal
+    # can end the worker now.
+    assert worker.alive(), worker.tail()
+    worker.signal(signal.SIGINT)
+    assert worker.wait(timeout=10) == ExitCode.INTERRUPTED, worker.tail()
+    assert "second signal: exiting now" in worker.output()
+
+    # Nothing was reported: the scheduler finds the worker gone, fails the instance as a system
+    # failure and retries it on the other worker (issue 4: "so the scheduler can retry them").
+    lost = await wait_final(client, job_id, instance_id)
+    assert lost.status is InstanceStatus.FAILED
+    assert "lost" in lost.result, lost.result
+
+    async def retry() -> Any:
+        page = await client.list_instances(job_id, page_size=100)
+        return next((i for i in page.instances if i.trigger_type == TriggerType.SYSTEM_RETRY), None)
+
+    retried = await eventually(retry, what=f"a system retry of instance {instance_id}")
+    detail = await wait_final(client, job_id, retried.instance_id)
+    assert detail.status is InstanceStatus.SUCCESS, detail
+    survivor = next(w for w in cluster.live_workers())
+    assert detail.result == f"attempt=1 pid={survivor.pid}"
+    cluster.ensure_workers(2)
+
+
 async def test_a_result_reported_while_the_scheduler_was_down_is_kept(
     cluster: Cluster, client: OpenApiClient
 ) -> None:
@@ -304,28 +345,3 @@ def test_a_wrong_app_key_exits_3_with_a_clear_message(cluster: Cluster) -> None:
     assert done.returncode == 3, done.stderr
     assert "app key" in done.stderr and "wrong" in done.stderr
     assert "not-the-key" not in done.stderr  # the key itself is never printed
-
-
-def test_check_exit_codes(cluster: Cluster) -> None:
-    def check(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sx_worker(), "check", *args], env=clean_env(), capture_output=True, text=True, timeout=60
-        )
-
-    healthy = check("--server", cluster.grpc_address, "--openapi", cluster.http_url)
-    assert healthy.returncode == 0, healthy.stderr
-    assert "SERVING" in healthy.stdout and "HTTP 200" in healthy.stdout
-
-    embedded = check()
-    assert embedded.returncode == 0, embedded.stderr
-    assert "embedded" in embedded.stdout
-
-    # Port 1: nothing listens there.
-    unreachable = check("--server", "127.0.0.1:1", "--openapi", "http://127.0.0.1:1")
-    assert unreachable.returncode == 1
-    assert "problem: gRPC 127.0.0.1:1" in unreachable.stderr
-    assert "problem: OpenAPI http://127.0.0.1:1" in unreachable.stderr
-
-    invalid = check("--server", "no-port")
-    assert invalid.returncode == 2
-    assert "server" in invalid.stderr and "no-port" in invalid.stderr

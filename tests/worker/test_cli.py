@@ -107,6 +107,18 @@ def test_an_unknown_key_in_the_config_file_is_refused(
     assert "concurrancy" in result.output and "unknown setting" in result.output
 
 
+def test_run_with_half_a_client_certificate_is_a_usage_error_naming_it(
+    runner: CliRunner, fresh_registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert = tmp_path / "client.pem"
+    cert.write_text("never read: the key is missing")
+    monkeypatch.setenv("SX_TLS_CERT", str(cert))
+    result = runner.invoke(main, ["run", "examples.hello", "--server", "127.0.0.1:1"])
+    assert result.exit_code == 2, result.output
+    assert "tls_cert is set but tls_key is not" in result.output
+    assert fresh_registry.all() == []  # refused before any user code was imported
+
+
 def test_keys_created_by_the_cli_make_the_scheduler_require_signatures(
     runner: CliRunner, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ from sx.processors._registry import ProcessorDefinition, default_registry
 from sx.processors._workflow import WorkflowSpec, default_workflows
 from sx.worker._cli_support import CliError, ExitCode, import_targets, run_async, setup_logging
 from sx.worker._openapi_client import AuthError, OpenApiClient, OpenApiError, UnavailableError
-from sx.worker._sync import SyncOptions, SyncResult, apply_plan, plan_sync, sync_workflows
+from sx.worker._sync import SyncOptions, SyncPlan, SyncResult, sync_definitions
 
 __all__ = ["sync"]
 
@@ -38,7 +38,11 @@ __all__ = ["sync"]
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--prune", is_flag=True, help="Disable managed jobs that are no longer in code.")
 @click.option("--delete", is_flag=True, help="With --prune: delete them instead of disabling.")
-@click.option("--atomic", is_flag=True, help="Apply nothing unless every definition is accepted.")
+@click.option(
+    "--atomic",
+    is_flag=True,
+    help="Apply nothing unless every job and workflow is accepted (undo this run's changes otherwise).",
+)
 @click.option(
     "--progress-every",
     type=click.IntRange(min=0),
@@ -72,7 +76,8 @@ def sync(
     log_level: str,
 ) -> None:
     """Create or update the jobs of the @processor classes in TARGETS (``pkg.mod`` or ``pkg.mod:attr``)
-    in a group, print the plan and a summary. Exit 1 when a definition was refused."""
+    and their workflows in a group, print the plan and a summary. Exit 1 when a definition was refused:
+    the valid ones are applied, or with --atomic nothing is."""
     setup_logging(log_level)
     if delete and not prune:
         raise CliError("--delete only applies with --prune")
@@ -137,14 +142,9 @@ async def _sync(
             access_key_secret=access_key_secret,
             timeout=request_timeout,
         ) as client:
-            plan = await plan_sync(client, definitions, options)
-            if text:
-                click.echo(plan.table())
-            result = await apply_plan(client, plan, options)
-            if not result.rolled_back:
-                # Workflows name jobs, so they follow the jobs.
-                result.workflows = await sync_workflows(client, workflows, options)
-            return result
+            return await sync_definitions(
+                client, definitions, options, workflows=workflows, on_plan=_print_table if text else None
+            )
     except UnavailableError as exc:
         raise CliError(
             f"cannot reach the OpenAPI at {server_url}: {exc.message}", ExitCode.UNREACHABLE
@@ -155,3 +155,7 @@ async def _sync(
         raise CliError(f"job sync against {server_url} failed: {exc}", ExitCode.FAILED) from exc
     except DefinitionError as exc:
         raise CliError(f"invalid job definitions: {exc}") from exc
+
+
+def _print_table(plan: SyncPlan) -> None:
+    click.echo(plan.table())

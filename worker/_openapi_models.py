@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from sx.processors._enums import InstanceStatus
+from sx.processors._enums import InstanceStatus, TaskStatus
 from sx.processors._spec import JobSpec
 from sx.processors._workflow import WorkflowSpec
 
@@ -27,6 +27,9 @@ __all__ = [
     "JobInfo",
     "JobPage",
     "NamespaceInfo",
+    "TaskDetail",
+    "TaskPage",
+    "TaskRetry",
     "WorkflowInfo",
     "WorkflowInstanceDetail",
     "WorkflowInstancePage",
@@ -98,6 +101,39 @@ class InstancePage(_Answer):
     page_num: int
     page_size: int
     instances: tuple[InstanceDetail, ...] = ()
+
+
+class TaskDetail(_Answer):
+    """A subtask of a parallel instance (ListInstanceTasks extension); dates as in InstanceDetail.
+    ``attempt`` counts how often it was dispatched."""
+
+    task_id: int
+    task_name: str
+    status: TaskStatus
+    worker_addr: str = ""
+    attempt: int = 0
+    result: str = ""
+    start_date: str = ""
+    end_date: str = ""
+
+
+class TaskPage(_Answer):
+    """A page of a parallel instance's subtasks, by task id."""
+
+    total: int
+    page_num: int
+    page_size: int
+    tasks: tuple[TaskDetail, ...] = ()
+
+
+class TaskRetry(_Answer):
+    """RetryInstanceTasks' answer: the tasks reset to INIT; ``reopened`` when the instance had finished
+    and was submitted again (``status`` is then WAITING)."""
+
+    instance_id: int
+    task_ids: tuple[int, ...] = ()
+    reopened: bool
+    status: InstanceStatus
 
 
 class JobInfo(BaseModel):

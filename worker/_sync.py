@@ -1,16 +1,25 @@
-"""Job sync: make a group's jobs match the processors in code (what ``sx-worker sync`` does).
+"""Job sync: make a group's jobs and workflows match the code (what ``sx-worker sync`` does).
 
-Two steps. :func:`plan_sync` reads the group's jobs and decides, per definition, to create, update
-(with a field-by-field diff) or leave a job; with ``prune`` it also disables (or with ``delete``
-deletes) the jobs sync manages that no longer exist in code. Jobs not marked managed are never pruned.
-It validates every definition first: its wire form must read back as the same JobSpec, and a calendar
-it names must exist. :func:`apply_plan` carries the plan out; :func:`sync_definitions` does both.
+Two steps. :func:`plan_sync` reads the group's jobs (and workflows, when given) and decides, per
+definition, to create, update (with a field-by-field diff) or leave it; with ``prune`` it also disables
+(or with ``delete`` deletes) the jobs and workflows sync manages that no longer exist in code. Ones not
+marked managed are never pruned. It validates every definition first: a job's wire form must read back
+as the same JobSpec and a calendar it names must exist; a workflow's jobs must exist once the jobs are
+synced. :func:`apply_plan` carries the plan out; :func:`sync_definitions` does both.
+
+Apply order: the jobs in code, then the workflows (which name them), then the pruned jobs (last, so a
+refusal stops an atomic run before a job is deleted, which cannot be undone).
 
 A second run against an unchanged group changes nothing. Two syncs of one group at once do not create
-duplicates: the scheduler keeps names unique per group, and a create that loses the race reads the
-winner's job and updates it. With ``atomic`` nothing is applied unless every definition is valid,
-and when the scheduler still refuses one while applying, what this run created is deleted and what it
-updated is restored, as far as the scheduler lets us (the result says what could not be undone).
+duplicate jobs: the scheduler keeps names unique per group, and a create that loses the race reads the
+winner's job and updates it.
+
+Atomic (``atomic=True``): nothing is applied if anything is refused. A definition that fails
+validation stops the run before any change (every other entry, jobs and workflows, is SKIPPED). When the
+scheduler still refuses one while applying, everything this run changed, workflows and jobs, is undone,
+newest first: creations deleted, updates restored, disables re-enabled. A deletion cannot be undone, and
+neither can what the scheduler refuses to restore: those are listed in ``rollback_errors``. Without
+``atomic`` the valid definitions are applied and the refused ones are failed entries.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final, Literal
 
+from sx.processors._enums import TimeType
 from sx.processors._errors import DefinitionError
 from sx.processors._registry import ProcessorDefinition
 from sx.processors._spec import JobSpec
@@ -33,7 +43,7 @@ from sx.worker._openapi_client import (
     OpenApiClient,
     OpenApiError,
 )
-from sx.worker._openapi_models import JobInfo
+from sx.worker._openapi_models import JobInfo, WorkflowInfo
 
 __all__ = [
     "Action",
@@ -44,10 +54,11 @@ __all__ = [
     "apply_plan",
     "plan_sync",
     "sync_definitions",
-    "sync_workflows",
 ]
 
 log = logging.getLogger("sx.worker.sync")
+
+Kind = Literal["job", "workflow"]
 
 
 class Action(StrEnum):
@@ -93,15 +104,21 @@ class SyncOptions:
 
 @dataclass(kw_only=True, slots=True)
 class PlanEntry:
-    """One job in a plan: the action, the diff for updates, and after applying, the outcome."""
+    """One job or workflow in a plan: the action, the diff for updates, and after applying, the
+    outcome. For workflows ``job_id`` holds the workflow id."""
 
     name: str
     action: Action
+    kind: Kind = "job"
     job_id: int | None = None
     spec: JobSpec | None = None
-    """The definition in code (None for pruned jobs)."""
+    """The job definition in code (None for pruned jobs and for workflows)."""
     current: JobInfo | None = None
     """The job as the scheduler had it when planned."""
+    workflow: WorkflowSpec | None = None
+    """The workflow definition in code (None for pruned workflows)."""
+    current_workflow: WorkflowInfo | None = None
+    """The workflow as the scheduler had it when planned (restored by an atomic rollback)."""
     changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     """Wire field -> (the scheduler's value, the value in code)."""
     outcome: Outcome = Outcome.PLANNED
@@ -135,28 +152,31 @@ class SyncPlan:
     namespace: str
     group_id: str
     entries: list[PlanEntry]
+    workflows: list[PlanEntry] = field(default_factory=list)
 
     @property
     def invalid(self) -> list[PlanEntry]:
-        return [entry for entry in self.entries if entry.failed]
+        """Jobs and workflows that failed validation: with ``atomic`` nothing is applied."""
+        return [entry for entry in (*self.entries, *self.workflows) if entry.failed]
 
     def table(self) -> str:
-        """The plan as a text table, one line per job, then one line per changed field."""
+        """The plan as a text table, one line per job and workflow, then one line per changed field."""
         rows = [("ACTION", "JOB", "ID", "DETAIL")]
-        for entry in self.entries:
+        for entry in (*self.entries, *self.workflows):
             detail = (
                 f"{entry.error_field or 'definition'}: {entry.error}"
                 if entry.failed
                 else ", ".join(entry.changes)
             )
-            action = "invalid" if entry.failed and entry.outcome is Outcome.FAILED else entry.action.value
-            rows.append((action, entry.name, "" if entry.job_id is None else str(entry.job_id), detail))
+            action = "invalid" if entry.failed else entry.action.value
+            name = entry.name if entry.kind == "job" else f"workflow {entry.name}"
+            rows.append((action, name, "" if entry.job_id is None else str(entry.job_id), detail))
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines = [
             f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}".rstrip()
             for row in rows
         ]
-        for entry in self.entries:
+        for entry in (*self.entries, *self.workflows):
             for wire, (old, new) in entry.changes.items():
                 lines.append(f"  {entry.name}.{wire}: {_short(old)} -> {_short(new)}")
         return "\n".join(lines)
@@ -174,7 +194,7 @@ class SyncResult:
     rolled_back: bool = False
     rollback_errors: list[str] = field(default_factory=list)
     workflows: list[PlanEntry] = field(default_factory=list)
-    """Workflow entries (synced after the jobs; ``job_id`` holds the workflow id)."""
+    """Workflow entries (applied after the jobs in code, before pruned jobs; ``job_id`` holds the id)."""
 
     @property
     def ok(self) -> bool:
@@ -218,23 +238,29 @@ class SyncResult:
         lines = [line]
         for entry in self.failed:
             lines.append(f"  job {entry.name!r}: {entry.error_field or 'definition'}: {entry.error}")
-        if self.rolled_back:
-            undone = c["rolledBack"]
-            lines.append(f"  atomic: rolled back {undone} change(s) made by this run")
-        for problem in self.rollback_errors:
-            lines.append(f"  rollback incomplete: {problem}")
         if self.workflows:
-            done = [e for e in self.workflows if not e.failed and e.action is not Action.UNCHANGED]
-            lines.append(
-                f"workflows: {len(done)} {'to change' if self.dry_run else 'changed'}, "
-                f"{sum(1 for e in self.workflows if e.action is Action.UNCHANGED)} unchanged, "
+            wanted = Outcome.PLANNED if self.dry_run else Outcome.DONE
+            applied = [e for e in self.workflows if e.outcome is wanted]
+            changed = sum(1 for e in applied if e.action is not Action.UNCHANGED)
+            line = (
+                f"workflows: {changed} {'to change' if self.dry_run else 'changed'}, "
+                f"{len(applied) - changed} unchanged, "
                 f"{sum(1 for e in self.workflows if e.failed)} failed"
             )
+            not_applied = sum(1 for e in self.workflows if e.outcome in _NOT_APPLIED)
+            lines.append(line + (f", {not_applied} not applied" if not_applied else ""))
             for entry in self.workflows:
                 if entry.failed:
                     lines.append(
                         f"  workflow {entry.name!r}: {entry.error_field or 'definition'}: {entry.error}"
                     )
+        if self.rolled_back:
+            undone = sum(1 for e in (*self.entries, *self.workflows) if e.outcome is Outcome.ROLLED_BACK)
+            lines.append(f"  atomic: rolled back {undone} change(s) made by this run")
+        elif self.atomic and not self.ok and not self.dry_run:
+            lines.append("  atomic: nothing applied, since a definition was refused")
+        for problem in self.rollback_errors:
+            lines.append(f"  rollback incomplete: {problem}")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
@@ -255,6 +281,9 @@ class SyncResult:
         return json.dumps(self.to_json(), indent=2, default=str)
 
 
+_NOT_APPLIED: Final = (Outcome.SKIPPED, Outcome.ROLLED_BACK)
+
+
 def _short(value: Any) -> str:
     text = json.dumps(value, default=str, ensure_ascii=False)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -264,7 +293,7 @@ def _spec_of(item: ProcessorDefinition | JobSpec) -> JobSpec:
     return item if isinstance(item, JobSpec) else item.spec
 
 
-def _validate(spec: JobSpec, calendars: set[str]) -> DefinitionError | None:
+def _validate(spec: JobSpec, calendars: set[str], namespace: str) -> DefinitionError | None:
     """What the scheduler would refuse that we can tell without asking it to change anything."""
     try:
         again = JobSpec.from_create_params(spec.to_create_params())
@@ -276,7 +305,22 @@ def _validate(spec: JobSpec, calendars: set[str]) -> DefinitionError | None:
             wire, spec.diff(again).get(wire, ("", ""))[0], "does not survive the wire form"
         )
     if spec.calendar and spec.calendar not in calendars:
-        return DefinitionError("calendar", spec.calendar, "no such calendar in the namespace")
+        # The scheduler's own words for it.
+        return DefinitionError("calendar", spec.calendar, f"no such calendar in namespace {namespace!r}")
+    return None
+
+
+def _validate_workflow(spec: WorkflowSpec, jobs: set[str], group_id: str) -> DefinitionError | None:
+    """What the scheduler would refuse in a workflow: ``jobs`` are the job names the group will have."""
+    if spec.schedule.time_type is TimeType.SECOND_DELAY:
+        return DefinitionError(
+            "timeType", int(spec.schedule.time_type), "a workflow takes cron, fix_rate or api"
+        )
+    missing = next((node for node in spec.nodes if node not in jobs), None)
+    if missing is not None:
+        return DefinitionError(
+            "nodes", missing, f"job named {missing!r} does not exist in group {group_id!r}"
+        )
     return None
 
 
@@ -284,8 +328,10 @@ async def plan_sync(
     client: OpenApiClient,
     definitions: Iterable[ProcessorDefinition | JobSpec],
     options: SyncOptions | None = None,
+    *,
+    workflows: Iterable[WorkflowSpec] | None = None,
 ) -> SyncPlan:
-    """Compare the definitions with the group's jobs; nothing is changed."""
+    """Compare the definitions (and ``workflows``, when given) with the group's; nothing is changed."""
     options = options or SyncOptions()
     specs = [_spec_of(item) for item in definitions]
     seen: dict[str, int] = {}
@@ -301,40 +347,45 @@ async def plan_sync(
     for spec in specs:
         current = existing.get(spec.name)
         entry = _plan_one(spec, current)
-        problem = _validate(spec, calendars)
+        problem = _validate(spec, calendars, client.namespace)
         if problem is not None:
             entry.outcome = Outcome.FAILED
             entry.error_field, entry.error = problem.field, str(problem)
         entries.append(entry)
     if options.prune:
-        # Pruning comes after every definition, so a refused definition stops an atomic run
-        # before a job is deleted (a deletion cannot be rolled back).
-        for name, job in sorted(existing.items()):
-            if name in seen or not job.managed:
-                continue
-            if options.delete:
-                entries.append(PlanEntry(name=name, action=Action.DELETE, job_id=job.job_id, current=job))
-            elif job.enabled:
-                entries.append(
-                    PlanEntry(
-                        name=name,
-                        action=Action.DISABLE,
-                        job_id=job.job_id,
-                        current=job,
-                        changes={"status": (1, 0)},
-                    )
+        entries.extend(_prune_jobs(existing, set(seen), delete=options.delete))
+    plan = SyncPlan(namespace=client.namespace, group_id=client.group_id, entries=entries)
+    if workflows is not None:
+        # The jobs the group holds once the jobs are applied: a refused update leaves the old job.
+        jobs = set(existing) | {e.name for e in entries if not e.failed}
+        jobs -= {e.name for e in entries if e.action is Action.DELETE}
+        plan.workflows = await _plan_workflows(client, list(workflows), jobs, options)
+    return plan
+
+
+def _prune_jobs(existing: dict[str, JobInfo], in_code: set[str], *, delete: bool) -> list[PlanEntry]:
+    entries: list[PlanEntry] = []
+    for name, job in sorted(existing.items()):
+        if name in in_code or not job.managed:
+            continue
+        if delete:
+            entries.append(PlanEntry(name=name, action=Action.DELETE, job_id=job.job_id, current=job))
+        elif job.enabled:
+            entries.append(
+                PlanEntry(
+                    name=name,
+                    action=Action.DISABLE,
+                    job_id=job.job_id,
+                    current=job,
+                    changes={"status": (1, 0)},
                 )
-            else:
-                entries.append(
-                    PlanEntry(
-                        name=name,
-                        action=Action.UNCHANGED,
-                        job_id=job.job_id,
-                        current=job,
-                        note="not in code; already disabled",
-                    )
-                )
-    return SyncPlan(namespace=client.namespace, group_id=client.group_id, entries=entries)
+            )
+        else:
+            note = "not in code; already disabled"
+            entries.append(
+                PlanEntry(name=name, action=Action.UNCHANGED, job_id=job.job_id, current=job, note=note)
+            )
+    return entries
 
 
 def _plan_one(spec: JobSpec, current: JobInfo | None) -> PlanEntry:
@@ -350,6 +401,48 @@ def _plan_one(spec: JobSpec, current: JobInfo | None) -> PlanEntry:
     )
 
 
+async def _plan_workflows(
+    client: OpenApiClient, wanted: list[WorkflowSpec], jobs: set[str], options: SyncOptions
+) -> list[PlanEntry]:
+    """Create or update each workflow (a diff decides; sync never changes whether one is enabled),
+    and with ``prune`` disable (or with ``delete`` delete) managed workflows no longer in code."""
+    names = [spec.name for spec in wanted]
+    duplicate = next((name for name in names if names.count(name) > 1), None)
+    if duplicate is not None:
+        raise DefinitionError("name", duplicate, "two workflow definitions have this name")
+    existing = {info.name: info for info in await client.all_workflows()}
+    entries: list[PlanEntry] = []
+    for spec in wanted:
+        current = existing.get(spec.name)
+        entry = PlanEntry(name=spec.name, action=Action.CREATE, kind="workflow", workflow=spec)
+        if current is not None:
+            entry.changes = current.spec.diff(spec)
+            if not current.managed:
+                entry.changes["managed"] = (False, True)
+            entry.action = Action.UPDATE if entry.changes else Action.UNCHANGED
+            entry.job_id, entry.current_workflow = current.workflow_id, current
+        problem = _validate_workflow(spec, jobs, client.group_id)
+        if problem is not None:
+            entry.outcome = Outcome.FAILED
+            entry.error_field, entry.error = problem.field, str(problem)
+        entries.append(entry)
+    if options.prune:
+        for name, info in sorted(existing.items()):
+            if name in names or not info.managed or not (options.delete or info.enabled):
+                continue
+            entry = PlanEntry(
+                name=name,
+                action=Action.DELETE,
+                kind="workflow",
+                job_id=info.workflow_id,
+                current_workflow=info,
+            )
+            if not options.delete:
+                entry.action, entry.changes = Action.DISABLE, {"status": (1, 0)}
+            entries.append(entry)
+    return entries
+
+
 async def apply_plan(client: OpenApiClient, plan: SyncPlan, options: SyncOptions | None = None) -> SyncResult:
     """Carry out ``plan``. Scheduler refusals of a definition become failed entries; other errors
     (unreachable, unauthorized) are raised, after an atomic rollback."""
@@ -358,27 +451,37 @@ async def apply_plan(client: OpenApiClient, plan: SyncPlan, options: SyncOptions
         namespace=plan.namespace,
         group_id=plan.group_id,
         entries=plan.entries,
+        workflows=plan.workflows,
         dry_run=options.dry_run,
         atomic=options.atomic,
     )
     if options.dry_run:
         return result
     if options.atomic and plan.invalid:
-        for entry in plan.entries:
+        for entry in (*plan.entries, *plan.workflows):
             if not entry.failed:
                 entry.outcome = Outcome.SKIPPED
         return result
+    pruned = (Action.DISABLE, Action.DELETE)
+    valid_jobs = [entry for entry in plan.entries if not entry.failed]
+    pending = [
+        *(entry for entry in valid_jobs if entry.action not in pruned),
+        *(entry for entry in plan.workflows if not entry.failed),
+        *(entry for entry in valid_jobs if entry.action in pruned),
+    ]
     done: list[PlanEntry] = []
-    pending = [entry for entry in plan.entries if not entry.failed]
-    total = len(pending)
+    jobs_applied, jobs_total = 0, len(valid_jobs)
     try:
         for index, entry in enumerate(pending, start=1):
             try:
-                await _apply_one(client, entry)
+                if entry.kind == "job":
+                    await _apply_job(client, entry)
+                else:
+                    await _apply_workflow(client, entry)
             except InvalidRequestError as exc:
                 entry.outcome = Outcome.FAILED
                 entry.error_field, entry.error = exc.field, exc.message
-                log.warning("sync: the scheduler refused job %r: %s", entry.name, exc.message)
+                log.warning("sync: the scheduler refused %s %r: %s", entry.kind, entry.name, exc.message)
                 if options.atomic:
                     for rest in pending[index:]:
                         rest.outcome = Outcome.SKIPPED
@@ -388,12 +491,9 @@ async def apply_plan(client: OpenApiClient, plan: SyncPlan, options: SyncOptions
                 entry.outcome = Outcome.DONE
                 if entry.action is not Action.UNCHANGED:
                     done.append(entry)
-            if (
-                options.progress is not None
-                and options.progress_every
-                and (index % options.progress_every == 0 or index == total)
-            ):
-                options.progress(f"sync: {index}/{total} jobs applied")
+            if entry.kind == "job":
+                jobs_applied += 1
+                _report_progress(options, jobs_applied, jobs_total)
     except OpenApiError:
         if options.atomic and done:
             await _roll_back(client, done, result)
@@ -401,7 +501,13 @@ async def apply_plan(client: OpenApiClient, plan: SyncPlan, options: SyncOptions
     return result
 
 
-async def _apply_one(client: OpenApiClient, entry: PlanEntry) -> None:
+def _report_progress(options: SyncOptions, applied: int, total: int) -> None:
+    every = options.progress_every
+    if options.progress is not None and every and (applied % every == 0 or applied == total):
+        options.progress(f"sync: {applied}/{total} jobs applied")
+
+
+async def _apply_job(client: OpenApiClient, entry: PlanEntry) -> None:
     if entry.action is Action.UNCHANGED:
         return
     if entry.action is Action.DISABLE:
@@ -443,25 +549,59 @@ async def _apply_one(client: OpenApiClient, entry: PlanEntry) -> None:
         entry.note = "deleted meanwhile; created again"
 
 
+async def _apply_workflow(client: OpenApiClient, entry: PlanEntry) -> None:
+    if entry.action is Action.CREATE:
+        assert entry.workflow is not None
+        entry.job_id = await client.create_workflow(entry.workflow, managed=True)
+        return
+    if entry.action is Action.UNCHANGED:
+        return
+    assert entry.job_id is not None
+    if entry.action is Action.UPDATE:
+        assert entry.workflow is not None
+        await client.update_workflow(entry.job_id, entry.workflow, managed=True)
+    elif entry.action is Action.DISABLE:
+        await client.disable_workflow(entry.job_id)
+    elif entry.action is Action.DELETE:
+        await client.delete_workflow(entry.job_id)
+
+
 async def _roll_back(client: OpenApiClient, done: Sequence[PlanEntry], result: SyncResult) -> None:
-    """Undo this run's changes, newest first; what cannot be undone goes to rollback_errors."""
+    """Undo this run's changes, newest first (so workflows go before the jobs they name); what
+    cannot be undone goes to rollback_errors."""
     result.rolled_back = True
     for entry in reversed(done):
+        what = f"{entry.kind} {entry.name!r}"
+        if entry.action is Action.DELETE:
+            result.rollback_errors.append(f"{what} was deleted and cannot be restored")
+            continue
         try:
-            if entry.action is Action.CREATE and entry.job_id is not None:
-                await client.delete_job(entry.job_id)
-            elif entry.action is Action.UPDATE and entry.current is not None:
-                await client.update_job(
-                    entry.current.job_id, entry.current.spec, managed=entry.current.managed
-                )
-            elif entry.action is Action.DISABLE and entry.job_id is not None:
-                await client.enable_job(entry.job_id)
-            elif entry.action is Action.DELETE:
-                result.rollback_errors.append(f"job {entry.name!r} was deleted and cannot be restored")
-                continue
+            if entry.kind == "job":
+                await _undo_job(client, entry)
+            else:
+                await _undo_workflow(client, entry)
             entry.outcome = Outcome.ROLLED_BACK
         except OpenApiError as exc:
-            result.rollback_errors.append(f"job {entry.name!r}: {exc}")
+            result.rollback_errors.append(f"{what}: {exc}")
+
+
+async def _undo_job(client: OpenApiClient, entry: PlanEntry) -> None:
+    if entry.action is Action.CREATE and entry.job_id is not None:
+        await client.delete_job(entry.job_id)
+    elif entry.action is Action.UPDATE and entry.current is not None:
+        await client.update_job(entry.current.job_id, entry.current.spec, managed=entry.current.managed)
+    elif entry.action is Action.DISABLE and entry.job_id is not None:
+        await client.enable_job(entry.job_id)
+
+
+async def _undo_workflow(client: OpenApiClient, entry: PlanEntry) -> None:
+    current = entry.current_workflow
+    if entry.action is Action.CREATE and entry.job_id is not None:
+        await client.delete_workflow(entry.job_id)
+    elif entry.action is Action.UPDATE and current is not None:
+        await client.update_workflow(current.workflow_id, current.spec, managed=current.managed)
+    elif entry.action is Action.DISABLE and entry.job_id is not None:
+        await client.enable_workflow(entry.job_id)
 
 
 async def sync_definitions(
@@ -470,81 +610,13 @@ async def sync_definitions(
     options: SyncOptions | None = None,
     *,
     workflows: Iterable[WorkflowSpec] | None = None,
+    on_plan: Callable[[SyncPlan], None] | None = None,
 ) -> SyncResult:
-    """Plan and apply: make the client's group match ``definitions`` (processor definitions or
-    plain JobSpecs, e.g. script jobs), then, when given, ``workflows``."""
+    """Plan and apply: make the client's group match ``definitions`` (processor definitions or plain
+    JobSpecs, e.g. script jobs) and, when given, ``workflows`` (``None`` leaves the group's workflows
+    alone; an empty list with ``prune`` prunes them). ``on_plan`` sees the plan before it is applied."""
     options = options or SyncOptions()
-    plan = await plan_sync(client, definitions, options)
-    result = await apply_plan(client, plan, options)
-    if workflows is not None and not result.rolled_back:
-        result.workflows = await sync_workflows(client, workflows, options)
-    return result
-
-
-async def sync_workflows(
-    client: OpenApiClient, specs: Iterable[WorkflowSpec], options: SyncOptions | None = None
-) -> list[PlanEntry]:
-    """Make the group's workflows match ``specs`` (run after the jobs, which they refer to by name).
-
-    Creates or updates each one (a diff decides; sync never changes whether a workflow is enabled),
-    and with ``prune`` disables (or with ``delete`` deletes) managed workflows no longer in code.
-    A workflow the scheduler refuses (a cycle, an unknown job) is a failed entry."""
-    options = options or SyncOptions()
-    wanted = list(specs)
-    names = [spec.name for spec in wanted]
-    duplicate = next((name for name in names if names.count(name) > 1), None)
-    if duplicate is not None:
-        raise DefinitionError("name", duplicate, "two workflow definitions have this name")
-    existing = {info.name: info for info in await client.all_workflows()}
-    entries: list[PlanEntry] = []
-    for spec in wanted:
-        current = existing.get(spec.name)
-        if current is None:
-            entries.append(PlanEntry(name=spec.name, action=Action.CREATE))
-            continue
-        changes = current.spec.diff(spec)
-        if not current.managed:
-            changes["managed"] = (False, True)
-        entries.append(
-            PlanEntry(
-                name=spec.name,
-                action=Action.UPDATE if changes else Action.UNCHANGED,
-                job_id=current.workflow_id,
-                changes=changes,
-            )
-        )
-    if options.prune:
-        for name, info in sorted(existing.items()):
-            if name in names or not info.managed:
-                continue
-            if options.delete:
-                entries.append(PlanEntry(name=name, action=Action.DELETE, job_id=info.workflow_id))
-            elif info.enabled:
-                entries.append(
-                    PlanEntry(
-                        name=name, action=Action.DISABLE, job_id=info.workflow_id, changes={"status": (1, 0)}
-                    )
-                )
-    if options.dry_run:
-        return entries
-    by_name = {spec.name: spec for spec in wanted}
-    for entry in entries:
-        try:
-            if entry.action is Action.CREATE:
-                entry.job_id = await client.create_workflow(by_name[entry.name], managed=True)
-            elif entry.action is Action.UPDATE:
-                assert entry.job_id is not None
-                await client.update_workflow(entry.job_id, by_name[entry.name], managed=True)
-            elif entry.action is Action.DISABLE:
-                assert entry.job_id is not None
-                await client.disable_workflow(entry.job_id)
-            elif entry.action is Action.DELETE:
-                assert entry.job_id is not None
-                await client.delete_workflow(entry.job_id)
-        except InvalidRequestError as exc:
-            entry.outcome = Outcome.FAILED
-            entry.error_field, entry.error = exc.field, exc.message
-            log.warning("sync: the scheduler refused workflow %r: %s", entry.name, exc.message)
-        else:
-            entry.outcome = Outcome.DONE
-    return entries
+    plan = await plan_sync(client, definitions, options, workflows=workflows)
+    if on_plan is not None:
+        on_plan(plan)
+    return await apply_plan(client, plan, options)

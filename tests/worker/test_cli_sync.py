@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sx.processors._registry import use_registry
 from sx.processors._workflow import use_workflows
 from sx.worker._cli_sync import sync
-from sx.worker._openapi_models import JobInfo
+from sx.worker._openapi_models import JobInfo, WorkflowInfo
 from tests.worker.test_openapi_client import GROUP, NS, client_for, threaded_scheduler
 
 JOBS = """
@@ -58,6 +58,15 @@ def jobs(url: str, **options: str) -> list[JobInfo]:
     return asyncio.run(_jobs(url, **options))
 
 
+async def _workflows(url: str) -> list[WorkflowInfo]:
+    async with client_for(url) as client:
+        return await client.all_workflows()
+
+
+def workflows(url: str) -> list[WorkflowInfo]:
+    return asyncio.run(_workflows(url))
+
+
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "code"
@@ -70,6 +79,40 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def write_module(folder: Path, attempts: int = 1) -> str:
     name = f"sync_jobs_{uuid.uuid4().hex[:8]}"
     (folder / f"{name}.py").write_text(textwrap.dedent(JOBS.format(attempts=attempts)))
+    return name
+
+
+# Refused before anything is applied: sync checks calendars first, in the scheduler's own words.
+BAD_CALENDAR = """
+@processor(name="cli.bad", schedule=cron("0 0 1 * * ?"), calendar="no-such-calendar")
+class Bad(Processor):
+    def process(self, ctx):
+        return None
+"""
+
+# Valid in code, refused by the scheduler while applying: the request is over its 1 MiB body limit.
+BAD_BODY = """
+from sx.processors import Contact
+
+
+@processor(name="cli.huge", contacts=[Contact(user_name="\u00e9" * 100)] * 2000)
+class Huge(Processor):
+    def process(self, ctx):
+        return None
+"""
+
+FLOW = """
+from sx.processors import workflow
+
+workflow("cli.flow", edges=[(Nightly, {downstream})])
+"""
+
+
+def write_code(folder: Path, *parts: str, attempts: int = 1) -> str:
+    """A module of JOBS (cli.nightly, cli.adhoc) plus ``parts``; its name."""
+    name = f"sync_jobs_{uuid.uuid4().hex[:8]}"
+    text = "\n".join([JOBS.format(attempts=attempts), *(textwrap.dedent(part) for part in parts)])
+    (folder / f"{name}.py").write_text(text)
     return name
 
 
@@ -170,3 +213,47 @@ async def _create_key(url: str) -> tuple[str, str]:
         created = await client.create_access_key()
     assert created.access_key_secret is not None
     return created.access_key_id, created.access_key_secret
+
+
+def test_atomic_refused_definition_applies_no_job_and_no_workflow(url: str, workdir: Path) -> None:
+    address = ["--server", url, "--namespace", NS, "--group", GROUP]
+    assert invoke(write_module(workdir), *address)[0] == 0
+    # The workflow names jobs that exist already, so only the atomic contract keeps it out.
+    module = write_code(workdir, BAD_CALENDAR, FLOW.format(downstream="Adhoc"), attempts=5)
+    code, out, _ = invoke(module, *address, "--atomic")
+    assert code == 1, out
+    assert workflows(url) == []
+    stored = {job.name: job for job in jobs(url)}
+    assert sorted(stored) == ["cli.adhoc", "cli.nightly"] and stored["cli.nightly"].spec.max_attempt == 1
+    assert "job 'cli.bad': calendar:" in out
+    assert "no such calendar in namespace 'ns1'" in out and "nothing applied" in out
+    code, out, _ = invoke(module, *address, "--atomic", "--output", "json")
+    data = json.loads(out)
+    assert code == 1 and data["ok"] is False and data["atomic"] is True
+    assert [(w["name"], w["outcome"]) for w in data["workflows"]] == [("cli.flow", "skipped")]
+    [bad] = [job for job in data["jobs"] if job["outcome"] == "failed"]
+    assert bad["name"] == "cli.bad" and bad["error"]["field"] == "calendar"
+    assert workflows(url) == []
+
+
+def test_atomic_scheduler_refusal_undoes_the_jobs_and_applies_no_workflow(url: str, workdir: Path) -> None:
+    module = write_code(workdir, BAD_BODY, FLOW.format(downstream="Huge"))
+    code, out, _ = invoke(module, "--server", url, "--namespace", NS, "--group", GROUP, "--atomic")
+    assert code == 1, out
+    # The job, the field and the scheduler's own message.
+    assert "job 'cli.huge': body: body=" in out and "must be at most 1048576 bytes" in out
+    assert "rolled back 2 change(s)" in out
+    assert jobs(url) == [] and workflows(url) == []
+
+
+def test_without_atomic_the_valid_ones_are_applied_and_the_exit_code_says_failed(
+    url: str, workdir: Path
+) -> None:
+    module = write_code(workdir, BAD_CALENDAR, FLOW.format(downstream="Adhoc"))
+    code, out, _ = invoke(module, "--server", url, "--namespace", NS, "--group", GROUP)
+    assert code == 1, out
+    assert "job 'cli.bad': calendar:" in out and "no such calendar in namespace 'ns1'" in out
+    assert "2 created" in out and "1 failed" in out
+    assert sorted(job.name for job in jobs(url)) == ["cli.adhoc", "cli.nightly"]
+    [flow] = workflows(url)
+    assert flow.name == "cli.flow" and flow.managed

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_type
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -34,6 +35,7 @@ from sx.worker._openapi_client import (
     SyncOpenApiClient,
     UnavailableError,
 )
+from sx.worker._openapi_models import JobInfo
 
 NS, GROUP = "ns1", "g1"
 
@@ -357,10 +359,27 @@ async def test_sync_facade(url: str) -> None:
     def use() -> tuple[int, str]:
         with SyncOpenApiClient(url, namespace=NS, group_id=GROUP) as blocking:
             job_id = blocking.create_job(JobSpec(name="blocking", class_name="a:B", schedule=api()))
-            return job_id, blocking.get_job(job_id).name
+            info = blocking.get_job(job_id)
+            # Checked by mypy (scripts/typecheck.py): the facade keeps each method's answer type.
+            assert_type(job_id, int)
+            assert_type(info, JobInfo)
+            assert_type(blocking.find_job("blocking"), JobInfo | None)
+            with pytest.raises(NotFoundError):
+                blocking.get_job(job_id + 1)
+            return job_id, info.name
 
     job_id, name = await asyncio.to_thread(use)
     assert job_id > 0 and name == "blocking"
+
+
+def test_sync_facade_has_every_method_with_its_signature() -> None:
+    for name, method in vars(OpenApiClient).items():
+        if name.startswith("_") or name == "aclose" or not inspect.iscoroutinefunction(method):
+            continue  # iter_jobs is an async generator: blocking callers use all_jobs
+        blocking = getattr(SyncOpenApiClient, name, None)
+        assert blocking is not None, f"SyncOpenApiClient lacks {name}"
+        assert blocking.method is method and blocking.__doc__ == method.__doc__
+    assert not hasattr(SyncOpenApiClient, "iter_jobs")
 
 
 def test_bad_client_options() -> None:

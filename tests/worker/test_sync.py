@@ -10,7 +10,7 @@ import pytest
 
 from sx.processors._context import JobContext
 from sx.processors._enums import JobType
-from sx.processors._kinds import Processor
+from sx.processors._kinds import MapProcessor, Processor
 from sx.processors._registry import Registry, processor
 from sx.processors._schedule import cron, second_delay
 from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
@@ -182,3 +182,27 @@ async def test_progress_and_json(client: OpenApiClient) -> None:
     assert data["ok"] is True and data["counts"]["create"] == 5
     assert {job["name"] for job in data["jobs"]} == {f"p{i}" for i in range(5)}
     assert all(isinstance(job["jobId"], int) for job in data["jobs"])
+
+
+async def test_synced_specs_read_back_equal_through_get_job_info(client: OpenApiClient) -> None:
+    registry = Registry()
+
+    @processor(name="rt.map", mode="parallel", schedule=second_delay(30), page_size=9, registry=registry)
+    class Fan(MapProcessor):
+        def process(self, ctx: JobContext) -> None:
+            return None
+
+    script = JobSpec(name="rt.script", job_type=JobType.SHELL, content="echo 'hi'\n", parameters="p=1")
+    specs = [full_spec("rt.full"), spec("rt.plain"), script, registry.get("rt.map").spec]
+    result = await sync_definitions(client, specs)
+    assert result.ok and result.counts["create"] == len(specs)
+    for entry, original in zip(result.entries, specs, strict=True):
+        assert entry.job_id is not None
+        assert (await client.get_job(entry.job_id)).spec == original
+    # And through an update: every field of the changed definition reads back as sent.
+    changed = full_spec("rt.full").model_copy(update={"max_attempt": 7, "parameters": "b=2"})
+    updated = await sync_definitions(client, [changed])
+    [entry] = updated.entries
+    assert entry.action is Action.UPDATE and entry.job_id is not None
+    assert entry.job_id == result.entries[0].job_id
+    assert (await client.get_job(entry.job_id)).spec == changed

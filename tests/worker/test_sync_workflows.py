@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from sx.processors import JobContext, Processor, Registry, WorkflowRegistry, processor, workflow
-from sx.worker._sync import Action, SyncOptions, sync_definitions
+from sx.processors._spec import JobSpec
+from sx.worker._sync import Action, Outcome, SyncOptions, apply_plan, plan_sync, sync_definitions
 from sx.worker.testing import LocalScheduler
 
 registry = Registry()
@@ -68,3 +69,44 @@ async def test_a_refused_workflow_is_a_failed_entry(sched: LocalScheduler) -> No
     assert not result.ok
     [entry] = result.workflows
     assert entry.failed and entry.error is not None and "s.missing" in entry.error
+
+
+async def test_atomic_refused_workflow_applies_no_job(sched: LocalScheduler) -> None:
+    workflows = WorkflowRegistry()
+    workflow("ghost", edges=[(A, "s.missing")], registry=workflows)
+    options = SyncOptions(atomic=True)
+    result = await sync_definitions(sched.client, registry.all(), options, workflows=workflows.all())
+    assert not result.ok and not result.rolled_back
+    assert await sched.client.all_jobs() == []
+    assert [e.outcome for e in result.entries] == [Outcome.SKIPPED, Outcome.SKIPPED]
+    [entry] = result.workflows
+    assert entry.failed and entry.error_field == "nodes" and entry.error is not None
+    assert "job named 's.missing' does not exist in group 'default'" in entry.error
+    assert "workflow 'ghost': nodes:" in result.summary() and "nothing applied" in result.summary()
+
+
+async def test_atomic_undoes_jobs_and_workflows_when_the_scheduler_refuses_a_workflow(
+    sched: LocalScheduler,
+) -> None:
+    client = sched.client
+    before = WorkflowRegistry()
+    workflow("w0", nodes=[A], registry=before)
+    assert (await sync_definitions(client, [registry.get("s.a")], workflows=before.all())).ok
+    hand_made = await client.create_job(JobSpec(name="s.hand", class_name="app:Hand"))
+    after = WorkflowRegistry()
+    workflow("w0", nodes=[A, B], registry=after)  # an update, applied before the refusal
+    workflow("w1", edges=[(A, "s.hand")], registry=after)
+    options = SyncOptions(atomic=True)
+    plan = await plan_sync(client, registry.all(), options, workflows=after.all())
+    assert not plan.invalid
+    await client.delete_job(hand_made)  # gone between plan and apply: the scheduler refuses w1
+    result = await apply_plan(client, plan, options)
+    assert not result.ok and result.rolled_back and not result.rollback_errors
+    [refused] = [e for e in result.workflows if e.failed]
+    assert refused.name == "w1" and refused.error_field == "nodes"
+    assert refused.error is not None and "does not exist" in refused.error  # the scheduler's message
+    assert "rolled back 2 change(s)" in result.summary()
+    assert [job.name for job in await client.all_jobs()] == ["s.a"]  # s.b created, then deleted
+    w0 = await client.find_workflow("w0")
+    assert w0 is not None and w0.spec.nodes == ("s.a",)
+    assert await client.find_workflow("w1") is None

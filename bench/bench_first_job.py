@@ -91,6 +91,8 @@ def _execute_when_registered(output: str) -> bool:
 
     with SyncOpenApiClient(found.group(1), namespace="default", group_id="default") as client:
         job = client.find_job("bench.first.api")
+        if job is None:
+            return False  # not synced yet: the next look sends it
         client.execute_job(job.job_id)
     return True
 

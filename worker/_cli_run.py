@@ -23,6 +23,7 @@ from sx.worker._cli_support import (
     CliError,
     ExitCode,
     emit,
+    exit_process,
     import_targets,
     install_signal_handlers,
     run_async,
@@ -176,7 +177,7 @@ def run(
             scheduler_flags=scheduler_flags,
         )
     )
-    raise SystemExit(int(code))
+    exit_process(int(code))
 
 
 async def _run(

@@ -10,9 +10,11 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from enum import IntEnum
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -48,6 +50,26 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def exit_process(code: int) -> NoReturn:
+    """Exit with ``code`` without waiting for threads still running a blocking hook.
+
+    A blocking ``process`` deaf to its stop request keeps a pool thread busy past the shutdown grace;
+    the interpreter would wait for it at exit, though the worker has already reported the instance
+    (failed, "worker shut down") and deregistered. Leaving now is what the grace period promised."""
+    deadline = time.monotonic() + 1.0  # idle pool threads are ending on their own meanwhile
+    lingering = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    for thread in lingering:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    names = [t.name for t in lingering if t.is_alive()]
+    if not names:
+        raise SystemExit(code)
+    log.warning("exiting with %d thread(s) still running a blocking hook: %s", len(names), names)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def setup_logging(level: str) -> None:

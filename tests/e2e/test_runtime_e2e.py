@@ -27,6 +27,7 @@ from .conftest import (
     Cluster,
     clean_env,
     eventually,
+    spawn,
     wait_final,
     wait_status,
 )
@@ -301,6 +302,36 @@ async def test_a_second_signal_while_draining_exits_at_once_and_the_instance_is_
     survivor = next(w for w in cluster.live_workers())
     assert detail.result == f"attempt=1 pid={survivor.pid}"
     cluster.ensure_workers(2)
+
+
+async def test_a_job_deaf_to_its_stop_does_not_hold_the_worker_past_the_grace(
+    cluster: Cluster, client: OpenApiClient
+) -> None:
+    # Only this worker (grace 1 s) serves the group, so the blocking job runs on it.
+    for proc in cluster.live_workers():
+        proc.stop()
+    env = clean_env(
+        E2E_EVENTS=str(cluster.events),
+        SX_DATA_DIR=str(cluster.folder / "short-grace"),
+        SX_WORKER_ID="e2e-short-grace",
+        SX_SHUTDOWN_GRACE="1",
+    )
+    worker = spawn("short-grace", cluster.worker_args(), folder=cluster.folder, env=env)
+    try:
+        cluster.wait_registered(worker)
+        job_id = await cluster.job_id(client, "e2e.block_once")
+        instance_id = await client.execute_job(job_id, "60")
+        await started(cluster, "e2e.block_once", instance_id)
+        worker.signal(signal.SIGTERM)
+        # The thread is still asleep in the job, yet the worker reports and leaves once the grace is up.
+        assert worker.wait(timeout=20) == ExitCode.OK, worker.tail()
+        assert "still running a blocking hook" in worker.output()
+        ended = await wait_final(client, job_id, instance_id)
+        assert ended.status is InstanceStatus.FAILED
+        assert "worker shut down" in ended.result, ended.result
+    finally:
+        worker.stop()
+        cluster.ensure_workers(2)
 
 
 async def test_a_result_reported_while_the_scheduler_was_down_is_kept(

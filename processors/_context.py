@@ -35,14 +35,16 @@ class UpstreamData:
 
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
-    """Logs under ``sx.job``, prefixing each line with the job, instance and task ids."""
+    """Logs under ``sx.job``, prefixing each line with the job, instance and task ids (and the workflow
+    instance's, for a workflow node)."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         extra = dict(self.extra or {})
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra
-        prefix = f"[job={extra['sx_job_id']} instance={extra['sx_instance_id']} task={extra['sx_task_id']}]"
-        return f"{prefix} {msg}", kwargs
+        workflow = f" wf_instance={extra['sx_wf_instance_id']}" if extra.get("sx_wf_instance_id") else ""
+        ids = f"job={extra['sx_job_id']} instance={extra['sx_instance_id']} task={extra['sx_task_id']}"
+        return f"[{ids}{workflow}] {msg}", kwargs
 
 
 def _now() -> datetime:
@@ -153,6 +155,7 @@ class JobContext:
                     "sx_job_id": self.job_id,
                     "sx_job_name": self.job_name,
                     "sx_instance_id": self.instance_id,
+                    "sx_wf_instance_id": self.wf_instance_id,
                     "sx_task_id": self.task_id,
                     "sx_task_name": self.task_name,
                 },
@@ -267,6 +270,12 @@ class JobContext:
 
     def getMaxAttempt(self) -> int:
         return self.max_attempt
+
+    def getTaskAttempt(self) -> int:
+        return self.task_attempt
+
+    def getTaskMaxAttempt(self) -> int:
+        return self.task_max_attempt
 
     def getTaskResults(self) -> dict[int, str]:
         return self.task_results

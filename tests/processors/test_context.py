@@ -58,6 +58,8 @@ def test_aliases_return_the_fields() -> None:
         data_time=when - timedelta(days=1),
         attempt=1,
         max_attempt=3,
+        task_attempt=2,
+        task_max_attempt=5,
         sharding_id=2,
         sharding_num=4,
         sharding_parameter="east",
@@ -72,6 +74,7 @@ def test_aliases_return_the_fields() -> None:
     assert ctx.getInstanceParameters() == ctx.get_instance_parameters() == "ip"
     assert ctx.getScheduleTime() == when and ctx.getDataTime() == when - timedelta(days=1)
     assert (ctx.getAttempt(), ctx.getMaxAttempt()) == (1, 3)
+    assert (ctx.getTaskAttempt(), ctx.getTaskMaxAttempt()) == (2, 5)
     assert (ctx.getShardingId(), ctx.getShardingNum(), ctx.getShardingParameter()) == (2, 4, "east")
     assert ctx.getUpstreamData() == upstream
     assert ctx.getTaskResults() == {0: "r"} and ctx.getTaskStatuses() == {0: TaskStatus.SUCCESS}
@@ -134,6 +137,13 @@ def test_logger_tags_lines_with_ids(caplog: pytest.LogCaptureFixture) -> None:
     assert record.name == "sx.job"
     assert record.getMessage() == "[job=1 instance=2 task=3] hello there"
     assert (record.sx_job_id, record.sx_instance_id, record.sx_task_name) == (1, 2, "T")  # type: ignore[attr-defined]
+
+
+def test_logger_of_a_workflow_node_names_its_workflow_instance(caplog: pytest.LogCaptureFixture) -> None:
+    ctx = JobContext(job_id=1, instance_id=2, wf_instance_id=9)
+    with caplog.at_level(logging.INFO, logger="sx.job"):
+        ctx.logger.info("step")
+    assert caplog.records[-1].getMessage() == "[job=1 instance=2 task=0 wf_instance=9] step"
 
 
 async def test_map_async_encodes_with_the_codec() -> None:

@@ -4,12 +4,19 @@ The worker an instance is submitted to runs its ``MapMaster``:
 
 - The root task (``MAP_TASK_ROOT``, id 0) always runs on the master's own worker.
 - ``ctx.map`` anywhere sends batches of up to 1000 payloads to the master (``MapTasks``; in process on
-  the master's worker). The master queues them in its task store. The queue holds at most
-  ``queueSize`` tasks: a batch that does not fit waits up to ``MAP_WAIT`` seconds for room, then the
-  reply says ``overload`` and the mapper retries later. Nothing is dropped and nothing grows unbounded.
+  the master's worker). The master queues them in its task store, which holds at most ``queueSize``
+  queued tasks: a batch is taken as far as there is room (``taken`` in the reply) and the mapper sends
+  the rest again. Nothing is dropped and the queue never grows past ``queueSize`` through maps (a
+  failover puts a lost worker's tasks back on top, and a resumed batch file starts with all its
+  unfinished tasks queued; maps then wait until it is below the bound again).
+- A mapper that has to wait gives its consumer slot back (``wait`` in the request) and the master
+  counts its task *parked*, outside the dispatch window, so nested maps cannot deadlock with every
+  slot held by a task waiting for room. Waiting maps are served deepest first (highest parent task
+  id: children are mapped after their parents), so the queue fills with work that finishes rather
+  than with more mappers.
 - ``dispatcherSize`` dispatchers send pages of up to ``pageSize`` tasks (``StartTasks``) round robin
   to the live workers of the instance, itself included. A worker is sent more only while it has fewer
-  than ``2 × pageSize + consumerSize`` tasks in flight, so queues on the workers stay small too.
+  than ``2 × pageSize + consumerSize`` unparked tasks in flight, so queues on the workers stay small.
 - Workers run at most ``consumerSize`` tasks of the instance at once, retry failed subtasks
   (``taskMaxAttempt``, ``taskAttemptInterval``; never the root) and report statuses in batches. The
   master de-duplicates them per task id: the first finished status wins.
@@ -17,10 +24,12 @@ The worker an instance is submitted to runs its ``MapMaster``:
 - When every task finished (nothing queued or in flight), ``reduce`` runs once on the master for a
   ``MapReduceProcessor`` (only when no task failed, unless ``reduce_on_failure``), the instance
   result is decided, and every worker is told ``DestroyInstance``.
-- Failover: every ``alive_interval`` seconds the master asks its workers ``CheckAlive``; a worker that
-  does not answer (or whose ``StartTasks`` fails) is dropped and its unfinished tasks go back to the
-  queue for the others. **A subtask can therefore run twice**: make subtasks idempotent. Its map
-  batches are taken once (see ``batch_seq``), so its own subtasks are not duplicated.
+- Failover: every ``alive_interval`` seconds the master asks its workers ``CheckAlive`` for the
+  instance; a worker that does not answer (or whose ``StartTasks`` fails) is dropped and its unfinished
+  tasks go back to the queue for the others. A worker that answers but no longer knows the instance
+  (restarted on the same address) keeps its place, and its unfinished tasks are queued again. **A
+  subtask can therefore run twice**: make subtasks idempotent. Its map batches are taken once (see
+  ``batch_seq``), so its own subtasks are not duplicated.
 
 Sizes: grid keeps every queued task, and for reduce every result, in the master's memory. It is
 meant for up to about 50,000 subtasks (a warning is logged past that) and still works at a few hundred
@@ -34,14 +43,16 @@ the scheduler for the instance's task state; tasks reset there (``retryTasks``) 
 then sees every task once. When the master dies the scheduler fails the instance and retries it
 (maxAttempt); the retry's master takes over the stored tasks and does **not** run the SUCCESS ones again.
 
-Resume (batch): the task file outlives a killed master. When the scheduler sees the master's worker
-lost it submits the instance again; a master on the same host (same ``data_dir``) finds the file and
-resumes: finished tasks stay finished and the others are sent again. Resume needs the same disk.
+Resume (batch): the task file outlives a killed master, and a master whose worker shuts down
+(``suspend``) keeps it too. When the scheduler sees the master's worker gone it submits the instance
+again; a master on the same host (same ``data_dir``) finds the file and resumes: finished tasks stay
+finished and the others are sent again. Resume needs the same disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 from collections.abc import Callable
@@ -69,7 +80,7 @@ PARALLEL_TASK_CAP = 300
 GRID_SOFT_CAP = 50_000
 """Past this many subtasks a grid instance logs a warning suggesting batch mode (it does not fail)."""
 MAP_WAIT = 1.0
-"""Seconds a map batch waits for room in a full queue before the reply says overload."""
+"""Seconds a waiting map call is held for room in a full queue before the reply says overload."""
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_CONSUMER_SIZE = 5
@@ -84,6 +95,22 @@ class _Flight:
     record: TaskRecord
     address: str
     running: bool = False
+    parked: bool = False
+    """Waiting in ``ctx.map`` for room in the queue: it does not count in its worker's window."""
+    incarnation: str = ""
+    """The worker process that accepted it (empty while StartTasks travels)."""
+
+
+@dataclass(eq=False, slots=True)
+class _MapCall:
+    """A map request the master holds until the queue has room for it."""
+
+    request: peer_pb2.MapTasksRequest
+    order: tuple[int, int]
+    """Served in this order: deepest (highest parent task id) first, then first come."""
+    done: asyncio.Future[None]
+    taken: int = 0
+    refused: str | None = None
 
 
 @dataclass(eq=False)
@@ -93,8 +120,12 @@ class _Target:
     worker_id: str
     address: str
     inflight: int = 0
+    """Tasks sent and not finished, parked ones left out."""
     alive: bool = True
     why_lost: str = ""
+    starts: int = 0
+    """StartTasks calls begun; a liveness answer given while one travelled proves nothing."""
+    starting: int = 0
 
 
 @dataclass(eq=False)
@@ -122,10 +153,12 @@ class MapMaster:
     _next: int = 0
     _inflight: dict[int, _Flight] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
-    _room: asyncio.Event = field(default_factory=asyncio.Event)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
+    _waiting: list[_MapCall] = field(default_factory=list)
+    _arrivals: int = 0
     _sending: int = 0
     _closed: bool = False
+    _suspended: bool = False
     _killed: str | None = None
     _fatal: str | None = None
     _root_failure: str | None = None
@@ -133,6 +166,8 @@ class MapMaster:
     _hook_ctx: JobContext | None = None
     _warned_size: bool = False
     _background: set[asyncio.Task[None]] = field(default_factory=set)
+    queue_peak: int = 0
+    """The most tasks the queue held after a map (at most ``queue_size``)."""
 
     def __post_init__(self) -> None:
         options = self.spec.map_options
@@ -147,59 +182,128 @@ class MapMaster:
     # -- the Peer service's entry points -------------------------------------------------------------
 
     async def map_tasks(self, request: peer_pb2.MapTasksRequest) -> peer_pb2.MapTasksReply:
-        """Queue one map batch, waiting up to ``MAP_WAIT`` for room; overload when there is none."""
+        """Queue what fits of one map request; a ``wait`` request is held up to ``MAP_WAIT`` for room."""
         count = len(request.payloads)
         if self._closed:
             return peer_pb2.MapTasksReply(accepted=False, message=self._closed_reason())
         if count == 0:
             return peer_pb2.MapTasksReply(accepted=False, message="the task list is empty")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + MAP_WAIT
-        while self.store.pending > 0 and self.store.pending + count > self.queue_size:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return peer_pb2.MapTasksReply(accepted=True, overload=True, message="the queue is full")
-            self._room.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._room.wait(), timeout=remaining)
+        self._arrivals += 1
+        call = _MapCall(
+            request=request,
+            order=(-request.parent_task_id, self._arrivals),
+            done=asyncio.get_running_loop().create_future(),
+        )
+        self._admit(call)
+        if call.refused is None and call.taken < count and not self._closed:
+            self._park(request, parked=True)  # it waits, here or in its next call: out of the window
+        if call.refused is None and call.taken < count and request.wait and not self._closed:
+            bisect.insort(self._waiting, call, key=lambda c: c.order)
+            try:
+                await asyncio.wait({call.done}, timeout=MAP_WAIT)
+            finally:
+                if not call.done.done():
+                    self._waiting.remove(call)
+                    call.done.cancel()
+        if call.refused is not None:
+            return peer_pb2.MapTasksReply(accepted=False, message=call.refused, taken=call.taken)
+        if call.taken < count:
             if self._closed:
-                return peer_pb2.MapTasksReply(accepted=False, message=self._closed_reason())
-        if self.mode is ExecuteMode.PARALLEL and self.progress.total - 1 + count > PARALLEL_TASK_CAP:
+                return peer_pb2.MapTasksReply(accepted=False, message=self._closed_reason(), taken=call.taken)
+            return peer_pb2.MapTasksReply(
+                accepted=True, overload=True, taken=call.taken, message="the queue is full"
+            )
+        self._park(request, parked=False)
+        return peer_pb2.MapTasksReply(accepted=True, taken=count)
+
+    def _admit(self, call: _MapCall) -> None:
+        """Queue as much of ``call`` as there is room for; payloads queued before only count as taken."""
+        request = call.request
+        payloads = request.payloads
+        count = len(payloads)
+        store = self.store
+        parent, seq = request.parent_task_id, request.batch_seq
+        position = request.offset + call.taken  # index in the batch of the next payload not taken
+        held = store.taken(parent, seq)
+        if position > held:
+            # The mapper only sends on from what the master took, so this is a defect, not a race.
+            call.refused = f"map batch {seq} of task {parent} skips payloads {held}..{position - 1}"
+            return
+        call.taken = min(count, call.taken + held - position)
+        fresh = count - call.taken
+        if fresh == 0:
+            return
+        if self.mode is ExecuteMode.PARALLEL and self.progress.total - 1 + fresh > PARALLEL_TASK_CAP:
             why = (
                 f"mode parallel maps at most {PARALLEL_TASK_CAP} subtasks per instance; "
-                f"this map would make {self.progress.total - 1 + count}: use grid or batch"
+                f"this map would make {self.progress.total - 1 + fresh}: use grid or batch"
             )
+            call.refused = why
             self._fail(why)
-            return peer_pb2.MapTasksReply(accepted=False, message=why)
-        added = self.store.add(
-            request.task_name, list(request.payloads), parent_id=request.parent_task_id, seq=request.batch_seq
-        )
-        if added:
-            self.progress.mapped(request.task_name, added)
+            return
+        room = self.queue_size - store.pending
+        if room <= 0:
+            return
+        n = min(fresh, room)
+        store.add(request.task_name, list(payloads[call.taken : call.taken + n]), parent_id=parent, seq=seq)
+        call.taken += n
+        self.queue_peak = max(self.queue_peak, store.pending)
+        self.progress.mapped(request.task_name, n)
+        self._wake.set()
+        if self.mode is ExecuteMode.GRID and not self._warned_size and self.progress.total > GRID_SOFT_CAP:
+            self._warned_size = True
+            log.warning(
+                "instance %s: grid mode holds %d subtasks in memory (guidance: up to %d); "
+                "use batch mode for more",
+                self.spec.instance_id,
+                self.progress.total,
+                GRID_SOFT_CAP,
+            )
+
+    def _grant(self) -> None:
+        """Room was made in the queue: the waiting map calls get it in their order."""
+        waiting = self._waiting
+        while waiting and not self._closed and self.store.pending < self.queue_size:
+            call = waiting[0]
+            self._admit(call)
+            if call.refused is None and call.taken < len(call.request.payloads):
+                return
+            if waiting and waiting[0] is call:
+                waiting.pop(0)
+            if not call.done.done():
+                call.done.set_result(None)
+
+    def _release_waiting(self) -> None:
+        """The instance is closing: every waiting map call is answered."""
+        waiting, self._waiting = self._waiting, []
+        for call in waiting:
+            if not call.done.done():
+                call.done.set_result(None)
+
+    def _park(self, request: peer_pb2.MapTasksRequest, *, parked: bool) -> None:
+        """The mapping task waits for room (or got it): it leaves (or rejoins) its worker's window."""
+        flight = self._inflight.get(request.parent_task_id)
+        if flight is None or flight.parked is parked:
+            return
+        target = self._targets.get(flight.address)
+        if target is None or target.worker_id != request.worker_id:
+            return  # an earlier run of a task sent elsewhere since: not the one in flight
+        flight.parked = parked
+        target.inflight += -1 if parked else 1
+        if parked:
             self._wake.set()
-            if (
-                self.mode is ExecuteMode.GRID
-                and not self._warned_size
-                and self.progress.total > GRID_SOFT_CAP
-            ):
-                self._warned_size = True
-                log.warning(
-                    "instance %s: grid mode holds %d subtasks in memory (guidance: up to %d); "
-                    "use batch mode for more",
-                    self.spec.instance_id,
-                    self.progress.total,
-                    GRID_SOFT_CAP,
-                )
-        return peer_pb2.MapTasksReply(accepted=True)
 
     def on_statuses(self, batch: peer_pb2.TaskStatusBatch) -> None:
         """Apply a batch of task statuses; the first finished status of a task wins."""
+        if self._suspended:
+            return
         inflight = self._inflight
         progress = self.progress
         server = self.store if isinstance(self.store, ServerTaskStore) else None
         done: list[tuple[int, TaskStatus, str]] = []
         # Counters move once per (name, worker, outcome) of the batch, not once per task.
         moves: dict[tuple[str, str, bool, bool], int] = {}
+        freed: dict[str, int] = {}
         for update in batch.updates:
             task_id = update.task_id
             flight = inflight.get(task_id)
@@ -229,22 +333,32 @@ class MapMaster:
             del inflight[task_id]
             key = (flight.record.name, flight.address, ok, flight.running)
             moves[key] = moves.get(key, 0) + 1
+            if not flight.parked:
+                freed[flight.address] = freed.get(flight.address, 0) + 1
         if done:
             targets = self._targets
-            for (name, address, ok, was_running), count in moves.items():
+            for address, count in freed.items():
                 target = targets.get(address)
                 if target is not None:
                     target.inflight -= count
+            for (name, address, ok, was_running), count in moves.items():
                 progress.finished(name, address, ok=ok, was_running=was_running, count=count)
             self.store.finish(done)
             self._wake.set()
             self._check_done()
 
+    async def suspend(self, reason: str) -> None:
+        """Stop here but keep the task file (batch; the caller cancels ``run``): the scheduler submits
+        the instance again and its next master resumes from the file. Statuses are no longer
+        recorded, so the tasks stopped now count as unfinished there."""
+        self._suspended = True
+        await self.kill(reason)
+
     async def kill(self, reason: str) -> None:
         """Stop the instance's tasks on every worker (the caller cancels ``run``)."""
         self._killed = reason
         self._closed = True
-        self._room.set()
+        self._release_waiting()
         self._wake.set()
         if self._hook_ctx is not None:
             self._hook_ctx.cancel()
@@ -292,13 +406,14 @@ class MapMaster:
             while server is not None and await self._retried_at_end(server):
                 await self._done.wait()
             self._closed = True
-            self._room.set()
+            self._release_waiting()
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             return await self._finish()
         finally:
             self._closed = True
+            self._release_waiting()
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
@@ -307,7 +422,8 @@ class MapMaster:
             if server is not None:
                 with contextlib.suppress(Exception):
                     await server.aclose()
-            self.store.close(remove=True)
+            # A suspended batch instance keeps its file: the master that takes it over resumes from it.
+            self.store.close(remove=not self._suspended)
 
     def _closed_reason(self) -> str:
         if self._killed is not None:
@@ -357,7 +473,7 @@ class MapMaster:
         if self._fatal is None:
             self._fatal = shorten_head(why)
         self._closed = True
-        self._room.set()
+        self._release_waiting()
         self._done.set()
 
     def _check_done(self) -> None:
@@ -462,7 +578,7 @@ class MapMaster:
             records = store.take(min(self.page_size, room, share))
             if not records:
                 return None
-            self._room.set()
+            self._grant()
             if records[0].task_id == ROOT_TASK_ID and target.address != self.address:
                 # The root always runs on the master's own worker.
                 root, records = records[0], records[1:]
@@ -503,6 +619,8 @@ class MapMaster:
             ],
         )
         self._sending += 1
+        target.starts += 1
+        target.starting += 1
         try:
             reply = await self.peers.client(target.address).StartTasks(request)
         except asyncio.CancelledError:
@@ -512,8 +630,15 @@ class MapMaster:
             return
         finally:
             self._sending -= 1
+            target.starting -= 1
         if not reply.accepted:
             self._lose(target, f"refused tasks: {reply.message}")
+        else:
+            inflight = self._inflight
+            for record in records:
+                flight = inflight.get(record.task_id)
+                if flight is not None and flight.address == target.address:
+                    flight.incarnation = reply.incarnation
         self._check_done()
 
     # -- failover ------------------------------------------------------------------------------------
@@ -525,10 +650,7 @@ class MapMaster:
         target.alive = False
         target.why_lost = why
         mine = [f for f in self._inflight.values() if f.address == target.address]
-        for flight in mine:
-            del self._inflight[flight.record.task_id]
-            self.progress.taken_back(flight.record.name, target.address, was_running=flight.running)
-        target.inflight = 0
+        self._take_back(target, mine)
         if self._closed:
             return
         log.warning(
@@ -550,21 +672,56 @@ class MapMaster:
             return
         self._wake.set()
 
+    def _take_back(self, target: _Target, flights: list[_Flight]) -> None:
+        """These unfinished tasks leave the worker (and its counters); the caller queues them again."""
+        inflight = self._inflight
+        for flight in flights:
+            del inflight[flight.record.task_id]
+            self.progress.taken_back(flight.record.name, target.address, was_running=flight.running)
+            if not flight.parked:
+                target.inflight -= 1
+
     async def _alive_loop(self) -> None:
-        request = peer_pb2.CheckAliveRequest(instance_id=0)
         while not self._closed:
             await asyncio.sleep(self.alive_interval)
-
-            async def check(target: _Target) -> None:
-                try:
-                    await self.peers.client(target.address).CheckAlive(request)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._lose(target, f"not reachable: {_error_text(exc)}")
-
             others = [t for t in self._order if t.alive and t.address != self.address]
-            await asyncio.gather(*(check(t) for t in others))
+            await asyncio.gather(*(self._check_alive(t) for t in others))
+
+    async def _check_alive(self, target: _Target) -> None:
+        """Ask about the instance, not just the process: a worker restarted on the same address is up
+        but lost its tasks. Its unfinished tasks are sent again; it stays a worker of the instance."""
+        starts = target.starts
+        request = peer_pb2.CheckAliveRequest(instance_id=self.spec.instance_id)
+        try:
+            reply = await self.peers.client(target.address).CheckAlive(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._lose(target, f"not reachable: {_error_text(exc)}")
+            return
+        if not target.alive or self._closed:
+            return
+        mine = [f for f in self._inflight.values() if f.address == target.address]
+        lost = [f for f in mine if f.incarnation and f.incarnation != reply.incarnation]
+        why = "it is another process now (restarted)"
+        if not lost and not reply.alive and not target.starting and target.starts == starts:
+            # Tasks that travelled while it answered may be what it did not know yet, hence the guard.
+            lost, why = mine, "it no longer knows the instance"
+        if not lost:
+            return
+        log.warning(
+            "instance %s: worker %s (%s): %s; its %d unfinished task(s) are sent again",
+            self.spec.instance_id,
+            reply.worker_id or target.worker_id,
+            target.address,
+            why,
+            len(lost),
+        )
+        if reply.worker_id:
+            target.worker_id = reply.worker_id
+        self._take_back(target, lost)
+        self.store.requeue(f.record for f in lost)
+        self._wake.set()
 
     async def _progress_loop(self) -> None:
         while not self._closed:

@@ -84,7 +84,7 @@ class ServerTaskStore(TaskStore):
         self._records: dict[int, TaskRecord] = {}
         self._parents: dict[int, tuple[int, int]] = {}
         self._queue: deque[TaskRecord] = deque()
-        self._seen: set[tuple[int, int]] = set()
+        self._batches: dict[tuple[int, int], int] = {}
         self._next_id = ROOT_TASK_ID + 1
         self._finished: dict[int, TaskStatus] = {}
         self._results: dict[int, str] = {}
@@ -122,7 +122,9 @@ class ServerTaskStore(TaskStore):
             record = TaskRecord(task.task_id, task.task_name, task.payload)
             self._records[record.task_id] = record
             if record.task_id != ROOT_TASK_ID:
-                self._seen.add((task.parent_id, task.batch_seq))
+                # A batch's tasks are taken from its start: the stored count is how far it was taken.
+                key = (task.parent_id, task.batch_seq)
+                self._batches[key] = self._batches.get(key, 0) + 1
             self._next_id = max(self._next_id, record.task_id + 1)
             entry = counts.setdefault(record.name, [0, 0, 0])
             entry[0] += 1
@@ -304,11 +306,12 @@ class ServerTaskStore(TaskStore):
         self.pending += 1
         self._add_create(scheduler_pb2.StoredTask(task_id=ROOT_TASK_ID, task_name=ROOT_TASK_NAME))
 
-    def add(self, name: str, payloads: list[bytes], *, parent_id: int, seq: int) -> int:
+    def taken(self, parent_id: int, seq: int) -> int:
+        return self._batches.get((parent_id, seq), 0)
+
+    def add(self, name: str, payloads: list[bytes], *, parent_id: int, seq: int) -> None:
         key = (parent_id, seq)
-        if key in self._seen:
-            return 0
-        self._seen.add(key)
+        self._batches[key] = self._batches.get(key, 0) + len(payloads)
         first = self._next_id
         self._next_id += len(payloads)
         for i, payload in enumerate(payloads):
@@ -325,7 +328,6 @@ class ServerTaskStore(TaskStore):
                 )
             )
         self.pending += len(payloads)
-        return len(payloads)
 
     def take(self, limit: int) -> list[TaskRecord]:
         count = min(limit, len(self._queue))
@@ -370,7 +372,7 @@ class ServerTaskStore(TaskStore):
             self._writer.cancel()
             self._writer = None
         self._queue.clear()
-        self._seen.clear()
+        self._batches.clear()
         self.pending = 0
 
     async def aclose(self) -> None:

@@ -1,9 +1,10 @@
 """Where a map master keeps its subtasks: in memory (grid, parallel) or in a SQLite file (batch).
 
 The master holds only the tasks in flight (sent to a worker, not finished) itself; the store holds the
-queue of tasks waiting to be sent and what finished. Both stores remember which map batches they took
-(parent task id, batch number), so a task that runs again after a failover or a resume and maps the
-same batches again does not create its subtasks twice.
+queue of tasks waiting to be sent and what finished. Both stores remember how much of each map batch
+(parent task id, batch number) they took: a full queue takes a batch in part and the mapper sends the
+rest later, and a task that runs again after a failover or a resume and maps the same batches again
+does not create its subtasks twice.
 
 The batch store's file survives the master: a master started for the same instance id on the same
 disk (``data_dir``) reopens it, keeps the finished tasks finished and queues the others again.
@@ -56,8 +57,12 @@ class TaskStore(ABC):
         """Queue the root task (id 0) unless it exists already (a resumed instance)."""
 
     @abstractmethod
-    def add(self, name: str, payloads: list[bytes], *, parent_id: int, seq: int) -> int:
-        """Queue one map batch; returns how many tasks it added (0 when the batch was seen before)."""
+    def taken(self, parent_id: int, seq: int) -> int:
+        """How many payloads of the map batch (parent task id, batch number) the store holds."""
+
+    @abstractmethod
+    def add(self, name: str, payloads: list[bytes], *, parent_id: int, seq: int) -> None:
+        """Queue the next payloads of a map batch (those from index ``taken(parent_id, seq)`` on)."""
 
     @abstractmethod
     def take(self, limit: int) -> list[TaskRecord]:
@@ -91,7 +96,7 @@ class MemoryTaskStore(TaskStore):
         super().__init__(keep_results=keep_results)
         self._queue: deque[TaskRecord] = deque()
         self._next_id = 1
-        self._seen: set[tuple[int, int]] = set()
+        self._batches: dict[tuple[int, int], int] = {}
         self._results: dict[int, str] = {}
         self._statuses: dict[int, TaskStatus] = {}
         self._root_added = False
@@ -102,16 +107,16 @@ class MemoryTaskStore(TaskStore):
             self._queue.appendleft(TaskRecord(ROOT_TASK_ID, ROOT_TASK_NAME, b""))
             self.pending += 1
 
-    def add(self, name: str, payloads: list[bytes], *, parent_id: int, seq: int) -> int:
+    def taken(self, parent_id: int, seq: int) -> int:
+        return self._batches.get((parent_id, seq), 0)
+
+    def add(self, name: str, payloads: list[bytes], *, parent_id: int, seq: int) -> None:
         key = (parent_id, seq)
-        if key in self._seen:
-            return 0
-        self._seen.add(key)
+        self._batches[key] = self._batches.get(key, 0) + len(payloads)
         first = self._next_id
         self._next_id += len(payloads)
         self._queue.extend(TaskRecord(first + i, name, p) for i, p in enumerate(payloads))
         self.pending += len(payloads)
-        return len(payloads)
 
     def take(self, limit: int) -> list[TaskRecord]:
         queue = self._queue
@@ -137,7 +142,7 @@ class MemoryTaskStore(TaskStore):
 
     def close(self, *, remove: bool) -> None:
         self._queue.clear()
-        self._seen.clear()
+        self._batches.clear()
         self._results = {}
         self._statuses = {}
         self.pending = 0
@@ -153,7 +158,12 @@ CREATE TABLE IF NOT EXISTS tasks (
     result TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (id) WHERE status = 1;
-CREATE TABLE IF NOT EXISTS batches (parent INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (parent, seq));
+CREATE TABLE IF NOT EXISTS mapped (
+    parent INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    taken INTEGER NOT NULL,
+    PRIMARY KEY (parent, seq)
+);
 """
 
 _INIT = int(TaskStatus.INIT)
@@ -187,7 +197,7 @@ class FileTaskStore(TaskStore):
         else:
             if existed:
                 log.warning("task file %s belongs to another job: starting over", path)
-                self._db.executescript("DELETE FROM tasks; DELETE FROM batches; DELETE FROM meta;")
+                self._db.executescript("DELETE FROM tasks; DELETE FROM mapped; DELETE FROM meta;")
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('job_id', ?)", (str(job_id),))
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM tasks").fetchone()
         self._next_id = int(row[0]) + 1
@@ -218,14 +228,21 @@ class FileTaskStore(TaskStore):
         if cursor.rowcount:
             self.pending += 1
 
-    def add(self, name: str, payloads: list[bytes], *, parent_id: int, seq: int) -> int:
+    def taken(self, parent_id: int, seq: int) -> int:
+        row = self._db.execute(
+            "SELECT taken FROM mapped WHERE parent = ? AND seq = ?", (parent_id, seq)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def add(self, name: str, payloads: list[bytes], *, parent_id: int, seq: int) -> None:
         db = self._db
         db.execute("BEGIN")
         try:
-            cursor = db.execute("INSERT OR IGNORE INTO batches VALUES (?, ?)", (parent_id, seq))
-            if not cursor.rowcount:
-                db.execute("COMMIT")
-                return 0
+            db.execute(
+                "INSERT INTO mapped VALUES (?, ?, ?) "
+                "ON CONFLICT (parent, seq) DO UPDATE SET taken = taken + excluded.taken",
+                (parent_id, seq, len(payloads)),
+            )
             first = self._next_id
             db.executemany(
                 "INSERT INTO tasks (id, name, payload, status) VALUES (?, ?, ?, 1)",
@@ -237,7 +254,6 @@ class FileTaskStore(TaskStore):
             raise
         self._next_id += len(payloads)
         self.pending += len(payloads)
-        return len(payloads)
 
     def take(self, limit: int) -> list[TaskRecord]:
         if limit <= 0 or self.pending <= 0:

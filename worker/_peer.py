@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -110,7 +111,9 @@ class MapReceiver(Protocol):
 class PeerService(peer_pb2_grpc.PeerServicer):
     """Serves StartTasks, ReportTaskStatuses, KillInstance, DestroyInstance and CheckAlive.
 
-    ``masters`` finds the master this worker holds for an instance id (or None).
+    ``masters`` finds the master this worker holds for an instance id (or None). ``incarnation`` is
+    random per service: a master tells by it that a worker answering on an address is not the process
+    it sent tasks to.
     """
 
     def __init__(
@@ -119,9 +122,12 @@ class PeerService(peer_pb2_grpc.PeerServicer):
         self._tasks = tasks
         self._masters = masters
         self._worker_id = worker_id
+        self.incarnation = secrets.token_hex(8)
 
     async def StartTasks(self, request: peer_pb2.StartTasksRequest, context: Any) -> peer_pb2.StartTasksReply:
-        return self._tasks.start(request)
+        reply = self._tasks.start(request)
+        reply.incarnation = self.incarnation
+        return reply
 
     async def ReportTaskStatuses(self, request: peer_pb2.TaskStatusBatch, context: Any) -> peer_pb2.Ack:
         master = self._masters(request.instance_id)
@@ -150,8 +156,14 @@ class PeerService(peer_pb2_grpc.PeerServicer):
 
     async def CheckAlive(self, request: peer_pb2.CheckAliveRequest, context: Any) -> peer_pb2.CheckAliveReply:
         instance_id = request.instance_id
-        alive = instance_id == 0 or self._tasks.holds(instance_id) or self._masters(instance_id) is not None
-        return peer_pb2.CheckAliveReply(alive=alive, worker_id=self._worker_id, running=self._tasks.running)
+        is_master = self._masters(instance_id) is not None
+        if request.master:
+            alive = is_master
+        else:
+            alive = instance_id == 0 or is_master or self._tasks.holds(instance_id)
+        return peer_pb2.CheckAliveReply(
+            alive=alive, worker_id=self._worker_id, running=self._tasks.running, incarnation=self.incarnation
+        )
 
 
 class PeerApi(Protocol):

@@ -6,7 +6,13 @@ instance's consumer limit and reports their statuses to the instance's master in
 
 Broadcast tasks get one asyncio task each. Map tasks (parallel, grid, batch) wait in a per-instance
 queue drained by ``consumerSize`` consumers, retry locally (``taskMaxAttempt``; never the root) and
-send their ``ctx.map`` batches to the master through ``PeerMapper``.
+send their ``ctx.map`` batches to the master through ``PeerMapper``. A map task waiting for room in the
+master's full queue gives its consumer slot and its hook slot back meanwhile (``_Seat``): the tasks
+that drain the queue must be able to run. A sync hook waiting in ``ctx.map`` still holds its thread.
+
+A worker holding tasks of a map instance whose master is elsewhere asks that master every
+``master_check_interval`` seconds whether it still runs the instance; when it does not (or cannot be
+reached twice in a row) the instance's tasks are stopped here without reports and it is forgotten.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections import deque
@@ -52,7 +59,9 @@ class MapRefusedError(SxError):
 
 
 MAP_BATCH = 1000
-"""Payloads per ``MapTasks`` call."""
+"""Payloads per map batch (numbered, so a task run again maps nothing twice) and per ``MapTasks`` call."""
+MASTER_MISSES = 2
+"""Failed checks in a row after which a map instance's master counts as gone."""
 STATUS_BATCH = 5000
 """Statuses per ``ReportTaskStatuses`` call."""
 MAP_IDLE_FORGET = 60.0
@@ -198,9 +207,93 @@ class HookRunner:
             log.exception("calling %s of instance %s failed", hook, ctx.instance_id)
             return ProcessResult.failure(describe_exception(exc))
 
+    def lend(self) -> None:
+        """A running hook waits for work other hooks must do first (room in a map queue): free its slot."""
+        self.running -= 1
+        self._slots.release()
+
+    async def take_back(self) -> None:
+        """Take back the slot ``lend`` freed. Completes even if the caller is cancelled meanwhile: the
+        end of ``call`` releases the slot in any case, so it must be held again by then."""
+        self.running += 1
+        await asyncio.shield(asyncio.ensure_future(self._slots.acquire()))
+
     def close(self) -> None:
         """Stop the thread pool without waiting: a blocking hook ignoring cancellation may never return."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Slots:
+    """The consumer slots of one map instance on this worker: at most ``limit`` of its tasks run.
+
+    A task giving its slot back while it waits (``_Seat``) takes one again with ``take_back``, ahead of
+    tasks not started yet: consumers stop taking new tasks while one waits to come back.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._back: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def returning(self) -> bool:
+        return bool(self._back)
+
+    def try_take(self) -> bool:
+        if self.used < self.limit and not self._back:
+            self.used += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        while self._back:
+            waiter = self._back.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # handed over: ``used`` stays
+                return
+        self.used -= 1
+
+    async def take_back(self) -> None:
+        """Wait for a slot; cancelled, the caller holds none."""
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._back.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._back.remove(waiter)
+            else:
+                self.release()  # handed over just as the cancel came: pass it on
+            raise
+
+
+@dataclass(eq=False, slots=True)
+class _Seat:
+    """A running map task's consumer slot and hook slot, given back while it waits in ``ctx.map``."""
+
+    slots: _Slots
+    hooks: HookRunner
+    on_free: Callable[[], None]
+    """Called when the slot is free: a consumer may start on the tasks queued here."""
+    held: bool = True
+
+    def leave(self) -> None:
+        if self.held:
+            self.held = False
+            self.hooks.lend()
+            self.slots.release()
+            self.on_free()
+
+    async def sit(self) -> None:
+        """Take both back: the consumer slot first, as a task starting does, so no two wait on each other."""
+        if self.held:
+            return
+        await self.slots.take_back()  # cancelled: ``held`` stays False and the consumer owns no slot
+        self.held = True
+        await self.hooks.take_back()
 
 
 @dataclass(eq=False)
@@ -222,8 +315,9 @@ class _TaskGroup:
     master_worker_id: str
     resolved: Resolved
     consumers: asyncio.Semaphore
+    """Broadcast tasks run under it; map tasks under ``slots``."""
+    slots: _Slots
     is_map: bool = False
-    consumer_limit: int = 1
     tasks: dict[int, _Task] = field(default_factory=dict)
     pending: dict[int, _Update] = field(default_factory=dict)
     """Statuses not yet sent, by task id: a later status of a task replaces an unsent earlier one."""
@@ -238,6 +332,11 @@ class _TaskGroup:
     """A consumer was created and has not taken a task yet."""
     consumer_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     contexts: _ContextFactory | None = None
+    on_free: Callable[[], None] = lambda: None
+    map_chunk: int = MAP_BATCH
+    """Payloads per MapTasks call: at most the master's queue size (more would only be sent again)."""
+    watcher: asyncio.Task[None] | None = None
+    """Checks that the master (on another worker) still runs the instance."""
 
     @property
     def idle(self) -> bool:
@@ -248,53 +347,66 @@ class PeerMapper:
     """Sends one task run's ``ctx.map`` batches to its instance's master (``MapTasks``).
 
     Batches are numbered from 0 for each run, so the master takes each batch of a task once even when
-    the task runs again. An overloaded master is asked again after a pause that grows to 0.5 s.
+    the task runs again. The master takes what fits in its queue and says how much (``taken``); the
+    rest is sent again, and meanwhile the task gives its slots back (``seat``) and the calls may wait
+    at the master for room (``wait``).
     """
 
-    def __init__(self, *, peers: PeerClients, group: _TaskGroup, worker_id: str) -> None:
+    def __init__(
+        self, *, peers: PeerClients, group: _TaskGroup, worker_id: str, seat: _Seat | None = None
+    ) -> None:
         self._peers = peers
         self._group = group
         self._worker_id = worker_id
+        self._seat = seat
         self._seq = 0
 
     async def map(self, ctx: JobContext, payloads: list[bytes], task_name: str) -> None:
-        for start in range(0, len(payloads), MAP_BATCH):
-            seq = self._seq
-            self._seq += 1
+        try:
+            for start in range(0, len(payloads), MAP_BATCH):
+                seq = self._seq
+                self._seq += 1
+                await self._send(ctx, task_name, seq, payloads[start : start + MAP_BATCH])
+        finally:
+            if self._seat is not None:
+                await self._seat.sit()
+
+    async def _send(self, ctx: JobContext, task_name: str, seq: int, batch: list[bytes]) -> None:
+        offset = 0
+        errors = 0
+        seat = self._seat
+        while offset < len(batch):
+            if ctx.is_cancelled:
+                raise CancelledError(f"instance {ctx.instance_id} task {ctx.task_id} was stopped")
             request = peer_pb2.MapTasksRequest(
                 instance_id=ctx.instance_id,
                 parent_task_id=ctx.task_id,
                 task_name=task_name,
-                payloads=payloads[start : start + MAP_BATCH],
+                payloads=batch[offset : offset + self._group.map_chunk],
                 worker_id=self._worker_id,
                 batch_seq=seq,
+                offset=offset,
+                wait=seat is None or not seat.held,
             )
-            await self._send(ctx, request)
-
-    async def _send(self, ctx: JobContext, request: peer_pb2.MapTasksRequest) -> None:
-        pause = 0.005
-        errors = 0
-        while True:
-            if ctx.is_cancelled:
-                raise CancelledError(f"instance {ctx.instance_id} task {ctx.task_id} was stopped")
             address = self._group.master_address
             try:
                 reply = await self._peers.client(address).MapTasks(request)
             except Exception as exc:
                 errors += 1
                 if errors > 3:
-                    raise MapRefusedError(
-                        f"ctx.map({request.task_name!r}): master {address} unreachable: {exc}"
-                    ) from exc
+                    why = f"ctx.map({task_name!r}): master {address} unreachable: {exc}"
+                    raise MapRefusedError(why) from exc
                 await asyncio.sleep(0.05 * errors)
                 continue
-            if reply.overload:
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.5)
-                continue
             if not reply.accepted:
-                raise MapRefusedError(f"ctx.map({request.task_name!r}): the master refused: {reply.message}")
-            return
+                raise MapRefusedError(f"ctx.map({task_name!r}): the master refused: {reply.message}")
+            offset += reply.taken
+            if reply.taken < len(request.payloads):
+                # The master's queue is full: wait without holding what the tasks draining it need.
+                if seat is not None and seat.held:
+                    seat.leave()
+                elif reply.taken == 0:
+                    await asyncio.sleep(0.01)  # the master held the call already; this only avoids a spin
 
 
 class TaskRunner:
@@ -313,7 +425,9 @@ class TaskRunner:
         peers: PeerClients,
         worker_id: str,
         address: Callable[[], str],
+        master_check_interval: float = 5.0,
     ) -> None:
+        self.master_check_interval = master_check_interval
         self._hooks = hooks
         self._registry = registry
         self._peers = peers
@@ -353,13 +467,21 @@ class TaskRunner:
                 master_worker_id=request.master_worker_id,
                 resolved=resolved,
                 consumers=asyncio.Semaphore(limit),
+                slots=_Slots(limit),
                 is_map=execute_mode_of(spec).is_map,
-                consumer_limit=limit,
             )
+            group.on_free = functools.partial(self._add_consumer, group)
+            queue_size = spec.map_options.queue_size
+            if 0 < queue_size < MAP_BATCH:
+                group.map_chunk = queue_size
             self._groups[spec.instance_id] = group
             group.flusher = asyncio.create_task(
                 self._flush_loop(group), name=f"sx-task-statuses-{spec.instance_id}"
             )
+            if group.is_map:
+                group.watcher = asyncio.create_task(
+                    self._watch_master(group), name=f"sx-task-master-{spec.instance_id}"
+                )
         elif request.master_address and request.master_address != group.master_address:
             # A new master took the instance over (resume): statuses go to it from now on.
             group.master_address = request.master_address
@@ -410,7 +532,7 @@ class TaskRunner:
         remain. Tasks that wait on I/O so get up to ``consumerSize`` consumers within a few loop turns,
         and tasks that never wait are all run by one consumer, without a Task object per subtask.
         """
-        if group.consumer_starting or not group.queue or group.consumers_running >= group.consumer_limit:
+        if group.consumer_starting or not group.queue or not group.slots.try_take():
             return
         group.consumers_running += 1
         group.consumer_starting = True
@@ -419,20 +541,30 @@ class TaskRunner:
         consumer.add_done_callback(group.consumer_tasks.discard)
 
     async def _consume(self, group: _TaskGroup) -> None:
+        """Run queued tasks of the instance in the slot this consumer was started with."""
         group.consumer_starting = False
+        owns = True
         try:
             queue = group.queue
+            slots = group.slots
             me = asyncio.current_task()
-            while queue:
+            while queue and not slots.returning:
                 info = queue.popleft()
                 group.queued_ids.discard(info.task_id)
                 self._add_consumer(group)
-                await self._run_map_task(group, info, me)
+                seat = _Seat(slots, self._hooks, group.on_free)
+                await self._run_map_task(group, info, me, seat)
+                if not seat.held:
+                    owns = False  # stopped while waiting for its slot back: this consumer has none
+                    break
         finally:
             group.consumers_running -= 1
+            if owns:
+                group.slots.release()
+            self._add_consumer(group)
             group.wake.set()
 
-    def _map_context(self, group: _TaskGroup, info: TaskInfo) -> JobContext:
+    def _map_context(self, group: _TaskGroup, info: TaskInfo, seat: _Seat | None = None) -> JobContext:
         contexts = group.contexts
         if contexts is None:
             contexts = group.contexts = _ContextFactory(
@@ -442,14 +574,14 @@ class TaskRunner:
                 loop=asyncio.get_running_loop(),
             )
         return contexts.make(
-            info, mapper=PeerMapper(peers=self._peers, group=group, worker_id=self._worker_id)
+            info, mapper=PeerMapper(peers=self._peers, group=group, worker_id=self._worker_id, seat=seat)
         )
 
     async def _run_map_task(
-        self, group: _TaskGroup, info: TaskInfo, runner: asyncio.Task[None] | None
+        self, group: _TaskGroup, info: TaskInfo, runner: asyncio.Task[None] | None, seat: _Seat
     ) -> None:
         try:
-            ctx = self._map_context(group, info)
+            ctx = self._map_context(group, info, seat)
         except Exception as exc:
             self._queue_update(group, info, TaskStatus.FAILED, f"bad task: {describe_exception(exc)}")
             return
@@ -470,7 +602,7 @@ class TaskRunner:
                     break
                 info = dataclasses.replace(info, task_attempt=info.task_attempt + 1)
                 task.info = info
-                task.ctx = self._map_context(group, info)
+                task.ctx = self._map_context(group, info, seat)
         except asyncio.CancelledError:
             outcome = ProcessResult.failure("killed")
         group.tasks.pop(info.task_id, None)
@@ -596,6 +728,58 @@ class TaskRunner:
     def _forget(self, group: _TaskGroup) -> None:
         if self._groups.get(group.spec.instance_id) is group:
             del self._groups[group.spec.instance_id]
+            if group.watcher is not None and group.watcher is not asyncio.current_task():
+                group.watcher.cancel()
+
+    async def _watch_master(self, group: _TaskGroup) -> None:
+        """Drop the instance here once its master is gone: no one else would ever destroy it."""
+        instance_id = group.spec.instance_id
+        request = peer_pb2.CheckAliveRequest(instance_id=instance_id, master=True)
+        misses = 0
+        while True:
+            await asyncio.sleep(self.master_check_interval)
+            if self._groups.get(instance_id) is not group or group.destroyed:
+                return
+            address = group.master_address
+            if address == self._address():
+                continue  # the master is in this process and destroys the instance itself
+            try:
+                reply = await self._peers.client(address).CheckAlive(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                misses += 1
+                if misses < MASTER_MISSES:
+                    continue
+                why = f"its master {address} is unreachable: {describe_exception(exc)}"
+            else:
+                misses = 0
+                if reply.alive or address != group.master_address:
+                    continue  # alive, or a new master took over while the check travelled
+                why = f"its master {address} no longer runs it"
+            if self._groups.get(instance_id) is group and not group.destroyed:
+                await self._drop(group, why)
+            return
+
+    async def _drop(self, group: _TaskGroup, why: str) -> None:
+        """Stop the instance's tasks here without reporting them, and forget it."""
+        log.warning(
+            "instance %s: %s; dropping its %d running and %d queued task(s) here",
+            group.spec.instance_id,
+            why,
+            len(group.tasks),
+            len(group.queue),
+        )
+        group.destroyed = True
+        group.queue.clear()
+        group.queued_ids.clear()
+        group.pending.clear()
+        tasks = list(group.tasks.values())
+        for task in tasks:
+            task.kill_reason = task.kill_reason or f"killed: {why}"
+            task.silent = True
+        await asyncio.gather(*(self._stop(group, task) for task in tasks))
+        group.wake.set()
 
     async def kill(self, instance_id: int, *, task_id: int = 0, reason: str = "") -> int:
         """Stop the instance's tasks here (one task when ``task_id`` is set); returns how many."""
@@ -657,6 +841,8 @@ class TaskRunner:
             await asyncio.gather(*(self._stop(group, t) for t in list(group.tasks.values())))
         await self.wait_idle(5.0)
         for group in list(self._groups.values()):
+            if group.watcher is not None:
+                group.watcher.cancel()
             if group.flusher is not None:
                 group.flusher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -52,6 +52,8 @@ class _InstanceRun:
     ctx: JobContext | None = None
     master: BroadcastMaster | MapMaster | None = None
     kill_reason: str | None = None
+    suspended: bool = False
+    """A batch instance stopped by a shutdown: not reported, so the scheduler resumes it elsewhere."""
     started_ms: int = 0
 
 
@@ -139,6 +141,7 @@ class Worker:
             peers=self._peers,
             worker_id=self.worker_id,
             address=lambda: self._address,
+            master_check_interval=self.alive_interval,
         )
         try:
             await self._start_server()
@@ -166,8 +169,9 @@ class Worker:
         """Stop taking work, let running instances finish within ``grace`` seconds, report, deregister.
 
         Instances still running after the grace period are cancelled and reported FAILED "worker shut
-        down". Idempotent: later calls wait for the first one. ``grace`` defaults to
-        ``settings.shutdown_grace``.
+        down". Batch instances are not waited for: their masters stop at once, keep their task files
+        and report nothing, so the scheduler submits them again and a master on this host resumes them.
+        Idempotent: later calls wait for the first one. ``grace`` defaults to ``settings.shutdown_grace``.
         """
         if self._shutdown_task is None:
             chosen = self.settings.shutdown_grace if grace is None else grace
@@ -241,6 +245,9 @@ class Worker:
         self._tasks.accepting = False
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        # A batch instance's state is on disk: it is handed back to the scheduler, not waited for.
+        batch = [run for run in self._instances.values() if run.mode is ExecuteMode.BATCH]
+        await asyncio.gather(*(self._suspend(run) for run in batch))
         await self._wait_instances(grace)
         if self._instances:
             await asyncio.gather(
@@ -379,6 +386,11 @@ class Worker:
         except Exception as exc:
             log.exception("instance %s failed in the worker", spec.instance_id)
             outcome = Outcome(InstanceStatus.FAILED, describe_exception(exc))
+        if run.suspended:
+            # No final report: the scheduler sees this worker gone and submits the instance again.
+            log.info("instance %s suspended: worker %s shuts down", spec.instance_id, self.worker_id)
+            self._instances.pop(spec.instance_id, None)
+            return
         if run.kill_reason is not None:
             outcome = Outcome(InstanceStatus.FAILED, run.kill_reason, outcome.progress)
         self._report(
@@ -466,6 +478,20 @@ class Worker:
             alive_interval=self.alive_interval,
             progress_interval=self.progress_interval,
         )
+
+    async def _suspend(self, run: _InstanceRun) -> None:
+        if run.kill_reason is not None or run.task is None or run.task.done():
+            return
+        run.kill_reason = SHUTDOWN_RESULT
+        run.suspended = True
+        log.info(
+            "suspending batch instance %s: its task file stays for the next master",
+            run.spec.instance_id,
+        )
+        if isinstance(run.master, MapMaster):
+            await run.master.suspend(SHUTDOWN_RESULT)
+        if not run.task.done():
+            run.task.cancel()
 
     async def _kill(self, run: _InstanceRun, reason: str) -> None:
         if run.kill_reason is not None or run.task is None or run.task.done():

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from sx.protos.v1 import common_pb2 as sx_dot_protos_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sx/protos/v1/peer.proto\x12\x05sx.v1\x1a\x19sx/protos/v1/common.proto\"\x95\x01\n\x0bTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0ctask_attempt\x18\x04 \x01(\x05\x12\x13\n\x0bsharding_id\x18\x05 \x01(\x05\x12\x14\n\x0csharding_num\x18\x06 \x01(\x05\x12\x10\n\x08\x66\x61ilover\x18\x07 \x01(\x08\"\x8f\x01\n\x11StartTasksRequest\x12%\n\x08instance\x18\x01 \x01(\x0b\x32\x13.sx.v1.InstanceSpec\x12\x16\n\x0emaster_address\x18\x02 \x01(\t\x12\x18\n\x10master_worker_id\x18\x03 \x01(\t\x12!\n\x05tasks\x18\x04 \x03(\x0b\x32\x12.sx.v1.TaskRequest\"O\n\x0fStartTasksReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11rejected_task_ids\x18\x03 \x03(\x03\"l\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0e\n\x06result\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x14\n\x0ctask_attempt\x18\x05 \x01(\x05\"{\n\x0fTaskStatusBatch\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x16\n\x0eworker_address\x18\x03 \x01(\t\x12(\n\x07updates\x18\x04 \x03(\x0b\x32\x17.sx.v1.TaskStatusUpdate\"\x89\x01\n\x0fMapTasksRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\x16\n\x0eparent_task_id\x18\x02 \x01(\x03\x12\x11\n\ttask_name\x18\x03 \x01(\t\x12\x10\n\x08payloads\x18\x04 \x03(\x0c\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x11\n\tbatch_seq\x18\x06 \x01(\x05\"D\n\rMapTasksReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08overload\x18\x03 \x01(\x08\"G\n\x0fPeerKillRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"%\n\x0e\x44\x65stroyRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\"(\n\x11\x43heckAliveRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\"D\n\x0f\x43heckAliveReply\x12\r\n\x05\x61live\x18\x01 \x01(\x08\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07running\x18\x03 \x01(\x05\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xe4\x02\n\x04Peer\x12>\n\nStartTasks\x12\x18.sx.v1.StartTasksRequest\x1a\x16.sx.v1.StartTasksReply\x12\x38\n\x12ReportTaskStatuses\x12\x16.sx.v1.TaskStatusBatch\x1a\n.sx.v1.Ack\x12\x38\n\x08MapTasks\x12\x16.sx.v1.MapTasksRequest\x1a\x14.sx.v1.MapTasksReply\x12\x32\n\x0cKillInstance\x12\x16.sx.v1.PeerKillRequest\x1a\n.sx.v1.Ack\x12\x34\n\x0f\x44\x65stroyInstance\x12\x15.sx.v1.DestroyRequest\x1a\n.sx.v1.Ack\x12>\n\nCheckAlive\x12\x18.sx.v1.CheckAliveRequest\x1a\x16.sx.v1.CheckAliveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17sx/protos/v1/peer.proto\x12\x05sx.v1\x1a\x19sx/protos/v1/common.proto\"\x95\x01\n\x0bTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x11\n\ttask_name\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x14\n\x0ctask_attempt\x18\x04 \x01(\x05\x12\x13\n\x0bsharding_id\x18\x05 \x01(\x05\x12\x14\n\x0csharding_num\x18\x06 \x01(\x05\x12\x10\n\x08\x66\x61ilover\x18\x07 \x01(\x08\"\x8f\x01\n\x11StartTasksRequest\x12%\n\x08instance\x18\x01 \x01(\x0b\x32\x13.sx.v1.InstanceSpec\x12\x16\n\x0emaster_address\x18\x02 \x01(\t\x12\x18\n\x10master_worker_id\x18\x03 \x01(\t\x12!\n\x05tasks\x18\x04 \x03(\x0b\x32\x12.sx.v1.TaskRequest\"d\n\x0fStartTasksReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x19\n\x11rejected_task_ids\x18\x03 \x03(\x03\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\"l\n\x10TaskStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0e\n\x06result\x18\x03 \x01(\t\x12\x11\n\ttask_name\x18\x04 \x01(\t\x12\x14\n\x0ctask_attempt\x18\x05 \x01(\x05\"{\n\x0fTaskStatusBatch\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x16\n\x0eworker_address\x18\x03 \x01(\t\x12(\n\x07updates\x18\x04 \x03(\x0b\x32\x17.sx.v1.TaskStatusUpdate\"\xa7\x01\n\x0fMapTasksRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\x16\n\x0eparent_task_id\x18\x02 \x01(\x03\x12\x11\n\ttask_name\x18\x03 \x01(\t\x12\x10\n\x08payloads\x18\x04 \x03(\x0c\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\x11\n\tbatch_seq\x18\x06 \x01(\x05\x12\x0e\n\x06offset\x18\x07 \x01(\x05\x12\x0c\n\x04wait\x18\x08 \x01(\x08\"S\n\rMapTasksReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08overload\x18\x03 \x01(\x08\x12\r\n\x05taken\x18\x04 \x01(\x05\"G\n\x0fPeerKillRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\x0f\n\x07task_id\x18\x02 \x01(\x03\x12\x0e\n\x06reason\x18\x03 \x01(\t\"%\n\x0e\x44\x65stroyRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\"8\n\x11\x43heckAliveRequest\x12\x13\n\x0binstance_id\x18\x01 \x01(\x03\x12\x0e\n\x06master\x18\x02 \x01(\x08\"Y\n\x0f\x43heckAliveReply\x12\r\n\x05\x61live\x18\x01 \x01(\x08\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0f\n\x07running\x18\x03 \x01(\x05\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\"\"\n\x03\x41\x63k\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t2\xe4\x02\n\x04Peer\x12>\n\nStartTasks\x12\x18.sx.v1.StartTasksRequest\x1a\x16.sx.v1.StartTasksReply\x12\x38\n\x12ReportTaskStatuses\x12\x16.sx.v1.TaskStatusBatch\x1a\n.sx.v1.Ack\x12\x38\n\x08MapTasks\x12\x16.sx.v1.MapTasksRequest\x1a\x14.sx.v1.MapTasksReply\x12\x32\n\x0cKillInstance\x12\x16.sx.v1.PeerKillRequest\x1a\n.sx.v1.Ack\x12\x34\n\x0f\x44\x65stroyInstance\x12\x15.sx.v1.DestroyRequest\x1a\n.sx.v1.Ack\x12>\n\nCheckAlive\x12\x18.sx.v1.CheckAliveRequest\x1a\x16.sx.v1.CheckAliveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,25 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTTASKSREQUEST']._serialized_start=214
   _globals['_STARTTASKSREQUEST']._serialized_end=357
   _globals['_STARTTASKSREPLY']._serialized_start=359
-  _globals['_STARTTASKSREPLY']._serialized_end=438
-  _globals['_TASKSTATUSUPDATE']._serialized_start=440
-  _globals['_TASKSTATUSUPDATE']._serialized_end=548
-  _globals['_TASKSTATUSBATCH']._serialized_start=550
-  _globals['_TASKSTATUSBATCH']._serialized_end=673
-  _globals['_MAPTASKSREQUEST']._serialized_start=676
-  _globals['_MAPTASKSREQUEST']._serialized_end=813
-  _globals['_MAPTASKSREPLY']._serialized_start=815
-  _globals['_MAPTASKSREPLY']._serialized_end=883
-  _globals['_PEERKILLREQUEST']._serialized_start=885
-  _globals['_PEERKILLREQUEST']._serialized_end=956
-  _globals['_DESTROYREQUEST']._serialized_start=958
-  _globals['_DESTROYREQUEST']._serialized_end=995
-  _globals['_CHECKALIVEREQUEST']._serialized_start=997
-  _globals['_CHECKALIVEREQUEST']._serialized_end=1037
-  _globals['_CHECKALIVEREPLY']._serialized_start=1039
-  _globals['_CHECKALIVEREPLY']._serialized_end=1107
-  _globals['_ACK']._serialized_start=1109
-  _globals['_ACK']._serialized_end=1143
-  _globals['_PEER']._serialized_start=1146
-  _globals['_PEER']._serialized_end=1502
+  _globals['_STARTTASKSREPLY']._serialized_end=459
+  _globals['_TASKSTATUSUPDATE']._serialized_start=461
+  _globals['_TASKSTATUSUPDATE']._serialized_end=569
+  _globals['_TASKSTATUSBATCH']._serialized_start=571
+  _globals['_TASKSTATUSBATCH']._serialized_end=694
+  _globals['_MAPTASKSREQUEST']._serialized_start=697
+  _globals['_MAPTASKSREQUEST']._serialized_end=864
+  _globals['_MAPTASKSREPLY']._serialized_start=866
+  _globals['_MAPTASKSREPLY']._serialized_end=949
+  _globals['_PEERKILLREQUEST']._serialized_start=951
+  _globals['_PEERKILLREQUEST']._serialized_end=1022
+  _globals['_DESTROYREQUEST']._serialized_start=1024
+  _globals['_DESTROYREQUEST']._serialized_end=1061
+  _globals['_CHECKALIVEREQUEST']._serialized_start=1063
+  _globals['_CHECKALIVEREQUEST']._serialized_end=1119
+  _globals['_CHECKALIVEREPLY']._serialized_start=1121
+  _globals['_CHECKALIVEREPLY']._serialized_end=1210
+  _globals['_ACK']._serialized_start=1212
+  _globals['_ACK']._serialized_end=1246
+  _globals['_PEER']._serialized_start=1249
+  _globals['_PEER']._serialized_end=1605
 # @@protoc_insertion_point(module_scope)

@@ -97,8 +97,13 @@ class StartTasksReply(_message.Message):
     ACCEPTED_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     REJECTED_TASK_IDS_FIELD_NUMBER: _builtins.int
+    INCARNATION_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     message: _builtins.str
+    incarnation: _builtins.str
+    """The worker process that took the tasks (random per process): another one answering on the same
+    address later (a restart) does not have them.
+    """
     @_builtins.property
     def rejected_task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -107,10 +112,11 @@ class StartTasksReply(_message.Message):
         accepted: _builtins.bool = ...,
         message: _builtins.str = ...,
         rejected_task_ids: _abc.Iterable[_builtins.int] | None = ...,
+        incarnation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "message", b"message", "rejected_task_ids", b"rejected_task_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "incarnation", b"incarnation", "message", b"message", "rejected_task_ids", b"rejected_task_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -187,6 +193,8 @@ class MapTasksRequest(_message.Message):
     PAYLOADS_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     BATCH_SEQ_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.int
     parent_task_id: _builtins.int
     task_name: _builtins.str
@@ -195,6 +203,10 @@ class MapTasksRequest(_message.Message):
     """The parent task's map batches are numbered from 0 in each run of it; the master takes a
     (parent_task_id, batch_seq) pair once, so a task run again (failover, retry, resume) maps nothing twice.
     """
+    offset: _builtins.int
+    """Index in the batch of payloads[0]: a batch the master took in part is sent on from where it stopped."""
+    wait: _builtins.bool
+    """The mapper gave its consumer slot back: the master may hold the call a while for room in its queue."""
     @_builtins.property
     def payloads(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
@@ -206,10 +218,12 @@ class MapTasksRequest(_message.Message):
         payloads: _abc.Iterable[_builtins.bytes] | None = ...,
         worker_id: _builtins.str = ...,
         batch_seq: _builtins.int = ...,
+        offset: _builtins.int = ...,
+        wait: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_seq", b"batch_seq", "instance_id", b"instance_id", "parent_task_id", b"parent_task_id", "payloads", b"payloads", "task_name", b"task_name", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_seq", b"batch_seq", "instance_id", b"instance_id", "offset", b"offset", "parent_task_id", b"parent_task_id", "payloads", b"payloads", "task_name", b"task_name", "wait", b"wait", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,20 +236,24 @@ class MapTasksReply(_message.Message):
     ACCEPTED_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     OVERLOAD_FIELD_NUMBER: _builtins.int
+    TAKEN_FIELD_NUMBER: _builtins.int
     accepted: _builtins.bool
     message: _builtins.str
     overload: _builtins.bool
-    """The master's queue is full: wait before sending more."""
+    """The master's queue is full: the payloads past `taken` were not queued; send them again."""
+    taken: _builtins.int
+    """How many of the request's payloads the master holds (queued now or before), counted from the first."""
     def __init__(
         self,
         *,
         accepted: _builtins.bool = ...,
         message: _builtins.str = ...,
         overload: _builtins.bool = ...,
+        taken: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "message", b"message", "overload", b"overload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "message", b"message", "overload", b"overload", "taken", b"taken"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -291,15 +309,20 @@ class CheckAliveRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    MASTER_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.int
+    """0 asks whether the process is up; otherwise whether it holds tasks of the instance or is its master."""
+    master: _builtins.bool
+    """Alive only when the worker is the instance's master (a worker checking on its master)."""
     def __init__(
         self,
         *,
         instance_id: _builtins.int = ...,
+        master: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "master", b"master"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -312,19 +335,23 @@ class CheckAliveReply(_message.Message):
     ALIVE_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     RUNNING_FIELD_NUMBER: _builtins.int
+    INCARNATION_FIELD_NUMBER: _builtins.int
     alive: _builtins.bool
     worker_id: _builtins.str
     running: _builtins.int
+    incarnation: _builtins.str
+    """As in StartTasksReply."""
     def __init__(
         self,
         *,
         alive: _builtins.bool = ...,
         worker_id: _builtins.str = ...,
         running: _builtins.int = ...,
+        incarnation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "running", b"running", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alive", b"alive", "incarnation", b"incarnation", "running", b"running", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

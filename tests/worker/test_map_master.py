@@ -8,10 +8,13 @@ import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
 from sx.processors import JobContext, MapProcessor, MapReduceProcessor, Registry, processor
 from sx.processors._enums import ROOT_TASK_NAME, TaskStatus
 from sx.protos.v1 import common_pb2, scheduler_pb2
 from sx.worker import Worker
+from sx.worker._map_master import MapMaster
 from sx.worker._map_store import task_file_path
 from tests.worker.test_runtime import Endpoint, endpoint, eventually, settings, spec, started
 
@@ -104,6 +107,26 @@ class Flaky(MapReduceProcessor):
 
     def reduce(self, ctx: JobContext) -> str:
         return "reduced"
+
+
+@processor(name="m.tree", registry=registry)
+class Tree(MapReduceProcessor):
+    """Maps a tree: the root maps ``n`` items, each task above ``depth`` maps ``fan`` children.
+
+    A task's payload is its depth; every task records its id, so a test can count runs per task.
+    """
+
+    async def process(self, ctx: JobContext) -> object:
+        _note(ctx)
+        params = json.loads(ctx.job_parameters or "{}")
+        depth = 0 if ctx.is_root_task else int(ctx.task)
+        if depth < params["depth"]:
+            count = params["n"] if depth == 0 else params["fan"]
+            await ctx.map_async([depth + 1] * count, f"depth{depth + 1}")
+        return str(depth)
+
+    def reduce(self, ctx: JobContext) -> str:
+        return str(len(ctx.task_results))
 
 
 forever_started: dict[int, int] = {}
@@ -336,5 +359,56 @@ async def test_batch_mode_runs_from_a_file_and_removes_it(endpoint: Endpoint, tm
         assert report.status == 4, report.result
         assert json.loads(report.result)["tasks"] == 1 + 500 + 500
         assert not task_file_path(tmp_path, instance.instance_id).exists()
+    finally:
+        await _stop(workers)
+
+
+def _master_of(worker: Worker, instance_id: int) -> MapMaster | None:
+    run = worker._instances.get(instance_id)
+    return run.master if run is not None and isinstance(run.master, MapMaster) else None
+
+
+async def test_queue_size_bounds_the_masters_pending_tasks(endpoint: Endpoint, tmp_path: Path) -> None:
+    workers = await _workers(endpoint, 2, tmp_path)
+    try:
+        instance = map_spec(
+            "m.fanout",
+            workers,
+            params=json.dumps({"n": 700, "nested": True}),
+            queue_size=10,
+            page_size=3,
+            consumer_size=2,
+        )
+        endpoint.scheduler.submit(workers[0].worker_id, instance)
+        master = await eventually(lambda: _master_of(workers[0], instance.instance_id), what="the master")
+        report = await eventually(lambda: endpoint.scheduler.final_of(instance.instance_id), what="the end")
+        assert report.status == 4, report.result
+        assert json.loads(report.result)["tasks"] == 1 + 700 + 700
+        ids = [task_id for task_id, _, _ in seen[instance.instance_id]]
+        assert len(ids) == len(set(ids)) == 1 + 700 + 700  # every task ran exactly once
+        assert 0 < master.queue_peak <= 10
+    finally:
+        await _stop(workers)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+async def test_nested_maps_with_a_tiny_queue_and_one_consumer_finish(
+    endpoint: Endpoint, tmp_path: Path, count: int
+) -> None:
+    # Every consumer slot may hold a task waiting in map for room in the full queue: they must not
+    # keep the queue from draining.
+    workers = await _workers(endpoint, count, tmp_path)
+    try:
+        params = {"n": 12, "fan": 3, "depth": 3}
+        instance = map_spec(
+            "m.tree", workers, params=json.dumps(params), queue_size=2, page_size=1, consumer_size=1
+        )
+        report = await _run(endpoint, workers[0], instance)
+        assert report.status == 4, report.result
+        total = 1 + 12 + 12 * 3 + 12 * 9
+        assert report.result == str(total)
+        ids = [task_id for task_id, _, _ in seen[instance.instance_id]]
+        assert len(ids) == len(set(ids)) == total
+        await _all_forgotten(workers, instance.instance_id)
     finally:
         await _stop(workers)

@@ -419,6 +419,14 @@ class Dispatcher:
             self._dispatch_wake.set()
         session.cpu_load1 = heartbeat.cpu_load1
         session.rss_bytes = heartbeat.rss_bytes
+        if heartbeat.draining:
+            self._draining(session)
+
+    def _draining(self, session: WorkerSession) -> None:
+        """The worker is shutting down: send it nothing more (it still reports what it runs)."""
+        if session.accepting:
+            log.info("worker %s is draining: no more submissions to it", session.worker_id)
+            session.accepting = False
 
     async def _on_report(self, session: WorkerSession, report: scheduler_pb2.InstanceReport) -> None:
         applied = self._delivered.setdefault(session.key, OrderedDict())
@@ -469,10 +477,13 @@ class Dispatcher:
             )
             return
         log.warning("worker %s refused instance %d: %s", session.worker_id, instance_id, reply.message)
+        if reply.draining:
+            self._draining(session)
         if session.assigned.get(instance_id) is None:
             return
         self._release(instance_id)
-        self._refused.setdefault(instance_id, {})[session.worker_id] = reply.message
+        if not reply.draining:  # a draining worker refuses everything: no verdict on the instance
+            self._refused.setdefault(instance_id, {})[session.worker_id] = reply.message
         instance = await self._store.get_instance(instance_id)
         if instance is not None and not instance.status.finished:
             self._enqueue(instance, force=True)

@@ -129,6 +129,10 @@ class SchedulerConnection:
                 await asyncio.wait_for(self._acked.wait(), timeout=remaining)
         return True
 
+    def send_heartbeat(self) -> None:
+        """Send a heartbeat now (when connected), e.g. to say the worker started draining."""
+        self._send(scheduler_pb2.WorkerMessage(heartbeat=self._handler.heartbeat_message()))
+
     def _send(self, message: scheduler_pb2.WorkerMessage) -> None:
         if self._outbox is not None and self.connected.is_set():
             self._outbox.put_nowait(message)

@@ -243,6 +243,8 @@ class Worker:
             len(self._instances),
         )
         self._tasks.accepting = False
+        if self._connection is not None:
+            self._connection.send_heartbeat()  # says "draining" now, not one interval later
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         # A batch instance's state is on disk: it is handed back to the scheduler, not waited for.
@@ -324,6 +326,7 @@ class Worker:
             cpu_load1=_load1(),
             rss_bytes=_rss_bytes(),
             running_instance_ids=list(self._instances),
+            draining=self._stopping,
         )
 
     def on_submit(self, submit: scheduler_pb2.SubmitInstance) -> scheduler_pb2.SubmitReply:
@@ -347,7 +350,9 @@ class Worker:
                 )
         except SubmitRefused as exc:
             log.warning("refused instance %s of job %s: %s", instance_id, spec.job_id, exc)
-            return scheduler_pb2.SubmitReply(instance_id=instance_id, accepted=False, message=str(exc))
+            return scheduler_pb2.SubmitReply(
+                instance_id=instance_id, accepted=False, message=str(exc), draining=self._stopping
+            )
         run = _InstanceRun(spec=spec, resolved=resolved, mode=mode)
         self._instances[instance_id] = run
         run.task = asyncio.create_task(self._run_instance(run), name=f"sx-instance-{instance_id}")

@@ -148,10 +148,13 @@ class Heartbeat(_message.Message):
     CPU_LOAD1_FIELD_NUMBER: _builtins.int
     RSS_BYTES_FIELD_NUMBER: _builtins.int
     RUNNING_INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     running: _builtins.int
     capacity: _builtins.int
     cpu_load1: _builtins.float
     rss_bytes: _builtins.int
+    draining: _builtins.bool
+    """The worker is shutting down: it finishes what it runs and takes nothing new."""
     @_builtins.property
     def running_instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -162,10 +165,11 @@ class Heartbeat(_message.Message):
         cpu_load1: _builtins.float = ...,
         rss_bytes: _builtins.int = ...,
         running_instance_ids: _abc.Iterable[_builtins.int] | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cpu_load1", b"cpu_load1", "rss_bytes", b"rss_bytes", "running", b"running", "running_instance_ids", b"running_instance_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "cpu_load1", b"cpu_load1", "draining", b"draining", "rss_bytes", b"rss_bytes", "running", b"running", "running_instance_ids", b"running_instance_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -219,19 +223,25 @@ class SubmitReply(_message.Message):
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     instance_id: _builtins.int
     accepted: _builtins.bool
     message: _builtins.str
+    draining: _builtins.bool
+    """Refused because the worker is shutting down: the instance goes to another worker, and this
+    worker is sent nothing more (not a refusal of the instance itself).
+    """
     def __init__(
         self,
         *,
         instance_id: _builtins.int = ...,
         accepted: _builtins.bool = ...,
         message: _builtins.str = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "instance_id", b"instance_id", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "draining", b"draining", "instance_id", b"instance_id", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -329,6 +329,16 @@ async def test_a_job_deaf_to_its_stop_does_not_hold_the_worker_past_the_grace(
         ended = await wait_final(client, job_id, instance_id)
         assert ended.status is InstanceStatus.FAILED
         assert "worker shut down" in ended.result, ended.result
+        # Its retry was not refused for good by the draining worker: it waits for a worker, and runs.
+        cluster.ensure_workers(2)
+
+        async def retried() -> Any:
+            page = await client.list_instances(job_id, page_size=100)
+            return next((i for i in page.instances if i.instance_id > instance_id), None)
+
+        retry = await eventually(retried, what=f"a retry of instance {instance_id}")
+        detail = await wait_final(client, job_id, retry.instance_id)
+        assert detail.status is InstanceStatus.SUCCESS, detail
     finally:
         worker.stop()
         cluster.ensure_workers(2)

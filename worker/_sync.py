@@ -552,8 +552,22 @@ async def _apply_job(client: OpenApiClient, entry: PlanEntry) -> None:
 async def _apply_workflow(client: OpenApiClient, entry: PlanEntry) -> None:
     if entry.action is Action.CREATE:
         assert entry.workflow is not None
-        entry.job_id = await client.create_workflow(entry.workflow, managed=True)
-        return
+        try:
+            entry.job_id = await client.create_workflow(entry.workflow, managed=True)
+            return
+        except ConflictError:
+            # Another sync created it since we planned: bring that workflow in line instead.
+            current = await client.find_workflow(entry.name)
+            if current is None:
+                raise
+            entry.action, entry.job_id, entry.current_workflow = Action.UPDATE, current.workflow_id, current
+            entry.changes = current.spec.diff(entry.workflow)
+            if not current.managed:
+                entry.changes["managed"] = (False, True)
+            entry.note = "created meanwhile by someone else"
+            if not entry.changes:
+                entry.action = Action.UNCHANGED
+                return
     if entry.action is Action.UNCHANGED:
         return
     assert entry.job_id is not None

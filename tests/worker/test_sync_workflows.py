@@ -110,3 +110,18 @@ async def test_atomic_undoes_jobs_and_workflows_when_the_scheduler_refuses_a_wor
     w0 = await client.find_workflow("w0")
     assert w0 is not None and w0.spec.nodes == ("s.a",)
     assert await client.find_workflow("w1") is None
+
+
+async def test_two_deploys_creating_the_same_workflow_leave_one(sched: LocalScheduler) -> None:
+    workflows = WorkflowRegistry()
+    workflow("shared", edges=[(A, B)], registry=workflows)
+    # Both plan before either applies: both see no workflow and plan to create it.
+    first = await plan_sync(sched.client, registry.all(), workflows=workflows.all())
+    second = await plan_sync(sched.client, registry.all(), workflows=workflows.all())
+    assert [e.action for e in first.workflows] == [e.action for e in second.workflows] == [Action.CREATE]
+    done_first = await apply_plan(sched.client, first)
+    done_second = await apply_plan(sched.client, second)
+    assert done_first.ok and done_second.ok, done_second.summary()
+    [entry] = done_second.workflows
+    assert entry.action is Action.UNCHANGED and entry.note == "created meanwhile by someone else"
+    assert [w.name for w in await sched.client.all_workflows()] == ["shared"]

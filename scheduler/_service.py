@@ -221,8 +221,9 @@ class JobService:
         return found
 
     async def _require_group(self, namespace: str, group_id: str) -> Group:
-        await self._require_namespace(namespace)
-        group = await self.store.get_group(namespace, group_id)
+        found, group = await self.store.get_namespace_and_group(namespace, group_id)
+        if found is None:
+            raise NotFound(f"namespace={namespace!r}: no such namespace", field="namespace", value=namespace)
         if group is None:
             raise NotFound(
                 f"groupId={group_id!r}: no such group in namespace {namespace!r}",

@@ -14,16 +14,18 @@ Hot paths use Core statements, never the ORM unit of work.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -32,7 +34,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -70,6 +72,8 @@ from sx.scheduler._store import (
 
 __all__ = ["SqlStore", "normalize_url", "sqlite_url"]
 
+_T = TypeVar("_T")
+
 log = logging.getLogger("sx.scheduler.store")
 
 _MIGRATIONS: Final = Path(__file__).parent / "migrations"
@@ -82,6 +86,65 @@ _CLAIM_ATTEMPTS: Final = 3
 _RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 _NONCE_PURGE_INTERVAL: Final = 60.0
 _SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+# has_access_keys is asked on every OpenAPI request: its answer is kept this long (seconds), and
+# dropped at once when this store creates or deletes a key, so other processes' changes show soon.
+ACCESS_KEYS_CACHE_SECONDS: Final = 1.0
+
+# -- hot statements, built once ----------------------------------------------------------------------
+# Building a statement per call costs more than running it: a new statement object has to be walked
+# again for its compiled-cache key. These are built once and bound per call.
+_t_ns, _t_groups, _t_keys = tables.namespaces, tables.groups, tables.access_keys
+_t_jobs, _t_instances = tables.jobs, tables.instances
+_GET_NAMESPACE: Final = sa.select(_t_ns).where(_t_ns.c.id == sa.bindparam("b_id"))
+_GET_GROUP: Final = sa.select(_t_groups).where(
+    _t_groups.c.namespace == sa.bindparam("b_namespace"), _t_groups.c.group_id == sa.bindparam("b_group")
+)
+# The namespace and its group in one look-up: no row, no namespace; a row of NULL group columns, no group.
+_GET_NAMESPACE_GROUP: Final = (
+    sa.select(
+        _t_ns.c.id.label("ns_id"),
+        _t_ns.c.name.label("ns_name"),
+        _t_ns.c.description.label("ns_description"),
+        _t_ns.c.created_at.label("ns_created_at"),
+        _t_groups.c.group_id,
+        _t_groups.c.app_key,
+        _t_groups.c.description,
+        _t_groups.c.created_at,
+    )
+    .select_from(
+        _t_ns.outerjoin(
+            _t_groups,
+            sa.and_(_t_groups.c.namespace == _t_ns.c.id, _t_groups.c.group_id == sa.bindparam("b_group")),
+        )
+    )
+    .where(_t_ns.c.id == sa.bindparam("b_namespace"))
+)
+_GET_ACCESS_KEY: Final = sa.select(_t_keys).where(_t_keys.c.key_id == sa.bindparam("b_id"))
+_ANY_ACCESS_KEY: Final = sa.select(_t_keys.c.key_id).limit(1)
+_GET_JOB: Final = sa.select(_t_jobs).where(_t_jobs.c.id == sa.bindparam("b_id"))
+_FIND_JOB: Final = sa.select(_t_jobs).where(
+    _t_jobs.c.namespace == sa.bindparam("b_namespace"),
+    _t_jobs.c.group_id == sa.bindparam("b_group"),
+    _t_jobs.c.name == sa.bindparam("b_name"),
+)
+_GET_INSTANCE: Final = sa.select(_t_instances).where(_t_instances.c.id == sa.bindparam("b_id"))
+_COUNT_ACTIVE: Final = (
+    sa.select(sa.func.count())
+    .select_from(_t_instances)
+    .where(
+        _t_instances.c.job_id == sa.bindparam("b_job_id"),
+        _t_instances.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]),
+    )
+)
+_INSERT_INSTANCE: Final = sa.insert(_t_instances).returning(_t_instances.c.id)
+_STATUS_IN: Final = _t_instances.c.status.in_(sa.bindparam("b_statuses", expanding=True))
+_GET_INSTANCE_IF: Final = _GET_INSTANCE.where(_STATUS_IN)
+# The SET clause is the columns named in the parameters.
+_UPDATE_INSTANCE: Final = (
+    sa.update(_t_instances).where(_t_instances.c.id == sa.bindparam("b_id")).returning(*_t_instances.c)
+)
+_UPDATE_INSTANCE_IF: Final = _UPDATE_INSTANCE.where(_STATUS_IN)
+_INSERT_JOB: Final = sa.insert(_t_jobs).returning(_t_jobs.c.id)
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -403,6 +466,17 @@ class SqlStore(Store):
         self._write_lock = asyncio.Lock() if self._is_sqlite else None
         self._read_lock = self._write_lock if self._in_memory else None
         self._last_nonce_purge = 0.0
+        # SQLite file: short look-ups run on a plain synchronous connection in the caller's thread (see
+        # _fetch). None on PostgreSQL and in-memory SQLite, and until started.
+        self._reader_engine: sa.Engine | None = None
+        self._reader: Connection | None = None
+        self._access_keys_cached: tuple[float, bool] | None = None
+        self._access_keys_changes = 0  # bumped by this store's key creates and deletes
+        # SQLite file: hot write transactions run whole on a synchronous connection in one thread of
+        # their own (see _write_sync). None on PostgreSQL and in-memory SQLite, and until started.
+        self._writer_engine: sa.Engine | None = None
+        self._writer: Connection | None = None
+        self._writer_thread: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def url(self) -> str:
@@ -439,12 +513,163 @@ class SqlStore(Store):
             await engine.dispose()
             raise
         self._engine, self._write_engine = engine, write_engine
+        if self._is_sqlite and not self._in_memory:
+            self._open_reader()
+            self._open_writer()
         log.debug("store started on %s", self.url)
 
     async def close(self) -> None:
         engine, self._engine, self._write_engine = self._engine, None, None
+        self._close_reader()
+        await self._close_writer()
+        self._access_keys_cached = None
         if engine is not None:
             await engine.dispose()
+
+    def _open_reader(self) -> None:
+        """The synchronous read-only connection for short SQLite look-ups.
+
+        Through aiosqlite a one-row SELECT costs about half a millisecond of CPU: the statement goes to
+        the driver's thread and back several times (cursor, execute, fetch, close, rollback on return).
+        The same SELECT on a plain sqlite3 connection takes some tens of microseconds, less than those
+        thread hops alone, so blocking the event loop for it costs less than not blocking it. Only
+        bounded look-ups (by primary key or a unique or selective index) use it; scans and writes keep
+        the asynchronous engine. In WAL mode a reader never waits on the writer; if it ever meets a
+        lock (busy timeout 0: it never sleeps in the loop), the look-up goes the asynchronous way.
+        """
+        engine = sa.create_engine(
+            self._url.set(drivername="sqlite+pysqlite"),
+            echo=self._echo,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # autocommit: each SELECT sees the latest commit
+            cursor = dbapi_connection.cursor()
+            for pragma in ("PRAGMA query_only=ON", "PRAGMA busy_timeout=0"):
+                cursor.execute(pragma)
+            cursor.close()
+
+        try:
+            self._reader = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except BaseException:
+            engine.dispose()
+            raise
+        self._reader_engine = engine
+
+    def _open_writer(self) -> None:
+        """The synchronous connection and thread for hot SQLite write transactions.
+
+        Through aiosqlite one INSERT transaction goes to the driver's thread and back some seven times
+        (BEGIN, cursor, execute, fetch, close, COMMIT); here the whole transaction is one trip to a
+        thread that runs it on a plain sqlite3 connection. Writers still queue on the write lock first,
+        so the two ways of writing never contend in-process.
+        """
+        engine = sa.create_engine(
+            self._url.set(drivername="sqlite+pysqlite"),
+            echo=self._echo,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we emit BEGIN IMMEDIATE ourselves
+            cursor = dbapi_connection.cursor()
+            for pragma in (
+                "PRAGMA foreign_keys=ON",
+                f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}",
+                "PRAGMA synchronous=NORMAL",
+            ):
+                cursor.execute(pragma)
+            cursor.close()
+
+        try:
+            self._writer = engine.connect()
+        except BaseException:
+            engine.dispose()
+            raise
+        self._writer_engine = engine
+        self._writer_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sx-sqlite-write")
+
+    async def _close_writer(self) -> None:
+        writer, engine, thread = self._writer, self._writer_engine, self._writer_thread
+        self._writer = self._writer_engine = self._writer_thread = None
+        if thread is not None:
+            # Let a transaction still running finish before its connection closes.
+            await asyncio.get_running_loop().run_in_executor(thread, lambda: None)
+            thread.shutdown(wait=False)
+        if writer is not None:
+            writer.close()
+        if engine is not None:
+            engine.dispose()
+
+    @staticmethod
+    def _transaction(conn: Connection, work: Callable[[Connection], _T]) -> _T:
+        # Runs in the writer thread: one SQLite write transaction, committed when work returns.
+        with conn.begin():
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return work(conn)
+
+    async def _write_sync(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` (synchronous statements) as one write transaction, committed on success.
+
+        On a SQLite file it runs whole in the writer thread (see _open_writer); elsewhere on the async
+        engine, through run_sync.
+        """
+        if self._writer is None or self._write_lock is None:
+            async with self._write() as conn:
+                return await conn.run_sync(work)
+        async with self._write_lock:
+            writer, thread = self._writer, self._writer_thread
+            if writer is None or thread is None:
+                raise RuntimeError("the store is not started: await store.start() first")
+            done = asyncio.get_running_loop().run_in_executor(thread, self._transaction, writer, work)
+            # A cancelled caller does not stop the transaction: keep the lock until it has ended.
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                await asyncio.wait([done])
+                raise
+
+    def _close_reader(self) -> None:
+        reader, engine = self._reader, self._reader_engine
+        self._reader = self._reader_engine = None
+        if reader is not None:
+            reader.close()
+        if engine is not None:
+            engine.dispose()
+
+    def _run_inline(self, statement: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]] | None:
+        """The rows of a short read on the synchronous reader; None when it cannot answer now."""
+        reader = self._reader
+        if reader is None:
+            return None
+        try:
+            return list(reader.execute(statement, params).all())
+        except OperationalError as exc:
+            # A lock (e.g. WAL recovery) or a closed connection: the asynchronous engine retries.
+            log.debug("inline read fell back to the async engine: %s", exc)
+            with contextlib.suppress(DBAPIError):
+                reader.rollback()
+            return None
+
+    async def _fetch(self, statement: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]]:
+        """All rows of a short, bounded read (a look-up by key): see _open_reader."""
+        rows = self._run_inline(statement, params)
+        if rows is not None:
+            return rows
+        async with self._read() as conn:
+            return list((await conn.execute(statement, params)).all())
+
+    async def _fetch_one(self, statement: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
+        """The row of a short read of at most one row, or None."""
+        rows = await self._fetch(statement, params)
+        if len(rows) > 1:
+            raise sa.exc.MultipleResultsFound("Multiple rows were found when one or none was required")
+        return rows[0] if rows else None
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -544,9 +769,7 @@ class SqlStore(Store):
         return Namespace(namespace.id, namespace.name, namespace.description, created.astimezone(UTC))
 
     async def get_namespace(self, namespace_id: str) -> Namespace | None:
-        t = tables.namespaces
-        async with self._read() as conn:
-            row = (await conn.execute(sa.select(t).where(t.c.id == namespace_id))).one_or_none()
+        row = await self._fetch_one(_GET_NAMESPACE, {"b_id": namespace_id})
         return None if row is None else Namespace(row.id, row.name, row.description, row.created_at)
 
     async def list_namespaces(self) -> list[Namespace]:
@@ -576,15 +799,23 @@ class SqlStore(Store):
         )
 
     async def get_group(self, namespace: str, group_id: str) -> Group | None:
-        t = tables.groups
-        query = sa.select(t).where(t.c.namespace == namespace, t.c.group_id == group_id)
-        async with self._read() as conn:
-            row = (await conn.execute(query)).one_or_none()
+        row = await self._fetch_one(_GET_GROUP, {"b_namespace": namespace, "b_group": group_id})
         return (
             None
             if row is None
             else Group(row.namespace, row.group_id, row.app_key, row.description, row.created_at)
         )
+
+    async def get_namespace_and_group(
+        self, namespace: str, group_id: str
+    ) -> tuple[Namespace | None, Group | None]:
+        row = await self._fetch_one(_GET_NAMESPACE_GROUP, {"b_namespace": namespace, "b_group": group_id})
+        if row is None:
+            return None, None
+        found = Namespace(row.ns_id, row.ns_name, row.ns_description, row.ns_created_at)
+        if row.group_id is None:
+            return found, None
+        return found, Group(row.ns_id, row.group_id, row.app_key, row.description, row.created_at)
 
     async def list_groups(self, namespace: str) -> list[Group]:
         t = tables.groups
@@ -607,12 +838,12 @@ class SqlStore(Store):
                 await conn.execute(sa.insert(tables.access_keys).values(values))
         except IntegrityError:
             raise DuplicateError(f"access key {key.key_id!r} already exists") from None
+        finally:
+            self._access_keys_changed()
         return AccessKey(key.key_id, key.secret, key.namespace, key.enabled, created.astimezone(UTC))
 
     async def get_access_key(self, key_id: str) -> AccessKey | None:
-        t = tables.access_keys
-        async with self._read() as conn:
-            row = (await conn.execute(sa.select(t).where(t.c.key_id == key_id))).one_or_none()
+        row = await self._fetch_one(_GET_ACCESS_KEY, {"b_id": key_id})
         if row is None:
             return None
         return AccessKey(row.key_id, row.secret, row.namespace, bool(row.enabled), row.created_at)
@@ -627,15 +858,30 @@ class SqlStore(Store):
         return [AccessKey(r.key_id, r.secret, r.namespace, bool(r.enabled), r.created_at) for r in rows]
 
     async def has_access_keys(self) -> bool:
-        t = tables.access_keys
-        async with self._read() as conn:
-            row = (await conn.execute(sa.select(t.c.key_id).limit(1))).first()
-        return row is not None
+        # Asked on every OpenAPI request: answered from memory for ACCESS_KEYS_CACHE_SECONDS. This
+        # store's own create_access_key and delete_access_key drop the answer at once.
+        cached = self._access_keys_cached
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < ACCESS_KEYS_CACHE_SECONDS:
+            return cached[1]
+        changes = self._access_keys_changes
+        found = bool(await self._fetch(_ANY_ACCESS_KEY, {}))
+        # Not when a create or delete ran meanwhile: the answer may predate it.
+        if changes == self._access_keys_changes:
+            self._access_keys_cached = (now, found)
+        return found
+
+    def _access_keys_changed(self) -> None:
+        self._access_keys_changes += 1
+        self._access_keys_cached = None
 
     async def delete_access_key(self, key_id: str) -> bool:
         t = tables.access_keys
-        async with self._write() as conn:
-            result = await conn.execute(sa.delete(t).where(t.c.key_id == key_id))
+        try:
+            async with self._write() as conn:
+                result = await conn.execute(sa.delete(t).where(t.c.key_id == key_id))
+        finally:
+            self._access_keys_changed()
         return result.rowcount > 0
 
     async def remember_nonce(self, nonce: str, expires_at: datetime) -> bool:
@@ -688,10 +934,8 @@ class SqlStore(Store):
             "created_at": now,
             "updated_at": now,
         }
-        t = tables.jobs
         try:
-            async with self._write() as conn:
-                job_id = (await conn.execute(sa.insert(t).values(values).returning(t.c.id))).scalar_one()
+            job_id: int = await self._write_sync(lambda conn: conn.execute(_INSERT_JOB, values).scalar_one())
         except IntegrityError:
             raise DuplicateError(
                 f"group {group_id!r} in namespace {namespace!r} already has a job named {spec.name!r}"
@@ -710,16 +954,12 @@ class SqlStore(Store):
         )
 
     async def get_job(self, job_id: int) -> Job | None:
-        t = tables.jobs
-        async with self._read() as conn:
-            row = (await conn.execute(sa.select(t).where(t.c.id == job_id))).one_or_none()
+        row = await self._fetch_one(_GET_JOB, {"b_id": job_id})
         return None if row is None else _job(row)
 
     async def find_job(self, namespace: str, group_id: str, name: str) -> Job | None:
-        t = tables.jobs
-        query = sa.select(t).where(t.c.namespace == namespace, t.c.group_id == group_id, t.c.name == name)
-        async with self._read() as conn:
-            row = (await conn.execute(query)).one_or_none()
+        params = {"b_namespace": namespace, "b_group": group_id, "b_name": name}
+        row = await self._fetch_one(_FIND_JOB, params)
         return None if row is None else _job(row)
 
     async def list_jobs(
@@ -916,14 +1156,11 @@ class SqlStore(Store):
     async def create_instance(self, new: NewInstance) -> Instance:
         _check_new_instance(new)
         created_at = _now()
-        t = tables.instances
+        values = _new_instance_values(new, created_at)
         try:
-            async with self._write() as conn:
-                instance_id = (
-                    await conn.execute(
-                        sa.insert(t).values(_new_instance_values(new, created_at)).returning(t.c.id)
-                    )
-                ).scalar_one()
+            instance_id: int = await self._write_sync(
+                lambda conn: conn.execute(_INSERT_INSTANCE, values).scalar_one()
+            )
         except IntegrityError as exc:
             if _is_foreign_key_violation(exc):
                 raise NotFoundError(f"job_id={new.job_id!r}: no such job") from None
@@ -931,9 +1168,7 @@ class SqlStore(Store):
         return _created_instance(instance_id, new, created_at)
 
     async def get_instance(self, instance_id: int) -> Instance | None:
-        t = tables.instances
-        async with self._read() as conn:
-            row = (await conn.execute(sa.select(t).where(t.c.id == instance_id))).one_or_none()
+        row = await self._fetch_one(_GET_INSTANCE, {"b_id": instance_id})
         return None if row is None else _instance(row)
 
     async def list_instances(
@@ -986,10 +1221,6 @@ class SqlStore(Store):
         *,
         only_if_status: Sequence[InstanceStatus] | None = None,
     ) -> Instance | None:
-        t = tables.instances
-        where: list[sa.ColumnElement[bool]] = [t.c.id == instance_id]
-        if only_if_status is not None:
-            where.append(t.c.status.in_([int(s) for s in only_if_status]))
         values: dict[str, Any] = {}
         for name in (
             "status",
@@ -1007,25 +1238,22 @@ class SqlStore(Store):
                 if isinstance(value, datetime):
                     _aware(f"change.{name}", value)
                 values[name] = int(value) if name == "status" else value
+        params: dict[str, Any] = {"b_id": instance_id}
+        if only_if_status is not None:
+            params["b_statuses"] = [int(s) for s in only_if_status]
+        row: sa.Row[Any] | None
         if not values:
-            async with self._read() as conn:
-                row = (await conn.execute(sa.select(t).where(*where))).one_or_none()
+            row = await self._fetch_one(_GET_INSTANCE if only_if_status is None else _GET_INSTANCE_IF, params)
         else:
-            async with self._write() as conn:
-                row = (
-                    await conn.execute(sa.update(t).where(*where).values(values).returning(*t.c))
-                ).one_or_none()
+            update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
+            params.update(values)
+            row = await self._write_sync(lambda conn: conn.execute(update, params).one_or_none())
         return None if row is None else _instance(row)
 
     async def count_active_instances(self, job_id: int) -> int:
-        t = tables.instances
-        query = (
-            sa.select(sa.func.count())
-            .select_from(t)
-            .where(t.c.job_id == job_id, t.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]))
-        )
+        # Not inline: with a long history kept, counting walks every instance of the job.
         async with self._read() as conn:
-            count: int = (await conn.execute(query)).scalar_one()
+            count: int = (await conn.execute(_COUNT_ACTIVE, {"b_job_id": job_id})).scalar_one()
         return count
 
     async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:

@@ -341,6 +341,16 @@ class Store(ABC):
     @abstractmethod
     async def get_group(self, namespace: str, group_id: str) -> Group | None: ...
 
+    async def get_namespace_and_group(
+        self, namespace: str, group_id: str
+    ) -> tuple[Namespace | None, Group | None]:
+        """The namespace and its group (each None when missing; the group is None when the namespace
+        is). A store may answer in one look-up; this default asks twice."""
+        found = await self.get_namespace(namespace)
+        if found is None:
+            return None, None
+        return found, await self.get_group(namespace, group_id)
+
     @abstractmethod
     async def list_groups(self, namespace: str) -> list[Group]: ...
 

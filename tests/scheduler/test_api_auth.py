@@ -128,3 +128,23 @@ async def test_health_and_docs_need_no_signature(api: Api) -> None:
     assert (await api.client.get("/health")).status_code == 200
     assert (await api.client.get("/docs")).status_code == 200
     assert (await api.client.get("/openapi.json")).status_code == 200
+
+
+async def test_key_created_is_required_on_the_very_next_request(api: Api) -> None:
+    # has_access_keys is cached in-process; creating a key through the API must drop the cached "open".
+    await api.create_job(name="warm-the-cache")
+    await _key(api, "ns1")
+    status, body = await api.call("/openapi/v1/job/create", {**ADDR, **API_JOB, "name": "unsigned"})
+    assert status == 401 and "not signed" in body["message"]
+
+
+async def test_deleting_the_last_key_opens_the_next_request(api: Api) -> None:
+    auth = await _key(api, "ns1")
+    status, _ = await api.call("/openapi/v1/job/create", {**ADDR, **API_JOB, "name": "unsigned"})
+    assert status == 401  # the cached answer is now "keys exist"
+    status, body = await api.call(
+        "/openapi/v1/accesskey/delete", {"namespace": "ns1", "accessKeyId": auth.key_id}, auth=auth
+    )
+    assert status == 200, body
+    status, body = await api.call("/openapi/v1/job/create", {**ADDR, **API_JOB, "name": "open-again"})
+    assert status == 200, body

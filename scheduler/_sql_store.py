@@ -1251,10 +1251,10 @@ class SqlStore(Store):
         return None if row is None else _instance(row)
 
     async def count_active_instances(self, job_id: int) -> int:
-        # Not inline: with a long history kept, counting walks every instance of the job.
-        async with self._read() as conn:
-            count: int = (await conn.execute(_COUNT_ACTIVE, {"b_job_id": job_id})).scalar_one()
-        return count
+        # A bounded read: the (job_id, status) index holds just the job's active instances.
+        row = await self._fetch_one(_COUNT_ACTIVE, {"b_job_id": job_id})
+        assert row is not None  # COUNT always answers one row
+        return int(row[0])
 
     async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
         t = tables.instances

@@ -140,6 +140,7 @@ instances = sa.Table(
     # Workflow nodes: JSON [[job name, result], ...] of the upstream jobs (migration 0003).
     sa.Column("upstream_data", sa.Text(), nullable=True),
     sa.Index("ix_sx_instances_job", "job_id", "id"),
+    sa.Index("ix_sx_instances_job_status", "job_id", "status"),  # active counts (migration 0004)
     sa.Index("ix_sx_instances_status", "status", "id"),
     sa.Index("ix_sx_instances_retry_of", "retry_of"),
     sqlite_autoincrement=True,

@@ -745,9 +745,10 @@ class MapMaster:
 
     async def _destroy_everywhere(self) -> None:
         request = peer_pb2.DestroyRequest(instance_id=self.spec.instance_id)
-        await asyncio.gather(
-            *(self._call_quietly(t.address, "DestroyInstance", request) for t in self._order if t.alive)
-        )
+        # The master's own worker too, even when it was dropped from the dispatch (e.g. it refused
+        # tasks while shutting down): it holds the instance's tasks and queued reports all the same.
+        addresses = {t.address for t in self._order if t.alive} | {self.address}
+        await asyncio.gather(*(self._call_quietly(a, "DestroyInstance", request) for a in sorted(addresses)))
 
     async def _call_quietly(self, address: str, method: str, request: object) -> None:
         try:

@@ -4,11 +4,13 @@
 (c) 100,000 stored cron jobs: start-up time and CPU used while idle between fires. These three run the
 trigger engine alone (no workers): lateness is an instance's created_at minus its schedule time, missed
 is expected fires minus created.
+With ``--peer``, (a) and (b) also run on APScheduler 3 (in memory, one process, its defaults) in the
+same run, lateness being its job submission minus the scheduled time, and the ratios are printed.
 (d) the whole system: a ``sx-worker serve`` scheduler and 2 ``sx-worker run`` workers, 100 jobs due
 together every second; lateness is the processor's start minus the schedule time (what a user sees),
 missed is expected fires minus processor runs.
 
-    python bench/bench_triggers.py [a|b|c|d ...] [--seconds S] [--jobs-a N] [--jobs-b N] [--jobs-c N]
+    python bench/bench_triggers.py [a|b|c|d ...] [--peer] [--seconds S] [--jobs-a N] [--jobs-b N] [--jobs-c N]
         [--jobs-d N]
 """
 
@@ -93,7 +95,10 @@ async def _add_jobs(store: Store, count: int, expression: str, *, max_concurrenc
     return ids
 
 
-async def _due_together(label: str, jobs: int, expression: str, period: int, seconds: float) -> None:
+async def _due_together(
+    label: str, jobs: int, expression: str, period: int, seconds: float
+) -> tuple[float, int]:
+    """Prints the figures; returns (p99 lateness ms, missed fires)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = await _open_store(Path(tmp))
         try:
@@ -125,8 +130,62 @@ async def _due_together(label: str, jobs: int, expression: str, period: int, sec
                 f"lateness ms p50 {_percentile(lateness, 0.5):.1f} p99 {_percentile(lateness, 0.99):.1f} "
                 f"max {max(lateness, default=math.nan):.1f}; CPU {cpu:.1f}s over {seconds:.0f}s"
             )
+            return _percentile(lateness, 0.99), max(0, expected - created)
         finally:
             await store.close()
+
+
+async def _nothing_async() -> None:
+    return None
+
+
+async def _aps_due_together(
+    label: str, jobs: int, second: str, period: int, seconds: float
+) -> tuple[float, int]:
+    """The same fires on APScheduler 3 (memory job store, asyncio executor, default misfire grace)."""
+    from apscheduler.events import EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED, JobEvent
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    scheduler = AsyncIOScheduler(timezone=UTC, job_defaults={"max_instances": 1000})
+    late: list[tuple[float, float]] = []  # (due, lateness ms)
+    missed: list[float] = []
+
+    def on_event(event: JobEvent) -> None:
+        now = datetime.now(UTC)
+        for due in getattr(event, "scheduled_run_times", None) or [event.scheduled_run_time]:
+            if event.code == EVENT_JOB_SUBMITTED:
+                late.append((due.timestamp(), (now - due).total_seconds() * 1000))
+            else:
+                missed.append(due.timestamp())
+
+    scheduler.add_listener(on_event, EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED)
+    for n in range(jobs):
+        scheduler.add_job(_nothing_async, CronTrigger(second=second, timezone=UTC), id=f"job-{n}")
+    scheduler.start()
+    started = datetime.now(UTC)
+    first_fire = (math.floor(started.timestamp() / period) + 1) * period
+    cpu0 = _cpu_seconds()
+    await asyncio.sleep(seconds)
+    end = datetime.now(UTC).timestamp()
+    scheduler.shutdown(wait=False)
+    cpu = _cpu_seconds() - cpu0
+    lateness = [ms for due, ms in late if first_fire <= due <= end]
+    expected = jobs * max(0, math.floor((end - first_fire) / period) + 1)
+    lost = sum(1 for due in missed if first_fire <= due <= end)
+    print(
+        f"({label}) APScheduler 3: submitted {len(lateness)}, expected {expected}, missed "
+        f"{max(lost, expected - len(lateness))}; lateness ms p50 {_percentile(lateness, 0.5):.1f} "
+        f"p99 {_percentile(lateness, 0.99):.1f} max {max(lateness, default=math.nan):.1f}; CPU {cpu:.1f}s"
+    )
+    return _percentile(lateness, 0.99), max(lost, expected - len(lateness))
+
+
+def _compare(label: str, ours: tuple[float, int], peer: tuple[float, int]) -> None:
+    print(
+        f"({label}) sx / APScheduler: p99 lateness {ours[0] / peer[0]:.2f}x; "
+        f"missed fires {ours[1]} vs {peer[1]}"
+    )
 
 
 async def _idle(jobs: int, seconds: float) -> None:
@@ -197,11 +256,17 @@ def main() -> None:
     parser.add_argument("--jobs-b", type=int, default=10_000)
     parser.add_argument("--jobs-c", type=int, default=100_000)
     parser.add_argument("--jobs-d", type=int, default=100)
+    parser.add_argument("--peer", action="store_true", help="also run (a) and (b) on APScheduler 3")
     args = parser.parse_args()
     if "a" in args.which:
-        asyncio.run(_due_together("a", args.jobs_a, "* * * * * ?", 1, args.seconds))
+        ours = asyncio.run(_due_together("a", args.jobs_a, "* * * * * ?", 1, args.seconds))
+        if args.peer:
+            _compare("a", ours, asyncio.run(_aps_due_together("a", args.jobs_a, "*", 1, args.seconds)))
     if "b" in args.which:
-        asyncio.run(_due_together("b", args.jobs_b, "0/10 * * * * ?", 10, max(args.seconds, 21.0)))
+        seconds_b = max(args.seconds, 21.0)
+        ours = asyncio.run(_due_together("b", args.jobs_b, "0/10 * * * * ?", 10, seconds_b))
+        if args.peer:
+            _compare("b", ours, asyncio.run(_aps_due_together("b", args.jobs_b, "0/10", 10, seconds_b)))
     if "c" in args.which:
         asyncio.run(_idle(args.jobs_c, max(5.0, args.seconds / 3)))
     if "d" in args.which:

@@ -116,6 +116,15 @@ def _kill_message(instance_id: int, job_id: int, reason: str) -> scheduler_pb2.S
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Submitted:
+    """An instance sent to a worker in this dispatch pass, its READY write still to make."""
+
+    instance_id: int
+    job_id: int
+    session: WorkerSession
+
+
 class Dispatcher:
     """Submits instances to the workers connected over gRPC and records what they report.
 
@@ -701,6 +710,21 @@ class Dispatcher:
                 next_at = min(next_at, entry.due)
         due.sort(key=lambda e: (e.due, e.instance.id))
         jobs: dict[int, Job | None] = {}
+        submitted: list[_Submitted] = []
+        try:
+            next_at = await self._submit_due(due, jobs, now, next_at, submitted)
+        finally:
+            await self._mark_ready(submitted)
+        return next_at
+
+    async def _submit_due(
+        self,
+        due: list[_Waiting],
+        jobs: dict[int, Job | None],
+        now: datetime,
+        next_at: datetime,
+        submitted: list[_Submitted],
+    ) -> datetime:
         for entry in due:
             instance = entry.instance
             if self._waiting.get(instance.id) is not entry:
@@ -714,13 +738,16 @@ class Dispatcher:
                 del self._waiting[instance.id]
                 await self._fail(instance.id, f"job {instance.job_id} no longer exists", system_failure=False)
                 continue
-            wait_until = await self._submit(entry, job, now)
+            wait_until = await self._submit(entry, job, now, submitted)
             if wait_until is not None:
                 next_at = min(next_at, wait_until)
         return next_at
 
-    async def _submit(self, entry: _Waiting, job: Job, now: datetime) -> datetime | None:
-        """Submit one instance, fail it, or leave it waiting (returning when to look again)."""
+    async def _submit(
+        self, entry: _Waiting, job: Job, now: datetime, submitted: list[_Submitted]
+    ) -> datetime | None:
+        """Submit one instance (its READY write joins ``submitted``), fail it, or leave it waiting
+        (returning when to look again)."""
         instance = entry.instance
         processor = processor_of(job)
         refused = self._refused.get(instance.id, {})
@@ -759,23 +786,41 @@ class Dispatcher:
         self._owner[instance.id] = session.key
         session.send(scheduler_pb2.SchedulerMessage(submit=scheduler_pb2.SubmitInstance(instance=spec)))
         log.info("instance %d of job %d submitted to worker %s", instance.id, job.id, session.worker_id)
-        updated = await self._store.update_instance(
-            instance.id,
-            InstanceChange(
-                status=InstanceStatus.READY,
-                worker_id=session.worker_id,
-                worker_addr=session.address,
-                executor=session.executor,
-            ),
-            only_if_status=(InstanceStatus.WAITING, InstanceStatus.READY),
-        )
-        if updated is None:
-            current = await self._store.get_instance(instance.id)
-            if (current is None or current.status.finished) and instance.id in session.assigned:
-                self._release(instance.id)
-                self._forget(instance.id)
-                session.send(_kill_message(instance.id, job.id, "the instance has already finished"))
+        submitted.append(_Submitted(instance.id, job.id, session))
         return None
+
+    async def _mark_ready(self, submitted: list[_Submitted]) -> None:
+        """Record the pass's submissions as READY in one store call (a write per instance made a pass
+        over many due instances as slow as that many transactions). The worker's reply may already have
+        moved an instance on; one that ended meanwhile is killed on its worker."""
+        if not submitted:
+            return
+        changes = [
+            (
+                s.instance_id,
+                InstanceChange(
+                    status=InstanceStatus.READY,
+                    worker_id=s.session.worker_id,
+                    worker_addr=s.session.address,
+                    executor=s.session.executor,
+                ),
+            )
+            for s in submitted
+        ]
+        updated = await self._store.update_instances(
+            changes, only_if_status=(InstanceStatus.WAITING, InstanceStatus.READY)
+        )
+        for s in submitted:
+            if updated.get(s.instance_id) is not None:
+                continue
+            assignment = s.session.assigned.get(s.instance_id)
+            if assignment is None or assignment.accepted:
+                continue  # already ended here, or accepted: the RUNNING write made this same check
+            current = await self._store.get_instance(s.instance_id)
+            if (current is None or current.status.finished) and s.instance_id in s.session.assigned:
+                self._release(s.instance_id)
+                self._forget(s.instance_id)
+                s.session.send(_kill_message(s.instance_id, s.job_id, "the instance has already finished"))
 
     async def _liveness_loop(self) -> None:
         while True:

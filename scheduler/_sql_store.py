@@ -147,6 +147,35 @@ _UPDATE_INSTANCE_IF: Final = _UPDATE_INSTANCE.where(_STATUS_IN)
 _INSERT_JOB: Final = sa.insert(_t_jobs).returning(_t_jobs.c.id)
 
 
+_CHANGE_FIELDS: Final = (
+    "status",
+    "start_time",
+    "end_time",
+    "worker_id",
+    "worker_addr",
+    "executor",
+    "result",
+    "progress",
+    "timeout_alarmed",
+)
+
+
+def _instance_change_params(
+    instance_id: int, change: InstanceChange, only_if_status: Sequence[InstanceStatus] | None
+) -> dict[str, Any]:
+    """The bind parameters of _UPDATE_INSTANCE(_IF) for one change: the id, the guard, the set fields."""
+    params: dict[str, Any] = {"b_id": instance_id}
+    if only_if_status is not None:
+        params["b_statuses"] = [int(s) for s in only_if_status]
+    for name in _CHANGE_FIELDS:
+        value = getattr(change, name)
+        if value is not None:
+            if isinstance(value, datetime):
+                _aware(f"change.{name}", value)
+            params[name] = int(value) if name == "status" else value
+    return params
+
+
 def sqlite_url(data_dir: Path) -> str:
     """The embedded store's URL: a SQLite file ``scheduler.db`` in ``data_dir``."""
     path = Path(data_dir).expanduser().resolve() / _SQLITE_FILE
@@ -1221,34 +1250,40 @@ class SqlStore(Store):
         *,
         only_if_status: Sequence[InstanceStatus] | None = None,
     ) -> Instance | None:
-        values: dict[str, Any] = {}
-        for name in (
-            "status",
-            "start_time",
-            "end_time",
-            "worker_id",
-            "worker_addr",
-            "executor",
-            "result",
-            "progress",
-            "timeout_alarmed",
-        ):
-            value = getattr(change, name)
-            if value is not None:
-                if isinstance(value, datetime):
-                    _aware(f"change.{name}", value)
-                values[name] = int(value) if name == "status" else value
-        params: dict[str, Any] = {"b_id": instance_id}
-        if only_if_status is not None:
-            params["b_statuses"] = [int(s) for s in only_if_status]
+        params = _instance_change_params(instance_id, change, only_if_status)
         row: sa.Row[Any] | None
-        if not values:
+        if len(params) == (1 if only_if_status is None else 2):  # nothing to set: a guarded read
             row = await self._fetch_one(_GET_INSTANCE if only_if_status is None else _GET_INSTANCE_IF, params)
         else:
             update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
-            params.update(values)
             row = await self._write_sync(lambda conn: conn.execute(update, params).one_or_none())
         return None if row is None else _instance(row)
+
+    async def update_instances(
+        self,
+        changes: Sequence[tuple[int, InstanceChange]],
+        *,
+        only_if_status: Sequence[InstanceStatus] | None = None,
+    ) -> dict[int, Instance | None]:
+        update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
+        found: dict[int, Instance | None] = {}
+        for start in range(0, len(changes), 500):  # bounded transactions
+            chunk = [
+                _instance_change_params(i, change, only_if_status)
+                for i, change in changes[start : start + 500]
+            ]
+
+            def work(conn: Connection, chunk: list[dict[str, Any]] = chunk) -> list[sa.Row[Any] | None]:
+                return [conn.execute(update, params).one_or_none() for params in chunk]
+
+            rows = await self._write_sync(work)
+            found.update(
+                {
+                    params["b_id"]: None if row is None else _instance(row)
+                    for params, row in zip(chunk, rows, strict=True)
+                }
+            )
+        return found
 
     async def count_active_instances(self, job_id: int) -> int:
         # A bounded read: the (job_id, status) index holds just the job's active instances.

@@ -476,6 +476,19 @@ class Store(ABC):
         """Apply a change; with only_if_status, only when the instance is in one of those statuses
         (compare-and-set). Returns the updated instance, or None when it is missing or the guard failed."""
 
+    async def update_instances(
+        self,
+        changes: Sequence[tuple[int, InstanceChange]],
+        *,
+        only_if_status: Sequence[InstanceStatus] | None = None,
+    ) -> dict[int, Instance | None]:
+        """``update_instance`` for many instances at once (one transaction where the store can), each
+        with the same guard; maps every id to its updated instance or None."""
+        return {
+            instance_id: await self.update_instance(instance_id, change, only_if_status=only_if_status)
+            for instance_id, change in changes
+        }
+
     @abstractmethod
     async def count_active_instances(self, job_id: int) -> int:
         """Instances of the job that are waiting, ready or running (for maxConcurrency)."""

@@ -409,6 +409,27 @@ async def test_update_instance_compare_and_set(store: SqlStore) -> None:
     assert await store.update_instance(made.id + 1000, InstanceChange(progress="x")) is None
 
 
+async def test_update_instances_applies_each_guarded_change(store: SqlStore) -> None:
+    job = await add_job(store, "j")
+    waiting = [await store.create_instance(new_instance(job)) for _ in range(3)]
+    moved_on = await store.update_instance(waiting[1].id, InstanceChange(status=InstanceStatus.RUNNING))
+    assert moved_on is not None
+    changes = [(i.id, InstanceChange(status=InstanceStatus.READY, worker_id=f"w{i.id}")) for i in waiting]
+    changes.append((waiting[-1].id + 1000, InstanceChange(status=InstanceStatus.READY)))  # no such one
+    updated = await store.update_instances(
+        changes, only_if_status=[InstanceStatus.WAITING, InstanceStatus.READY]
+    )
+    assert set(updated) == {i for i, _ in changes}
+    for instance in (waiting[0], waiting[2]):
+        done = updated[instance.id]
+        assert done is not None and (done.status, done.worker_id) == (InstanceStatus.READY, f"w{instance.id}")
+        assert await store.get_instance(instance.id) == done
+    # The guard failed for the running one, and nothing of it changed.
+    assert updated[waiting[1].id] is None and updated[waiting[-1].id + 1000] is None
+    assert await store.get_instance(waiting[1].id) == moved_on
+    assert await store.update_instances([]) == {}
+
+
 async def test_count_active_instances(store: SqlStore) -> None:
     job = await add_job(store, "j")
     other = await add_job(store, "k")

@@ -555,6 +555,26 @@ class SqlStore(Store):
         if engine is not None:
             await engine.dispose()
 
+    def _sync_engine(self, pragmas: Sequence[str]) -> sa.Engine:
+        """A one-connection synchronous engine on this SQLite file, in driver autocommit, with
+        ``pragmas`` run on connect (for the reader and the writer thread)."""
+        engine = sa.create_engine(
+            self._url.set(drivername="sqlite+pysqlite"),
+            echo=self._echo,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in pragmas:
+                cursor.execute(pragma)
+            cursor.close()
+
+        return engine
+
     def _open_reader(self) -> None:
         """The synchronous read-only connection for short SQLite look-ups.
 
@@ -566,21 +586,8 @@ class SqlStore(Store):
         the asynchronous engine. In WAL mode a reader never waits on the writer; if it ever meets a
         lock (busy timeout 0: it never sleeps in the loop), the look-up goes the asynchronous way.
         """
-        engine = sa.create_engine(
-            self._url.set(drivername="sqlite+pysqlite"),
-            echo=self._echo,
-            poolclass=StaticPool,
-            connect_args={"check_same_thread": False},
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # autocommit: each SELECT sees the latest commit
-            cursor = dbapi_connection.cursor()
-            for pragma in ("PRAGMA query_only=ON", "PRAGMA busy_timeout=0"):
-                cursor.execute(pragma)
-            cursor.close()
-
+        # Autocommit (isolation_level None): each SELECT sees the latest commit.
+        engine = self._sync_engine(("PRAGMA query_only=ON", "PRAGMA busy_timeout=0"))
         try:
             self._reader = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         except BaseException:
@@ -596,25 +603,14 @@ class SqlStore(Store):
         thread that runs it on a plain sqlite3 connection. Writers still queue on the write lock first,
         so the two ways of writing never contend in-process.
         """
-        engine = sa.create_engine(
-            self._url.set(drivername="sqlite+pysqlite"),
-            echo=self._echo,
-            poolclass=StaticPool,
-            connect_args={"check_same_thread": False},
-        )
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # we emit BEGIN IMMEDIATE ourselves
-            cursor = dbapi_connection.cursor()
-            for pragma in (
+        # Autocommit at the driver: _transaction emits BEGIN IMMEDIATE itself.
+        engine = self._sync_engine(
+            (
                 "PRAGMA foreign_keys=ON",
                 f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}",
                 "PRAGMA synchronous=NORMAL",
-            ):
-                cursor.execute(pragma)
-            cursor.close()
-
+            )
+        )
         try:
             self._writer = engine.connect()
         except BaseException:

@@ -388,13 +388,29 @@ def _prune_jobs(existing: dict[str, JobInfo], in_code: set[str], *, delete: bool
     return entries
 
 
+Changes = dict[str, tuple[Any, Any]]
+
+
+def _with_takeover(changes: Changes, managed: bool) -> Changes:
+    """A definition's diff, plus taking it over when it was made by hand: from then on sync owns it."""
+    if not managed:
+        changes["managed"] = (False, True)
+    return changes
+
+
+def _created_meanwhile(entry: PlanEntry, changes: Changes) -> bool:
+    """Another sync created it since we planned: bring that one in line instead. True when it already
+    is (nothing left to apply)."""
+    entry.action = Action.UPDATE if changes else Action.UNCHANGED
+    entry.changes = changes
+    entry.note = "created meanwhile by someone else"
+    return not changes
+
+
 def _plan_one(spec: JobSpec, current: JobInfo | None) -> PlanEntry:
     if current is None:
         return PlanEntry(name=spec.name, action=Action.CREATE, spec=spec)
-    changes = current.spec.diff(spec)
-    if not current.managed:
-        # A job of that name made by hand is adopted: from now on sync owns it.
-        changes["managed"] = (False, True)
+    changes = _with_takeover(current.spec.diff(spec), current.managed)
     action = Action.UPDATE if changes else Action.UNCHANGED
     return PlanEntry(
         name=spec.name, action=action, job_id=current.job_id, spec=spec, current=current, changes=changes
@@ -416,9 +432,7 @@ async def _plan_workflows(
         current = existing.get(spec.name)
         entry = PlanEntry(name=spec.name, action=Action.CREATE, kind="workflow", workflow=spec)
         if current is not None:
-            entry.changes = current.spec.diff(spec)
-            if not current.managed:
-                entry.changes["managed"] = (False, True)
+            entry.changes = _with_takeover(current.spec.diff(spec), current.managed)
             entry.action = Action.UPDATE if entry.changes else Action.UNCHANGED
             entry.job_id, entry.current_workflow = current.workflow_id, current
         problem = _validate_workflow(spec, jobs, client.group_id)
@@ -527,17 +541,11 @@ async def _apply_job(client: OpenApiClient, entry: PlanEntry) -> None:
             entry.job_id = await client.create_job(entry.spec, managed=True)
             return
         except ConflictError:
-            # Another sync created it since we planned: bring that job in line instead.
             current = await client.find_job(entry.name)
             if current is None:
                 raise
-            entry.action, entry.job_id, entry.current = Action.UPDATE, current.job_id, current
-            entry.changes = current.spec.diff(entry.spec)
-            if not current.managed:
-                entry.changes["managed"] = (False, True)
-            entry.note = "created meanwhile by someone else"
-            if not entry.changes:
-                entry.action = Action.UNCHANGED
+            entry.job_id, entry.current = current.job_id, current
+            if _created_meanwhile(entry, _with_takeover(current.spec.diff(entry.spec), current.managed)):
                 return
     assert entry.job_id is not None
     try:
@@ -556,17 +564,11 @@ async def _apply_workflow(client: OpenApiClient, entry: PlanEntry) -> None:
             entry.job_id = await client.create_workflow(entry.workflow, managed=True)
             return
         except ConflictError:
-            # Another sync created it since we planned: bring that workflow in line instead.
-            current = await client.find_workflow(entry.name)
-            if current is None:
+            found = await client.find_workflow(entry.name)
+            if found is None:
                 raise
-            entry.action, entry.job_id, entry.current_workflow = Action.UPDATE, current.workflow_id, current
-            entry.changes = current.spec.diff(entry.workflow)
-            if not current.managed:
-                entry.changes["managed"] = (False, True)
-            entry.note = "created meanwhile by someone else"
-            if not entry.changes:
-                entry.action = Action.UNCHANGED
+            entry.job_id, entry.current_workflow = found.workflow_id, found
+            if _created_meanwhile(entry, _with_takeover(found.spec.diff(entry.workflow), found.managed)):
                 return
     if entry.action is Action.UNCHANGED:
         return

@@ -218,10 +218,20 @@ class TriggerEngine:
                 )
                 if spec.misfire == MisfirePolicy.SKIP:
                     wants_instance = False
-                    logger.info("job %d missed its fires since %s: skipped", job.id, due.isoformat())
+                    # Work that will not happen: say so where operators look, never silently.
+                    logger.warning(
+                        "job %d missed its fires since %s: skipped (misfirePolicy skip)",
+                        job.id,
+                        due.isoformat(),
+                    )
                 else:
                     schedule_time = latest
-                    logger.info("job %d missed its fires since %s: running once", job.id, due.isoformat())
+                    logger.warning(
+                        "job %d missed its fires since %s: running once for %s",
+                        job.id,
+                        due.isoformat(),
+                        latest.isoformat(),
+                    )
             else:
                 following = next_fire_time(spec, due, default_tz=self._default_tz, calendar=calendar)
         except Exception:

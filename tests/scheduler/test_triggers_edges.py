@@ -20,7 +20,9 @@ from .test_triggers import T0, Harness, add_job, all_instances, prepare
 
 
 @pytest.mark.parametrize("policy", [MisfirePolicy.RUN_ONCE, MisfirePolicy.SKIP])
-async def test_fixed_rate_misfire_after_downtime(store: Store, policy: MisfirePolicy) -> None:
+async def test_fixed_rate_misfire_after_downtime(
+    store: Store, policy: MisfirePolicy, caplog: pytest.LogCaptureFixture
+) -> None:
     await prepare(store)
     clock = ManualClock(T0)
     spec = JobSpec(class_name="demo:Noop", name="rate", schedule=fixed_rate(60), misfire=policy)
@@ -37,8 +39,13 @@ async def test_fixed_rate_misfire_after_downtime(store: Store, policy: MisfirePo
         made = await all_instances(store, job.id)
         if policy == MisfirePolicy.RUN_ONCE:
             assert [i.schedule_time for i in made] == [latest_missed]  # once, not once per missed fire
+            said = f"running once for {latest_missed.isoformat()}"
         else:
             assert made == []
+            said = "skipped (misfirePolicy skip)"
+        # Never silent: the missed fires are a warning, with what was done about them.
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(f"job {job.id} missed its fires since" in m and said in m for m in warned), warned
         stored = await store.get_job(job.id)
         assert stored is not None and stored.next_fire_time == latest_missed + timedelta(seconds=60)
         await h.advance((latest_missed + timedelta(seconds=60) - clock.now()).total_seconds())  # on time

@@ -124,7 +124,7 @@ async def _sx_runs(
     from sx.processors._spec import JobSpec, MapOptions
     from sx.scheduler._server import SchedulerServer
     from sx.scheduler._settings import SchedulerSettings
-    from sx.scheduler._store import Group, Namespace, NewInstance
+    from sx.scheduler.store._store import Group, Namespace, NewInstance
 
     figures: dict[str, list[tuple[float, float]]] = {"grid": [], "batch": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,10 +30,10 @@ from urllib.parse import urlencode
 import httpx
 import uvicorn
 
-from sx.scheduler._api import create_app
 from sx.scheduler._clock import RealClock
-from sx.scheduler._service import JobService, NoHooks
-from sx.scheduler._sql_store import SqlStore, sqlite_url
+from sx.scheduler.api._app import create_app
+from sx.scheduler.jobs._service import JobService, NoHooks
+from sx.scheduler.store.sql._store import SqlStore, sqlite_url
 
 JOB = {"jobType": "python", "className": "app:Job", "executeMode": "standalone", "timeType": 100}
 ADDR = {"namespace": "bench", "groupId": "g"}

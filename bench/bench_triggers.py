@@ -33,10 +33,10 @@ from sx.processors._registry import definition_of
 from sx.processors._schedule import cron
 from sx.processors._spec import JobSpec
 from sx.scheduler._clock import RealClock
-from sx.scheduler._sql_store import SqlStore, sqlite_url
-from sx.scheduler._store import Group, Instance, Namespace, Store
-from sx.scheduler._timing import next_fire_time
-from sx.scheduler._triggers import TriggerEngine
+from sx.scheduler.jobs._timing import next_fire_time
+from sx.scheduler.jobs._triggers import TriggerEngine
+from sx.scheduler.store._store import Group, Instance, Namespace, Store
+from sx.scheduler.store.sql._store import SqlStore, sqlite_url
 
 LATENESS_DIR_ENV = "BENCH_TRIGGERS_LATENESS_DIR"
 
@@ -215,7 +215,7 @@ async def _idle(jobs: int, seconds: float) -> None:
 
 
 def _end_to_end(jobs: int, seconds: float) -> None:
-    from sx.worker._openapi_client import SyncOpenApiClient
+    from sx.worker.openapi._client import SyncOpenApiClient
 
     with tempfile.TemporaryDirectory(prefix="sx-bench-") as tmp:
         folder = Path(tmp)

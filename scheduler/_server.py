@@ -21,17 +21,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sx.processors._errors import SxError
 from sx.protos._options import server_options
-from sx.scheduler._alarms import AlarmChannel, AlarmRouter, LogChannel, SmsChannel, WebhookChannel
-from sx.scheduler._auth import Authenticator
 from sx.scheduler._clock import Clock, RealClock
-from sx.scheduler._dispatch import Dispatcher, server_credentials
-from sx.scheduler._lifecycle import Lifecycle
-from sx.scheduler._service import JobService
 from sx.scheduler._settings import SchedulerSettings, is_loopback
-from sx.scheduler._sql_store import SqlStore, sqlite_url
-from sx.scheduler._store import Instance, Store
-from sx.scheduler._triggers import TriggerEngine
-from sx.scheduler._workflows import WorkflowEngine
+from sx.scheduler.api._auth import Authenticator
+from sx.scheduler.dispatch._dispatcher import Dispatcher, server_credentials
+from sx.scheduler.jobs._alarms import AlarmChannel, AlarmRouter, LogChannel, SmsChannel, WebhookChannel
+from sx.scheduler.jobs._lifecycle import Lifecycle
+from sx.scheduler.jobs._service import JobService
+from sx.scheduler.jobs._triggers import TriggerEngine
+from sx.scheduler.store._store import Instance, Store
+from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.scheduler.workflows._engine import WorkflowEngine
 
 log = logging.getLogger("sx.scheduler")
 
@@ -205,7 +205,7 @@ class SchedulerServer:
         self.grpc_address = f"{host}:{port}"
 
     async def _start_http(self) -> None:
-        from sx.scheduler._api import create_app
+        from sx.scheduler.api._app import create_app
 
         app = create_app(self.service, auth=self.auth)
         # Bound here so a taken port fails start() at once. IPPROTO_TCP matters: asyncio sets TCP_NODELAY

@@ -1,7 +1,7 @@
 """Run mypy --strict over every module of the project, by its installed name, plus tests/ and bench/.
 
 The top-level folders are installed under the ``sx`` namespace (pyproject's package-dir), so mypy is given
-module names (``-m sx.worker._cli``) rather than file paths, which it would name ``worker._cli``.
+module names (``-m sx.cli._main``) rather than file paths, which it would name ``cli._main``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ PACKAGES = {
     "worker": "sx.worker",
     "scheduler": "sx.scheduler",
     "protos": "sx.protos",
+    "cli": "sx.cli",
 }
 
 

@@ -6,11 +6,11 @@ async with Worker(settings):
     ...
 """
 
-from ._connection import WorkerRejected
-from ._openapi_client import OpenApiClient, OpenApiError, SyncOpenApiClient
-from ._settings import WorkerSettings
-from ._sync import SyncOptions, SyncResult, sync_definitions
-from ._worker import Worker
+from sx.worker._connection import WorkerRejected
+from sx.worker._settings import WorkerSettings
+from sx.worker._worker import Worker
+from sx.worker.openapi._client import OpenApiClient, OpenApiError, SyncOpenApiClient
+from sx.worker.openapi._sync import SyncOptions, SyncResult, sync_definitions
 
 __all__ = [
     "OpenApiClient",

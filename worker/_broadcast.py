@@ -12,10 +12,9 @@ from sx.processors._enums import InstanceStatus, TaskStatus
 from sx.processors._invoke import describe_exception
 from sx.processors._result import ProcessResult, shorten_head
 from sx.protos.v1 import common_pb2, peer_pb2
-
-from ._convert import TaskInfo, context_for
-from ._peer import PeerClients
-from ._runner import HookRunner, Resolved
+from sx.worker._convert import TaskInfo, context_for
+from sx.worker._peer import PeerClients
+from sx.worker._runner import HookRunner, Resolved
 
 log = logging.getLogger("sx.worker")
 

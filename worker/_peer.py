@@ -14,8 +14,7 @@ from grpc import aio
 from sx.protos._auth import PEER_AUTH_HEADER, check_proof, make_proof, peer_subject
 from sx.protos._options import channel_options
 from sx.protos.v1 import peer_pb2, peer_pb2_grpc
-
-from ._runner import TaskRunner
+from sx.worker._runner import TaskRunner
 
 log = logging.getLogger("sx.worker")
 

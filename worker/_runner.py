@@ -39,8 +39,7 @@ from sx.processors._registry import ProcessorDefinition, Registry
 from sx.processors._result import ProcessResult
 from sx.processors._scripts import script_processor_for
 from sx.protos.v1 import common_pb2, peer_pb2
-
-from ._convert import TaskInfo, context_for, execute_mode_of, job_type_of
+from sx.worker._convert import TaskInfo, context_for, execute_mode_of, job_type_of
 
 if TYPE_CHECKING:
     from ._peer import PeerClients

@@ -21,16 +21,15 @@ from sx.processors._invoke import describe_exception
 from sx.processors._registry import Registry, default_registry
 from sx.protos._options import channel_credentials, server_options
 from sx.protos.v1 import common_pb2, peer_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-
-from ._broadcast import BroadcastMaster, Outcome
-from ._connection import SchedulerConnection, WorkerRejected
-from ._convert import context_for, execute_mode_of, instance_report, now_ms
-from ._map_master import MapMaster
-from ._map_server_store import ServerTaskStore
-from ._map_store import FileTaskStore, MemoryTaskStore, TaskStore, task_file_path
-from ._peer import PeerAuthInterceptor, PeerClients, PeerService, StatusReceiver
-from ._runner import HookRunner, Resolved, SubmitRefused, TaskRunner, resolve
-from ._settings import WorkerSettings, default_worker_id
+from sx.worker._broadcast import BroadcastMaster, Outcome
+from sx.worker._connection import SchedulerConnection, WorkerRejected
+from sx.worker._convert import context_for, execute_mode_of, instance_report, now_ms
+from sx.worker._peer import PeerAuthInterceptor, PeerClients, PeerService, StatusReceiver
+from sx.worker._runner import HookRunner, Resolved, SubmitRefused, TaskRunner, resolve
+from sx.worker._settings import WorkerSettings, default_worker_id
+from sx.worker.map._master import MapMaster
+from sx.worker.map._server_store import ServerTaskStore
+from sx.worker.map._store import FileTaskStore, MemoryTaskStore, TaskStore, task_file_path
 
 log = logging.getLogger("sx.worker")
 

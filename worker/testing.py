@@ -27,11 +27,11 @@ from sx.processors._kinds import Processor
 from sx.processors._registry import ProcessorDefinition, Registry, default_registry, definition_of
 from sx.scheduler._server import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
-from sx.worker._openapi_client import OpenApiClient
-from sx.worker._openapi_models import InstanceDetail
 from sx.worker._settings import WorkerSettings
-from sx.worker._sync import SyncOptions, sync_definitions
 from sx.worker._worker import Worker
+from sx.worker.openapi._client import OpenApiClient
+from sx.worker.openapi._models import InstanceDetail
+from sx.worker.openapi._sync import SyncOptions, sync_definitions
 
 __all__ = ["InstanceFailedError", "InstanceResult", "LocalScheduler"]
 

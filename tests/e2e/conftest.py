@@ -24,8 +24,8 @@ import pytest
 
 from sx.processors import InstanceStatus, JobSpec, Registry, use_registry
 from sx.processors._registry import ProcessorDefinition
-from sx.worker._openapi_client import OpenApiClient, SyncOpenApiClient
-from sx.worker._openapi_models import InstanceDetail
+from sx.worker.openapi._client import OpenApiClient, SyncOpenApiClient
+from sx.worker.openapi._models import InstanceDetail
 
 # The test process needs the job definitions, but must not add them to the default registry other
 # tests (and `sx-worker list` run in-process) look at.

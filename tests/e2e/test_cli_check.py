@@ -17,7 +17,7 @@ import pytest
 
 from sx.scheduler._server import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
-from sx.worker._openapi_client import OpenApiClient
+from sx.worker.openapi._client import OpenApiClient
 
 from .conftest import clean_env, sx_worker
 from .test_tls import Certs, certs  # noqa: F401  (the module-scoped certificate fixture)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sx.processors import InstanceStatus, TriggerType
-from sx.worker._openapi_client import SyncOpenApiClient
-from sx.worker._openapi_models import InstanceDetail
+from sx.worker.openapi._client import SyncOpenApiClient
+from sx.worker.openapi._models import InstanceDetail
 
 from .conftest import ROOT, START_TIMEOUT, Proc, clean_env, sx_worker, wait_for
 

@@ -26,8 +26,8 @@ from sx.processors._spec import JobSpec, MapOptions
 from sx.protos.v1 import peer_pb2, peer_pb2_grpc
 from sx.scheduler._server import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
-from sx.scheduler._store import Group, Instance, Namespace, NewInstance
-from sx.scheduler._worker_registry import WorkerInfo
+from sx.scheduler.dispatch._registry import WorkerInfo
+from sx.scheduler.store._store import Group, Instance, Namespace, NewInstance
 from sx.worker._peer import peer_channel
 
 NS = "e2e"

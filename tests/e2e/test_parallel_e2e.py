@@ -25,7 +25,7 @@ from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus
 from sx.processors._spec import JobSpec
 from sx.scheduler._server import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
-from sx.scheduler._store import Group, Namespace
+from sx.scheduler.store._store import Group, Namespace
 from tests.e2e.test_map_e2e import APP_KEY, GROUP, NS, ROOT, Cluster
 
 pytestmark = pytest.mark.slow

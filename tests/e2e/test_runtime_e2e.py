@@ -17,9 +17,9 @@ from typing import Any
 import psutil
 import pytest
 
+from sx.cli._support import ExitCode
 from sx.processors import InstanceStatus, TriggerType
-from sx.worker._cli_support import ExitCode
-from sx.worker._openapi_client import OpenApiClient, SyncOpenApiClient
+from sx.worker.openapi._client import OpenApiClient, SyncOpenApiClient
 
 from .conftest import (
     GROUP,

@@ -15,7 +15,7 @@ from sx.processors import InstanceStatus, JobContext, Processor, Registry, proce
 from sx.scheduler._server import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
 from sx.worker import Worker, WorkerSettings
-from sx.worker._openapi_client import OpenApiClient
+from sx.worker.openapi._client import OpenApiClient
 from tests.e2e.conftest import eventually
 
 pytestmark = pytest.mark.skipif(

@@ -20,9 +20,9 @@ from sx.processors import (
     processor,
     workflow,
 )
-from sx.worker._openapi_client import ConflictError, InvalidRequestError, NotFoundError
-from sx.worker._openapi_models import WorkflowInstanceDetail
-from sx.worker._sync import SyncOptions, sync_definitions
+from sx.worker.openapi._client import ConflictError, InvalidRequestError, NotFoundError
+from sx.worker.openapi._models import WorkflowInstanceDetail
+from sx.worker.openapi._sync import SyncOptions, sync_definitions
 from sx.worker.testing import LocalScheduler
 
 registry = Registry()

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 import pytest
 
 from sx.processors import InstanceStatus
-from sx.worker._openapi_client import OpenApiClient
-from sx.worker._openapi_models import WorkflowInstanceDetail
+from sx.worker.openapi._client import OpenApiClient
+from sx.worker.openapi._models import WorkflowInstanceDetail
 
 from .conftest import Cluster, eventually
 from .jobs import FLAKY_FLAG, events

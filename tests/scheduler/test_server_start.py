@@ -13,8 +13,8 @@ from sx.processors._enums import InstanceStatus
 from sx.processors._spec import JobSpec
 from sx.scheduler._server import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
-from sx.scheduler._sql_store import SqlStore
-from sx.scheduler._store import InstanceChange
+from sx.scheduler.store._store import InstanceChange
+from sx.scheduler.store.sql._store import SqlStore
 
 
 def _sx_tasks() -> list[asyncio.Task[object]]:

@@ -1,0 +1,78 @@
+"""How stored objects look on the wire: JobConfigInfo, JobInstanceDetail and the extensions' shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime, tzinfo
+from typing import Any
+
+from sx.scheduler.api._params import DATE_FORMAT
+from sx.scheduler.store._store import AccessKey, Calendar, Group, Instance, Job, Namespace
+
+
+def format_date(value: datetime | None, tz: tzinfo) -> str:
+    """``yyyy-MM-dd HH:mm:ss`` in ``tz``; "" when unset."""
+    return value.astimezone(tz).strftime(DATE_FORMAT) if value is not None else ""
+
+
+def job_config_info(job: Job) -> dict[str, Any]:
+    """GetJobInfo's data: the spec's JobConfigInfo plus status (1 enabled, 0 disabled), jobId, managed."""
+    data = job.spec.to_job_config_info()
+    data["jobId"] = job.id
+    data["status"] = 1 if job.enabled else 0
+    data["managed"] = job.managed
+    if job.namespace_source is not None:
+        data["namespaceSource"] = job.namespace_source
+    return data
+
+
+def instance_detail(instance: Instance, tz: tzinfo) -> dict[str, Any]:
+    """JobInstanceDetail, dates in the job's zone."""
+    return {
+        "instanceId": instance.id,
+        "jobId": instance.job_id,
+        "status": int(instance.status),
+        "startDate": format_date(instance.start_time, tz),
+        "endDate": format_date(instance.end_time, tz),
+        "scheduleDate": format_date(instance.schedule_time, tz),
+        "dataDate": format_date(instance.data_time, tz),
+        "executor": instance.executor,
+        "workAddr": instance.worker_addr,
+        "result": instance.result,
+        "progress": instance.progress,
+        "timeType": int(instance.time_type),
+        "triggerType": int(instance.trigger_type),
+    }
+
+
+def namespace_view(namespace: Namespace) -> dict[str, Any]:
+    return {"namespace": namespace.id, "name": namespace.name, "description": namespace.description}
+
+
+def group_view(group: Group) -> dict[str, Any]:
+    return {
+        "namespace": group.namespace,
+        "groupId": group.group_id,
+        "appKey": group.app_key,
+        "description": group.description,
+    }
+
+
+def calendar_view(calendar: Calendar) -> dict[str, Any]:
+    return {
+        "namespace": calendar.namespace,
+        "name": calendar.name,
+        "description": calendar.description,
+        "days": sorted(day.isoformat() for day in calendar.days),
+    }
+
+
+def access_key_view(key: AccessKey, *, with_secret: bool = False) -> dict[str, Any]:
+    """An access key; the secret only in the answer that created it."""
+    data: dict[str, Any] = {
+        "accessKeyId": key.key_id,
+        "namespace": key.namespace,
+        "enabled": key.enabled,
+    }
+    if with_secret:
+        data["accessKeySecret"] = key.secret
+    return data

@@ -82,7 +82,7 @@ def cluster(
         procs.append(serve)
         match = wait_output(log, serve, r"scheduler: OpenAPI (http://\S+) .*gRPC (\S+)")
         base_url, grpc_address = match.group(1), match.group(2)
-        from sx.worker.openapi._client import SyncOpenApiClient
+        from sx.worker import SyncOpenApiClient
 
         with SyncOpenApiClient(base_url, namespace=NS, group_id=GROUP) as client:
             app_key = client.ensure_group().app_key

@@ -14,7 +14,7 @@ import time
 from datetime import UTC, datetime, tzinfo
 from zoneinfo import ZoneInfo
 
-from sx.processors._cron import CronExpression
+from sx.processors import CronExpression
 
 _CASES: tuple[tuple[str, str], ...] = (
     ("0 0/5 * * * ?", "UTC"),

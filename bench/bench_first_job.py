@@ -87,7 +87,7 @@ def _execute_when_registered(output: str) -> bool:
     found = re.search(r"OpenAPI\s+(http://[0-9.:]+)", output)
     if found is None or "registered with scheduler" not in output:
         return False
-    from sx.worker.openapi._client import SyncOpenApiClient
+    from sx.worker import SyncOpenApiClient
 
     with SyncOpenApiClient(found.group(1), namespace="default", group_id="default") as client:
         job = client.find_job("bench.first.api")

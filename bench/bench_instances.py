@@ -31,9 +31,8 @@ class Noop(Processor):
 
 
 async def _bench(instances: int, callers: int, workers: int, base_url: str) -> None:
-    from sx.processors import InstanceStatus
-    from sx.processors._registry import definition_of
-    from sx.worker.openapi._client import OpenApiClient
+    from sx.processors import InstanceStatus, definition_of
+    from sx.worker import OpenApiClient
 
     async with OpenApiClient(base_url, namespace=NS, group_id=GROUP, timeout=60) as client:
         job_id = await client.create_job(definition_of(Noop).spec)

@@ -120,11 +120,9 @@ async def _sx_runs(
     *, tasks: int, batch_tasks: int, page_size: int, repeat: int, grid: bool
 ) -> dict[str, list[tuple[float, float]]]:
     """(seconds, master peak RSS MB) of every grid and batch run."""
-    from sx.processors._enums import ExecuteMode, InstanceStatus, TimeType, TriggerType
-    from sx.processors._spec import JobSpec, MapOptions
-    from sx.scheduler._server import SchedulerServer
-    from sx.scheduler._settings import SchedulerSettings
-    from sx.scheduler.store._store import Group, Namespace, NewInstance
+    from sx.processors import ExecuteMode, InstanceStatus, JobSpec, MapOptions, TimeType, TriggerType
+    from sx.scheduler import SchedulerServer, SchedulerSettings
+    from sx.scheduler.store import Group, Namespace, NewInstance
 
     figures: dict[str, list[tuple[float, float]]] = {"grid": [], "batch": []}
     with tempfile.TemporaryDirectory() as tmp:

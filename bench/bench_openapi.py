@@ -30,10 +30,10 @@ from urllib.parse import urlencode
 import httpx
 import uvicorn
 
-from sx.scheduler._clock import RealClock
-from sx.scheduler.api._app import create_app
-from sx.scheduler.jobs._service import JobService, NoHooks
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.scheduler import RealClock
+from sx.scheduler.api import Authenticator, Services, create_app
+from sx.scheduler.jobs import JobService, NoHooks
+from sx.scheduler.store.sql import SqlStore, sqlite_url
 
 JOB = {"jobType": "python", "className": "app:Job", "executeMode": "standalone", "timeType": 100}
 ADDR = {"namespace": "bench", "groupId": "g"}
@@ -120,7 +120,11 @@ async def _serve(data_dir: str, ports: multiprocessing.queues.Queue[int]) -> Non
     await store.start()
     service = JobService(store, clock=RealClock(), default_tz=UTC, hooks=NoHooks())
     config = uvicorn.Config(
-        create_app(service), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+        create_app(Services.jobs_only(store, service), auth=Authenticator(store, clock=RealClock())),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

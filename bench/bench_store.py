@@ -16,10 +16,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
-from sx.processors._spec import JobSpec
-from sx.scheduler.store._store import Fire, Job, NewInstance
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType
+from sx.scheduler.store import Fire, Job, NewInstance
+from sx.scheduler.store.sql import SqlStore, sqlite_url
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 STEP = timedelta(seconds=1)

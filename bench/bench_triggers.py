@@ -28,15 +28,11 @@ from pathlib import Path
 
 from _cluster import GROUP, NS, cluster
 
-from sx.processors import JobContext, Processor, processor
-from sx.processors._registry import definition_of
-from sx.processors._schedule import cron
-from sx.processors._spec import JobSpec
-from sx.scheduler._clock import RealClock
-from sx.scheduler.jobs._timing import next_fire_time
-from sx.scheduler.jobs._triggers import TriggerEngine
-from sx.scheduler.store._store import Group, Instance, Namespace, Store
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.processors import JobContext, JobSpec, Processor, cron, definition_of, processor
+from sx.scheduler import RealClock
+from sx.scheduler.jobs import TriggerEngine, next_fire_time
+from sx.scheduler.store import Group, Instance, Namespace, Store
+from sx.scheduler.store.sql import SqlStore, sqlite_url
 
 LATENESS_DIR_ENV = "BENCH_TRIGGERS_LATENESS_DIR"
 
@@ -215,7 +211,7 @@ async def _idle(jobs: int, seconds: float) -> None:
 
 
 def _end_to_end(jobs: int, seconds: float) -> None:
-    from sx.worker.openapi._client import SyncOpenApiClient
+    from sx.worker import SyncOpenApiClient
 
     with tempfile.TemporaryDirectory(prefix="sx-bench-") as tmp:
         folder = Path(tmp)

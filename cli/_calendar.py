@@ -10,6 +10,8 @@ import click
 
 from sx.cli._support import CliError, ExitCode, run_async
 
+__all__ = ["calendar", "load", "read_days"]
+
 
 def read_days(path: Path) -> list[date]:
     """Days from a JSON list or from text with one ``yyyy-MM-dd`` a line (``#`` starts a comment)."""
@@ -58,7 +60,7 @@ def load(
     access_key_secret: str | None,
 ) -> None:
     """Create or replace calendar NAME with the days listed in FILE."""
-    from sx.worker.openapi._client import OpenApiClient, OpenApiError
+    from sx.worker import OpenApiClient, OpenApiError
 
     days = read_days(file)
 

@@ -11,6 +11,8 @@ from sx.cli._support import CliError, ExitCode, emit, run_async
 from sx.processors._config_file import load_settings
 from sx.processors._errors import SxError
 
+__all__ = ["create", "delete", "keys", "list_keys", "store_options", "with_store_options"]
+
 store_options = [
     click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="SQLite store folder."),
     click.option("--database-url", default=None, help="sqlite:///path or postgresql://user@host/db."),
@@ -31,9 +33,9 @@ def with_store_options(f: Any) -> Any:
 
 
 async def _with_store(config_file: Path | None, flags: dict[str, Any], action: Any) -> Any:
-    from sx.scheduler._settings import SchedulerSettings
-    from sx.scheduler.jobs._service import ServiceError
-    from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+    from sx.scheduler import SchedulerSettings
+    from sx.scheduler.api import ServiceError
+    from sx.scheduler.store.sql import SqlStore, sqlite_url
 
     try:
         settings = load_settings(SchedulerSettings, config_file, section="scheduler", **flags)
@@ -63,8 +65,8 @@ def keys() -> None:
 def create(namespace: str, output: str, config_file: Path | None, **flags: Any) -> None:
     """Create a key; its secret is shown once. The namespace is created if it does not exist yet
     (once a key exists, the OpenAPI only takes signed requests, so this is how a team bootstraps)."""
-    from sx.scheduler.api._auth import create_access_key
-    from sx.scheduler.store._store import Namespace
+    from sx.scheduler.api import create_access_key
+    from sx.scheduler.store import Namespace
 
     async def action(store: Any) -> Any:
         if await store.get_namespace(namespace) is None:
@@ -83,7 +85,7 @@ def create(namespace: str, output: str, config_file: Path | None, **flags: Any) 
 @with_store_options
 def list_keys(namespace: str | None, output: str, config_file: Path | None, **flags: Any) -> None:
     """List keys (without their secrets)."""
-    from sx.scheduler.api._auth import list_access_keys
+    from sx.scheduler.api import list_access_keys
 
     found = run_async(_with_store(config_file, flags, lambda store: list_access_keys(store, namespace)))
     payload = [{"accessKeyId": k.key_id, "namespace": k.namespace, "enabled": k.enabled} for k in found]
@@ -102,7 +104,7 @@ def list_keys(namespace: str | None, output: str, config_file: Path | None, **fl
 @with_store_options
 def delete(key_id: str, config_file: Path | None, **flags: Any) -> None:
     """Delete a key."""
-    from sx.scheduler.api._auth import delete_access_key
+    from sx.scheduler.api import delete_access_key
 
     run_async(_with_store(config_file, flags, lambda store: delete_access_key(store, key_id)))
     click.echo(f"deleted {key_id}")

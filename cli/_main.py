@@ -9,9 +9,14 @@ from __future__ import annotations
 import click
 
 from sx.cli._calendar import calendar
+from sx.cli._check import check
 from sx.cli._keys import keys
-from sx.cli._run import check, list_processors, run, serve
+from sx.cli._list import list_processors
+from sx.cli._run import run
+from sx.cli._serve import serve
 from sx.cli._sync import sync
+
+__all__ = ["main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -20,6 +20,17 @@ import click
 
 from sx.processors._errors import SxError
 
+__all__ = [
+    "CliError",
+    "ExitCode",
+    "emit",
+    "exit_process",
+    "import_targets",
+    "install_signal_handlers",
+    "run_async",
+    "setup_logging",
+]
+
 T = TypeVar("T")
 log = logging.getLogger("sx.cli")
 

@@ -8,8 +8,16 @@ from sx.cli._support import CliError, ExitCode, import_targets, run_async, setup
 from sx.processors._errors import DefinitionError
 from sx.processors._registry import ProcessorDefinition, default_registry
 from sx.processors._workflow import WorkflowSpec, default_workflows
-from sx.worker.openapi._client import AuthError, OpenApiClient, OpenApiError, UnavailableError
-from sx.worker.openapi._sync import SyncOptions, SyncPlan, SyncResult, sync_definitions
+from sx.worker.openapi import (
+    AuthError,
+    OpenApiClient,
+    OpenApiError,
+    SyncOptions,
+    SyncPlan,
+    SyncResult,
+    UnavailableError,
+    sync_definitions,
+)
 
 __all__ = ["sync"]
 

@@ -17,6 +17,7 @@ from sx.processors._context import (
     current_context,
     get_current_context,
 )
+from sx.processors._cron import CronExpression
 from sx.processors._enums import (
     REDUCE_TASK_NAME,
     ROOT_TASK_NAME,
@@ -75,6 +76,7 @@ __all__ = [
     "Codec",
     "Contact",
     "CronError",
+    "CronExpression",
     "DefinitionError",
     "ExecuteMode",
     "InstanceStatus",

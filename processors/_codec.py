@@ -18,6 +18,17 @@ from pydantic import BaseModel, ValidationError
 
 from sx.processors._errors import PayloadError
 
+__all__ = [
+    "JSON_CODEC",
+    "MAX_PAYLOAD_BYTES",
+    "PICKLE_CODEC",
+    "Codec",
+    "CodecName",
+    "JsonCodec",
+    "PickleCodec",
+    "codec_for",
+]
+
 MAX_PAYLOAD_BYTES = 65536
 """The limit on one encoded subtask payload."""
 

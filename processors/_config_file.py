@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings
 
 from sx.processors._errors import DefinitionError
 
+__all__ = ["load_settings", "read_config_file"]
+
 S = TypeVar("S", bound=BaseSettings)
 
 

@@ -15,6 +15,8 @@ from sx.processors._codec import JSON_CODEC, MAX_PAYLOAD_BYTES, Codec
 from sx.processors._enums import REDUCE_TASK_NAME, ROOT_TASK_NAME, ExecuteMode, JobType, TaskStatus
 from sx.processors._errors import CancelledError, PayloadError
 
+__all__ = ["JobContext", "JobLogger", "TaskMapper", "UpstreamData", "current_context", "get_current_context"]
+
 _RESERVED_TASK_NAMES = frozenset({ROOT_TASK_NAME, REDUCE_TASK_NAME})
 
 

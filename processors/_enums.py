@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
+__all__ = [
+    "ACTIVE_INSTANCE_STATUSES",
+    "REDUCE_TASK_NAME",
+    "ROOT_TASK_NAME",
+    "ExecuteMode",
+    "InstanceStatus",
+    "JobType",
+    "MisfirePolicy",
+    "TaskStatus",
+    "TimeType",
+    "TriggerType",
+]
+
 
 class ExecuteMode(StrEnum):
     """How an instance runs across the group's workers (the OpenAPI's ``executeMode``)."""

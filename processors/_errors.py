@@ -12,6 +12,16 @@ SxError
 
 from __future__ import annotations
 
+__all__ = [
+    "CancelledError",
+    "CronError",
+    "DefinitionError",
+    "PayloadError",
+    "RegistryError",
+    "ResultTooLargeError",
+    "SxError",
+]
+
 
 class SxError(Exception):
     """Root of every error sx-worker raises on purpose."""

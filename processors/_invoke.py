@@ -12,21 +12,9 @@ from typing import Any
 
 from sx.processors._context import JobContext, _current
 from sx.processors._errors import CancelledError
-from sx.processors._result import ProcessResult, shorten_head, to_result
+from sx.processors._result import KILLED, ProcessResult, describe_exception, to_result
 
-KILLED = "killed"
-"""The result text of a hook stopped by cancellation."""
-
-
-def killed_result(reason: str = "") -> str:
-    """The result of an instance or task that was stopped: ``killed`` or ``killed: <reason>``."""
-    return f"{KILLED}: {reason}" if reason else KILLED
-
-
-def is_killed(result: str) -> bool:
-    """Whether a result says the instance was stopped (a stopped instance is never retried)."""
-    return result == KILLED or result.startswith(f"{KILLED}: ")
-
+__all__ = ["invoke"]
 
 _log = logging.getLogger("sx.job")
 
@@ -69,10 +57,3 @@ async def invoke(
         return ProcessResult.failure(describe_exception(exc))
     finally:
         _current.reset(token)
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``"ExceptionType: message"`` within the result limit."""
-    message = str(exc)
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    return shorten_head(text)

@@ -13,6 +13,15 @@ from typing import ClassVar
 
 from sx.processors._context import JobContext
 
+__all__ = [
+    "BroadcastProcessor",
+    "MapProcessor",
+    "MapReduceProcessor",
+    "Processor",
+    "ProcessorKind",
+    "kind_of",
+]
+
 
 class ProcessorKind(enum.Enum):
     """Which base class a processor derives from; it decides the hooks the worker calls."""

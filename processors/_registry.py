@@ -20,6 +20,16 @@ from sx.processors._kinds import BroadcastProcessor, Processor, ProcessorKind, k
 from sx.processors._schedule import Schedule, api, to_definition_error
 from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
 
+__all__ = [
+    "ProcessorDefinition",
+    "Registry",
+    "Seconds",
+    "default_registry",
+    "definition_of",
+    "processor",
+    "use_registry",
+]
+
 P = TypeVar("P", bound=Processor)
 
 _ATTRIBUTE = "__sx_definition__"

@@ -11,6 +11,18 @@ from pydantic import BaseModel
 from sx.processors._enums import InstanceStatus
 from sx.processors._errors import ResultTooLargeError
 
+__all__ = [
+    "KILLED",
+    "RESULT_LIMIT_BYTES",
+    "ProcessResult",
+    "describe_exception",
+    "is_killed",
+    "killed_result",
+    "shorten_head",
+    "shorten_tail",
+    "to_result",
+]
+
 RESULT_LIMIT_BYTES = 1000
 """The documented limit on ``ProcessResult.result``, in UTF-8 bytes."""
 
@@ -103,3 +115,24 @@ def shorten_tail(text: str, limit: int = RESULT_LIMIT_BYTES) -> str:
 def _preview(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+KILLED = "killed"
+"""The result text of a hook stopped by cancellation."""
+
+
+def killed_result(reason: str = "") -> str:
+    """The result of an instance or task that was stopped: ``killed`` or ``killed: <reason>``."""
+    return f"{KILLED}: {reason}" if reason else KILLED
+
+
+def is_killed(result: str) -> bool:
+    """Whether a result says the instance was stopped (a stopped instance is never retried)."""
+    return result == KILLED or result.startswith(f"{KILLED}: ")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"ExceptionType: message"`` within the result limit."""
+    message = str(exc)
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return shorten_head(text)

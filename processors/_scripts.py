@@ -28,6 +28,8 @@ from sx.processors._enums import JobType
 from sx.processors._kinds import Processor
 from sx.processors._result import RESULT_LIMIT_BYTES, ProcessResult, shorten_tail
 
+__all__ = ["DEFAULT_KILL_GRACE", "ScriptProcessor", "script_processor_for"]
+
 DEFAULT_KILL_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL when a script is stopped."""
 

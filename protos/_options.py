@@ -6,6 +6,16 @@ from pathlib import Path
 
 import grpc
 
+__all__ = [
+    "KEEPALIVE_TIMEOUT_MS",
+    "KEEPALIVE_TIME_MS",
+    "MAX_MESSAGE_BYTES",
+    "GrpcOptions",
+    "channel_credentials",
+    "channel_options",
+    "server_options",
+]
+
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """Both directions; large enough for a page of map subtasks (each up to 64 KiB)."""
 

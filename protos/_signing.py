@@ -23,6 +23,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+__all__ = [
+    "ALGORITHM",
+    "CONTENT_HASH_HEADER",
+    "DATE_HEADER",
+    "NONCE_HEADER",
+    "REQUIRED_SIGNED_HEADERS",
+    "Authorization",
+    "canonical_query_string",
+    "canonical_request",
+    "canonical_uri",
+    "compute_signature",
+    "format_authorization",
+    "format_date",
+    "hash_payload",
+    "headers_to_sign",
+    "host_of",
+    "parse_authorization",
+    "parse_date",
+    "percent_encode",
+    "query_pairs",
+    "sign_request",
+    "string_to_sign",
+]
+
 ALGORITHM = "ACS3-HMAC-SHA256"
 DATE_HEADER = "x-acs-date"
 NONCE_HEADER = "x-acs-signature-nonce"

@@ -11,6 +11,8 @@ import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+__all__ = ["Clock", "ManualClock", "RealClock"]
+
 
 class Clock(Protocol):
     def now(self) -> datetime:

@@ -3,6 +3,11 @@
 ``sx-worker serve`` runs one alone; ``sx-worker run`` with no server address runs one inside the worker
 process. Either way workers reach it only through its gRPC and HTTP ports, so the embedded and the
 distributed set-ups are one code path.
+
+This is the composition root, the only module that knows every part. It builds them lowest first,
+giving each what it needs in its constructor: the services get ``Hooks`` made of the trigger engine's
+and the dispatcher's methods; every part that finishes an instance feeds one ``InstanceEvents``, to
+which the lifecycle and the workflow engine subscribe. Then it starts and stops them in order.
 """
 
 from __future__ import annotations
@@ -23,15 +28,28 @@ from sx.processors._errors import SxError
 from sx.protos._options import server_options
 from sx.scheduler._clock import Clock, RealClock
 from sx.scheduler._settings import SchedulerSettings, is_loopback
-from sx.scheduler.api._auth import Authenticator
-from sx.scheduler.dispatch._dispatcher import Dispatcher, server_credentials
-from sx.scheduler.jobs._alarms import AlarmChannel, AlarmRouter, LogChannel, SmsChannel, WebhookChannel
-from sx.scheduler.jobs._lifecycle import Lifecycle
-from sx.scheduler.jobs._service import JobService
-from sx.scheduler.jobs._triggers import TriggerEngine
-from sx.scheduler.store._store import Instance, Store
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
-from sx.scheduler.workflows._engine import WorkflowEngine
+from sx.scheduler.api import AccessKeys, Authenticator, Services, create_app
+from sx.scheduler.dispatch import Dispatcher, server_credentials
+from sx.scheduler.jobs import (
+    AdminService,
+    AlarmChannel,
+    AlarmRouter,
+    Hooks,
+    InstanceEvents,
+    JobService,
+    Lifecycle,
+    LogChannel,
+    SmsChannel,
+    TaskService,
+    TriggerEngine,
+    WebhookChannel,
+    hand_over_each,
+)
+from sx.scheduler.store import Store
+from sx.scheduler.store.sql import SqlStore, sqlite_url
+from sx.scheduler.workflows import WorkflowEngine, WorkflowFireLoop, WorkflowService
+
+__all__ = ["SchedulerServer", "SchedulerStartError", "alarm_channels", "local_zone"]
 
 log = logging.getLogger("sx.scheduler")
 
@@ -66,25 +84,6 @@ def alarm_channels(settings: SchedulerSettings) -> dict[str, AlarmChannel]:
     return channels
 
 
-class _Hooks:
-    """Connects the service layer to the trigger engine and the dispatcher."""
-
-    def __init__(self, server: SchedulerServer) -> None:
-        self._server = server
-
-    def wake_triggers(self) -> None:
-        self._server.engine.wake()
-
-    async def instance_created(self, instance: Instance) -> None:
-        await self._server.dispatcher.instance_created(instance)
-
-    async def stop_instance(self, instance: Instance, reason: str) -> bool:
-        return await self._server.dispatcher.stop_instance(instance, reason)
-
-    async def instance_finished(self, instance: Instance) -> None:
-        await self._server.lifecycle.instance_finished(instance)
-
-
 class SchedulerServer:
     """Start with ``async with SchedulerServer(settings) as server:``; ports 0 pick free ones."""
 
@@ -95,52 +94,68 @@ class SchedulerServer:
         self.default_tz: tzinfo = ZoneInfo(zone_name) if zone_name else local_zone()
         url = settings.database_url or sqlite_url(settings.data_dir)
         self.store: Store = SqlStore(url)
-        hooks = _Hooks(self)
-        self.alarms = AlarmRouter(alarm_channels(settings), self.store)
-        self.engine = TriggerEngine(
-            self.store, clock=self.clock, default_tz=self.default_tz, on_created=self._dispatch_all
-        )
+        clock, store, tz = self.clock, self.store, self.default_tz
+        self.events = InstanceEvents()
+        self.alarms = AlarmRouter(alarm_channels(settings), store)
         self.dispatcher = Dispatcher(
-            self.store,
-            clock=self.clock,
-            on_finished=self._finished,
+            store,
+            clock=clock,
+            on_finished=self.events.finished,
             heartbeat_interval=settings.heartbeat_interval,
             heartbeat_timeout=settings.heartbeat_timeout,
             no_worker_grace=settings.no_worker_grace,
         )
+        hand_over = self.dispatcher.instance_created
+        stop_instance = self.dispatcher.stop_instance
+        self.engine = TriggerEngine(store, clock=clock, default_tz=tz, on_created=hand_over_each(hand_over))
         self.lifecycle = Lifecycle(
-            self.store,
-            clock=self.clock,
-            default_tz=self.default_tz,
+            store,
+            clock=clock,
+            default_tz=tz,
             engine=self.engine,
             alarms=self.alarms,
-            on_created=self._dispatch_all,
-            stop_instance=self.dispatcher.stop_instance,
+            on_created=hand_over_each(hand_over),
+            stop_instance=stop_instance,
             history_keep=settings.history_keep,
+            events=self.events,
         )
+        hooks = Hooks(wake_triggers=self.engine.wake, instance_created=hand_over, stop_instance=stop_instance)
         self.service = JobService(
-            self.store,
-            clock=self.clock,
-            default_tz=self.default_tz,
+            store,
+            clock=clock,
+            default_tz=tz,
             hooks=hooks,
+            events=self.events,
             history_keep=settings.history_keep,
         )
-        self.workflows = WorkflowEngine(self.service)
-        self.service.workflows = self.workflows
-        self.lifecycle.workflows = self.workflows
-        self.auth = Authenticator(self.store, clock=self.clock)
+        self.admin = AdminService(store, wake_triggers=self.engine.wake)
+        self.tasks = TaskService(store, jobs=self.service, hand_over=hand_over)
+        self.workflow_engine = WorkflowEngine(
+            store, clock=clock, events=self.events, hand_over=hand_over, stop_instance=stop_instance
+        )
+        self.workflow_fires = WorkflowFireLoop(store, clock=clock, engine=self.workflow_engine, default_tz=tz)
+        self.workflows = WorkflowService(
+            store,
+            clock=clock,
+            default_tz=tz,
+            jobs=self.service,
+            engine=self.workflow_engine,
+            wake_fire_loop=self.workflow_fires.wake,
+        )
+        self.services = Services(
+            jobs=self.service,
+            admin=self.admin,
+            tasks=self.tasks,
+            access_keys=AccessKeys(store),
+            workflows=self.workflows,
+        )
+        """What the OpenAPI serves (``create_app(server.services)``)."""
+        self.auth = Authenticator(store, clock=clock)
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.http_url = ""
         self.grpc_address = ""
-
-    async def _dispatch_all(self, instances: list[Instance]) -> None:
-        for instance in instances:
-            await self.dispatcher.instance_created(instance)
-
-    async def _finished(self, instance: Instance, system_failure: bool) -> None:
-        await self.lifecycle.instance_finished(instance, system_failure=system_failure)
 
     async def start(self) -> None:
         """Start every part; if one fails, the parts already started are stopped before raising."""
@@ -163,7 +178,7 @@ class SchedulerServer:
         await self._start_http()
         await self.dispatcher.start()
         await self.engine.start()
-        await self.workflows.start()
+        await self.workflow_fires.start()
         await self.lifecycle.start()
         log.info("scheduler ready: OpenAPI %s, gRPC %s", self.http_url, self.grpc_address)
 
@@ -205,9 +220,7 @@ class SchedulerServer:
         self.grpc_address = f"{host}:{port}"
 
     async def _start_http(self) -> None:
-        from sx.scheduler.api._app import create_app
-
-        app = create_app(self.service, auth=self.auth)
+        app = create_app(self.services, auth=self.auth)
         # Bound here so a taken port fails start() at once. IPPROTO_TCP matters: asyncio sets TCP_NODELAY
         # only on sockets that say so, and without it every response waits ~40 ms for a delayed ACK.
         family = socket.AF_INET6 if ":" in self.settings.http_host else socket.AF_INET
@@ -235,7 +248,7 @@ class SchedulerServer:
     async def stop(self) -> None:
         """Stop what runs; parts that never started (after a failed start) are skipped."""
         await self.lifecycle.stop()
-        await self.workflows.stop()
+        await self.workflow_fires.stop()
         await self.engine.stop()
         await self.dispatcher.stop()
         http, task = self._http, self._http_task

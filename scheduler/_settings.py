@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sx.processors._config_file import load_settings
 
+__all__ = ["SchedulerSettings", "is_loopback"]
+
 
 class SchedulerSettings(BaseSettings):
     """How a scheduler stores its state and where it listens."""

@@ -1,13 +1,17 @@
 """Run mypy --strict over every module of the project, by its installed name, plus tests/ and bench/.
 
 The top-level folders are installed under the ``sx`` namespace (pyproject's package-dir), so mypy is given
-module names (``-m sx.cli._main``) rather than file paths, which it would name ``cli._main``.
+module names (``-m sx.cli._main``) rather than file paths, which it would name ``cli._main``. mypy cannot
+follow setuptools' editable-install finder, so the script lays an ``sx/`` tree of links to the folders in a
+temporary directory and puts it on MYPYPATH: it checks the working tree whatever the install mode.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +42,15 @@ def main() -> int:
     # mypy takes either modules or files in one run, not both.
     by_module = [*mypy, *(arg for name in modules() for arg in ("-m", name))]
     folders = [f for f in ("tests", "bench", "scripts", "examples") if any((ROOT / f).rglob("*.py"))]
-    return subprocess.call(by_module, cwd=ROOT) | subprocess.call([*mypy, *folders], cwd=ROOT)
+    with tempfile.TemporaryDirectory(prefix="sx-mypy-") as links:
+        namespace = Path(links) / "sx"
+        namespace.mkdir()
+        for folder, package in PACKAGES.items():
+            (namespace / package.removeprefix("sx.")).symlink_to(ROOT / folder, target_is_directory=True)
+        env = {**os.environ, "MYPYPATH": os.pathsep.join(filter(None, [links, os.environ.get("MYPYPATH")]))}
+        return subprocess.call(by_module, cwd=ROOT, env=env) | subprocess.call(
+            [*mypy, *folders], cwd=ROOT, env=env
+        )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,14 @@ async with Worker(settings):
 from sx.worker._connection import WorkerRejected
 from sx.worker._settings import WorkerSettings
 from sx.worker._worker import Worker
-from sx.worker.openapi._client import OpenApiClient, OpenApiError, SyncOpenApiClient
-from sx.worker.openapi._sync import SyncOptions, SyncResult, sync_definitions
+from sx.worker.openapi import (
+    OpenApiClient,
+    OpenApiError,
+    SyncOpenApiClient,
+    SyncOptions,
+    SyncResult,
+    sync_definitions,
+)
 
 __all__ = [
     "OpenApiClient",

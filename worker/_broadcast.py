@@ -9,23 +9,16 @@ from dataclasses import dataclass, field
 
 from sx.processors._context import JobContext
 from sx.processors._enums import InstanceStatus, TaskStatus
-from sx.processors._invoke import describe_exception
 from sx.processors._result import ProcessResult, shorten_head
 from sx.protos.v1 import common_pb2, peer_pb2
 from sx.worker._convert import TaskInfo, context_for
+from sx.worker._hooks import HookRunner, Resolved
+from sx.worker._outcome import Outcome, error_text
 from sx.worker._peer import PeerClients
-from sx.worker._runner import HookRunner, Resolved
+
+__all__ = ["BroadcastMaster"]
 
 log = logging.getLogger("sx.worker")
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How an instance ended on its master."""
-
-    status: InstanceStatus
-    result: str = ""
-    progress: str = ""
 
 
 @dataclass(eq=False)
@@ -151,7 +144,7 @@ class BroadcastMaster:
         try:
             reply = await self.peers.client(slot.worker.address).StartTasks(request)
         except Exception as exc:
-            self._fail(slot, f"could not start the task: {_error_text(exc)}")
+            self._fail(slot, f"could not start the task: {error_text(exc)}")
             return
         if not reply.accepted:
             self._fail(slot, f"refused the task: {reply.message}")
@@ -179,7 +172,7 @@ class BroadcastMaster:
             try:
                 reply = await self.peers.client(slot.worker.address).CheckAlive(request)
             except Exception as exc:
-                self._fail(slot, f"worker is not reachable: {_error_text(exc)}")
+                self._fail(slot, f"worker is not reachable: {error_text(exc)}")
                 return
             if not reply.alive:
                 self._fail(slot, "worker no longer runs the task (it restarted or lost it)")
@@ -236,15 +229,3 @@ class BroadcastMaster:
             log.debug(
                 "instance %s: %s on %s failed: %s", self.spec.instance_id, method, slot.worker.address, exc
             )
-
-
-def _error_text(exc: BaseException) -> str:
-    details = getattr(exc, "details", None)
-    if callable(details):
-        try:
-            text = details()
-            if text:
-                return str(text)
-        except Exception:
-            pass
-    return describe_exception(exc)

@@ -22,6 +22,16 @@ from sx.processors._errors import SxError
 from sx.protos._options import channel_options
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 
+__all__ = [
+    "BACKOFF_FIRST",
+    "BACKOFF_MAX",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "ConnectionHandler",
+    "SchedulerConnection",
+    "WorkerRejected",
+    "backoff_delays",
+]
+
 log = logging.getLogger("sx.worker")
 
 BACKOFF_FIRST = 0.1

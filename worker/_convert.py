@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +12,18 @@ from sx.processors._codec import JSON_CODEC, Codec
 from sx.processors._context import JobContext, TaskMapper, UpstreamData
 from sx.processors._enums import ROOT_TASK_NAME, ExecuteMode, InstanceStatus, JobType, TaskStatus
 from sx.protos.v1 import common_pb2, peer_pb2, scheduler_pb2
+
+__all__ = [
+    "ContextFactory",
+    "TaskInfo",
+    "context_for",
+    "datetime_to_ms",
+    "execute_mode_of",
+    "instance_report",
+    "job_type_of",
+    "ms_to_datetime",
+    "now_ms",
+]
 
 
 def ms_to_datetime(ms: int) -> datetime:
@@ -125,6 +138,70 @@ def context_for(
         mapper=mapper,
         loop=loop,
     )
+
+
+# The JobContext fields that differ from one task of an instance to the next; the others are worked out
+# once per instance (see ContextFactory).
+_PER_TASK_FIELDS = frozenset(
+    {
+        "task_id",
+        "task_name",
+        "task",
+        "task_payload",
+        "task_attempt",
+        "sharding_id",
+        "sharding_num",
+        "sharding_parameter",
+        "upstream_data",
+        "task_results",
+        "task_statuses",
+        "mapper",
+        "loop",
+    }
+)
+
+
+class ContextFactory:
+    """Makes the contexts of one instance's tasks; what comes from the instance is computed once.
+
+    ``context_for`` parses times, enums and options from the spec on every call, which costs more than
+    running a no-op subtask; a map instance can have a million tasks.
+    """
+
+    def __init__(
+        self,
+        spec: common_pb2.InstanceSpec,
+        *,
+        worker_addr: str,
+        codec: Codec,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        template = context_for(spec, worker_addr=worker_addr, task=TaskInfo(), codec=codec)
+        self._shared = {
+            f.name: getattr(template, f.name)
+            for f in dataclasses.fields(JobContext)
+            if f.init and f.name not in _PER_TASK_FIELDS
+        }
+        self._upstream = template.upstream_data
+        self._codec = codec
+        self._loop = loop
+
+    def make(self, info: TaskInfo, *, mapper: TaskMapper) -> JobContext:
+        payload = info.payload
+        return JobContext(
+            **self._shared,
+            task_id=info.task_id,
+            task_name=info.task_name or ROOT_TASK_NAME,
+            task=self._codec.decode(payload) if payload else None,
+            task_payload=payload,
+            task_attempt=info.task_attempt,
+            sharding_id=info.sharding_id,
+            sharding_num=info.sharding_num,
+            sharding_parameter=info.sharding_parameter,
+            upstream_data=list(self._upstream),
+            mapper=mapper,
+            loop=self._loop,
+        )
 
 
 def instance_report(

@@ -1,20 +1,34 @@
-"""The worker-to-worker Peer service, and clients to reach peers (this worker itself in process)."""
+"""The worker-to-worker Peer service, and clients to reach peers (this worker itself in process).
+
+The service hands what it receives to two narrow parts of the worker: the tasks masters start here go to
+a ``TaskReceiver`` (the map package's ``TaskRunner``), statuses and map batches to the master this
+worker holds for the instance (a ``StatusReceiver``, ``MapReceiver`` for map instances).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import grpc
 from grpc import aio
 
-from sx.protos._auth import PEER_AUTH_HEADER, check_proof, make_proof, peer_subject
-from sx.protos._options import channel_options
+from sx.protos import peer_channel
 from sx.protos.v1 import peer_pb2, peer_pb2_grpc
-from sx.worker._runner import TaskRunner
+
+__all__ = [
+    "PEER_CALL_TIMEOUT",
+    "MapReceiver",
+    "PeerApi",
+    "PeerClients",
+    "PeerService",
+    "StatusReceiver",
+    "TaskReceiver",
+    "is_unreachable",
+]
 
 log = logging.getLogger("sx.worker")
 
@@ -22,74 +36,29 @@ PEER_CALL_TIMEOUT = 10.0
 """Seconds a peer call may take; a peer slower than that counts as unreachable."""
 
 
-_PEER_METHOD_PREFIX = "/sx.v1.Peer/"
+class TaskReceiver(Protocol):
+    """What runs the tasks masters start on this worker, and answers for them."""
 
+    @property
+    def running(self) -> int:
+        """Tasks running here now."""
+        ...
 
-class PeerAuthInterceptor(aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
-    """Refuses (UNAUTHENTICATED) every Peer call without a valid proof of the group's app key.
+    def start(self, request: peer_pb2.StartTasksRequest) -> peer_pb2.StartTasksReply:
+        """Accept (or refuse) a page of tasks of one instance."""
+        ...
 
-    Peers can start tasks, scripts included, so only workers of the same group may call; other
-    services on the server (health) stay open.
-    """
+    def holds(self, instance_id: int) -> bool:
+        """True while tasks of the instance run here or their statuses are still owed."""
+        ...
 
-    def __init__(self, *, app_key: str) -> None:
-        self._app_key = app_key
+    async def kill(self, instance_id: int, *, task_id: int = 0, reason: str = "") -> int:
+        """Stop the instance's tasks here (one task when ``task_id`` is set); returns how many."""
+        ...
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method
-        if not method.startswith(_PEER_METHOD_PREFIX):
-            return await continuation(handler_call_details)
-        proof = ""
-        metadata = handler_call_details.invocation_metadata or ()
-        for key, value in metadata:
-            if key == PEER_AUTH_HEADER:
-                proof = value if isinstance(value, str) else value.decode("ascii", "replace")
-        why = check_proof(self._app_key, peer_subject(method), proof)
-        if why is None:
-            return await continuation(handler_call_details)
-        log.warning("refused peer call %s: %s", method, why)
-
-        async def refuse(request: Any, context: Any) -> None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{method}: {why} ({PEER_AUTH_HEADER})")
-
-        return grpc.unary_unary_rpc_method_handler(refuse)
-
-
-class _PeerAuthClientInterceptor(aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Adds the app key proof to every call on a peer channel, so no call site can leave it out."""
-
-    def __init__(self, *, app_key: str) -> None:
-        self._app_key = app_key
-
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[aio.ClientCallDetails, Any], Any],
-        client_call_details: aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        raw = client_call_details.method
-        method = raw.decode() if isinstance(raw, bytes) else str(raw)
-        metadata = aio.Metadata(*(client_call_details.metadata or ()))
-        metadata.add(PEER_AUTH_HEADER, make_proof(self._app_key, peer_subject(method)))
-        details = aio.ClientCallDetails(
-            client_call_details.method,
-            client_call_details.timeout,
-            metadata,
-            client_call_details.credentials,
-            client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
-
-
-def peer_channel(address: str, *, app_key: str) -> aio.Channel:
-    """A channel to the peer at ``address`` whose every call proves knowledge of ``app_key``."""
-    return aio.insecure_channel(
-        address, options=channel_options(), interceptors=[_PeerAuthClientInterceptor(app_key=app_key)]
-    )
+    async def destroy(self, instance_id: int) -> None:
+        """The instance ended on its master: stop what still runs and forget it."""
+        ...
 
 
 class StatusReceiver(Protocol):
@@ -116,7 +85,7 @@ class PeerService(peer_pb2_grpc.PeerServicer):
     """
 
     def __init__(
-        self, *, tasks: TaskRunner, masters: Callable[[int], StatusReceiver | None], worker_id: str
+        self, *, tasks: TaskReceiver, masters: Callable[[int], StatusReceiver | None], worker_id: str
     ) -> None:
         self._tasks = tasks
         self._masters = masters

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sx.processors._config_file import load_settings
 
+__all__ = ["WorkerSettings", "default_worker_id"]
+
 
 def default_worker_id() -> str:
     """``<host>_<pid>_<random>``: unique per process, readable in logs."""

@@ -1,4 +1,9 @@
-"""``Worker``: the peer server, the scheduler connection and the instances running on this worker."""
+"""``Worker``: the peer server, the scheduler connection, and the lifecycle of a worker process.
+
+The worker's composition root: it builds the runtime parts (hooks, peers, the connection), the map
+engine's ``TaskRunner``, and ``Instances`` (``_instances``: the instances this worker is the master of,
+with their broadcast or map masters), and wires them.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
-from dataclasses import dataclass
 from importlib import metadata
 from types import TracebackType
 
@@ -15,45 +18,25 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from sx.processors._context import JobContext
-from sx.processors._enums import ExecuteMode, InstanceStatus
-from sx.processors._invoke import describe_exception
 from sx.processors._registry import Registry, default_registry
+from sx.protos import PeerAuthInterceptor
 from sx.protos._options import channel_credentials, server_options
-from sx.protos.v1 import common_pb2, peer_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from sx.worker._broadcast import BroadcastMaster, Outcome
+from sx.protos.v1 import peer_pb2_grpc, scheduler_pb2
 from sx.worker._connection import SchedulerConnection, WorkerRejected
-from sx.worker._convert import context_for, execute_mode_of, instance_report, now_ms
-from sx.worker._peer import PeerAuthInterceptor, PeerClients, PeerService, StatusReceiver
-from sx.worker._runner import HookRunner, Resolved, SubmitRefused, TaskRunner, resolve
+from sx.worker._hooks import HookRunner
+from sx.worker._instances import SHUTDOWN_RESULT, Instances, Intervals
+from sx.worker._peer import PeerClients, PeerService, StatusReceiver
 from sx.worker._settings import WorkerSettings, default_worker_id
-from sx.worker.map._master import MapMaster
-from sx.worker.map._server_store import ServerTaskStore
-from sx.worker.map._store import FileTaskStore, MemoryTaskStore, TaskStore, task_file_path
+from sx.worker.map import (
+    TaskRunner,
+)
 
 log = logging.getLogger("sx.worker")
 
 __all__ = ["Worker", "WorkerRejected"]
 
-SHUTDOWN_RESULT = "worker shut down"
 REPORT_DRAIN_TIMEOUT = 5.0
 """Seconds shutdown waits for the scheduler to acknowledge the last reports."""
-
-
-@dataclass(eq=False)
-class _InstanceRun:
-    """One instance this worker is the master of."""
-
-    spec: common_pb2.InstanceSpec
-    resolved: Resolved
-    mode: ExecuteMode
-    task: asyncio.Task[None] | None = None
-    ctx: JobContext | None = None
-    master: BroadcastMaster | MapMaster | None = None
-    kill_reason: str | None = None
-    suspended: bool = False
-    """A batch instance stopped by a shutdown: not reported, so the scheduler resumes it elsewhere."""
-    started_ms: int = 0
 
 
 class Worker:
@@ -67,13 +50,10 @@ class Worker:
         self.settings = settings
         self.registry = registry if registry is not None else default_registry()
         self.worker_id = settings.worker_id or default_worker_id()
-        self.alive_interval = 5.0
-        """Seconds between liveness checks of the workers running a broadcast or map instance's tasks."""
-        self.progress_interval = 3.0
-        """Seconds between the RUNNING reports (with progress) of a map instance."""
+        self._intervals = Intervals()
         self._connected = asyncio.Event()
         self._address = ""
-        self._instances: dict[int, _InstanceRun] = {}
+        self._instances: Instances | None = None
         self._started = False
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -106,7 +86,25 @@ class Worker:
     @property
     def running_instance_ids(self) -> list[int]:
         """Instances this worker is the master of (running, or reporting their end)."""
-        return list(self._instances)
+        return self._instances.ids if self._instances is not None else []
+
+    @property
+    def alive_interval(self) -> float:
+        """Seconds between liveness checks of the workers running a broadcast or map instance's tasks."""
+        return self._intervals.alive
+
+    @alive_interval.setter
+    def alive_interval(self, seconds: float) -> None:
+        self._intervals.alive = seconds
+
+    @property
+    def progress_interval(self) -> float:
+        """Seconds between the RUNNING reports (with progress) of a map instance."""
+        return self._intervals.progress
+
+    @progress_interval.setter
+    def progress_interval(self, seconds: float) -> None:
+        self._intervals.progress = seconds
 
     @property
     def running_task_instance_ids(self) -> list[int]:
@@ -141,6 +139,18 @@ class Worker:
             worker_id=self.worker_id,
             address=lambda: self._address,
             master_check_interval=self.alive_interval,
+        )
+        self._instances = Instances(
+            settings=self.settings,
+            registry=self.registry,
+            worker_id=self.worker_id,
+            hooks=self._hooks,
+            peers=self._peers,
+            address=lambda: self._address,
+            intervals=self._intervals,
+            report=self._report,
+            channel=lambda: self._connection.channel if self._connection is not None else None,
+            draining=lambda: self._stopping,
         )
         try:
             await self._start_server()
@@ -227,12 +237,11 @@ class Worker:
         self._peers.bind_local(service)
 
     def _master_of(self, instance_id: int) -> StatusReceiver | None:
-        run = self._instances.get(instance_id)
-        return run.master if run is not None else None
+        return self._instances.master_of(instance_id) if self._instances is not None else None
 
     async def _shutdown(self, grace: float) -> None:
         self._stopping = True
-        if not self._started or self._hooks is None or self._tasks is None:
+        if not self._started or self._tasks is None or self._instances is None:
             self._stopped.set()
             return
         log.info(
@@ -246,14 +255,10 @@ class Worker:
             self._connection.send_heartbeat()  # says "draining" now, not one interval later
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
-        # A batch instance's state is on disk: it is handed back to the scheduler, not waited for.
-        batch = [run for run in self._instances.values() if run.mode is ExecuteMode.BATCH]
-        await asyncio.gather(*(self._suspend(run) for run in batch))
+        await self._instances.suspend_batches()
         await self._wait_instances(grace)
         if self._instances:
-            await asyncio.gather(
-                *(self._kill(run, SHUTDOWN_RESULT) for run in list(self._instances.values()))
-            )
+            await self._instances.kill_all(SHUTDOWN_RESULT)
             await self._wait_instances(5.0)
         await self._tasks.close(reason=SHUTDOWN_RESULT)
         if self._connection is not None:
@@ -280,10 +285,8 @@ class Worker:
 
     async def _abort(self) -> None:
         """Clean up after ``run`` failed (or was cancelled): stop everything without waiting for work."""
-        for run in list(self._instances.values()):
-            if run.task is not None:
-                run.kill_reason = run.kill_reason or SHUTDOWN_RESULT
-                run.task.cancel()
+        if self._instances is not None:
+            self._instances.cancel_all()
         if self._tasks is not None:
             await self._tasks.close(reason=SHUTDOWN_RESULT)
         if self._connection is not None:
@@ -313,202 +316,39 @@ class Worker:
             processors=self.registry.names,
             capacity=self.settings.concurrency,
             version=_version(),
-            running_instance_ids=list(self._instances),
+            running_instance_ids=self.running_instance_ids,
         )
 
     def heartbeat_message(self) -> scheduler_pb2.Heartbeat:
         """This worker's load, sent every heartbeat interval."""
-        running = len(self._instances) + (self._tasks.running if self._tasks is not None else 0)
+        running = len(self.running_instance_ids) + (self._tasks.running if self._tasks is not None else 0)
         return scheduler_pb2.Heartbeat(
             running=running,
             capacity=self.settings.concurrency,
             cpu_load1=_load1(),
             rss_bytes=_rss_bytes(),
-            running_instance_ids=list(self._instances),
+            running_instance_ids=self.running_instance_ids,
             draining=self._stopping,
         )
 
     def on_submit(self, submit: scheduler_pb2.SubmitInstance) -> scheduler_pb2.SubmitReply:
         """Accept an instance and start it in the background, or refuse it with a reason."""
-        spec = submit.instance
-        instance_id = spec.instance_id
-        try:
-            if self._stopping:
-                raise SubmitRefused(f"worker {self.worker_id} is shutting down")
-            if instance_id in self._instances:
-                raise SubmitRefused(f"instance {instance_id} is still running on worker {self.worker_id}")
-            try:
-                mode = execute_mode_of(spec)
-            except ValueError as exc:
-                raise SubmitRefused(str(exc)) from None
-            resolved = resolve(self.registry, spec)
-            if mode.is_map and (resolved.definition is None or not resolved.definition.kind.is_map):
-                raise SubmitRefused(
-                    f"execute_mode={mode.value!r} is not supported by processor "
-                    f"{spec.processor or spec.job_type!r}: it needs a MapProcessor or MapReduceProcessor"
-                )
-        except SubmitRefused as exc:
-            log.warning("refused instance %s of job %s: %s", instance_id, spec.job_id, exc)
+        if self._instances is None:
             return scheduler_pb2.SubmitReply(
-                instance_id=instance_id, accepted=False, message=str(exc), draining=self._stopping
+                instance_id=submit.instance.instance_id, accepted=False, message="worker not started"
             )
-        run = _InstanceRun(spec=spec, resolved=resolved, mode=mode)
-        self._instances[instance_id] = run
-        run.task = asyncio.create_task(self._run_instance(run), name=f"sx-instance-{instance_id}")
-        return scheduler_pb2.SubmitReply(instance_id=instance_id, accepted=True)
+        return self._instances.submit(submit)
 
     async def on_kill(self, kill: scheduler_pb2.KillInstance) -> None:
         """Stop an instance this worker is the master of; it then reports FAILED "killed"."""
-        run = self._instances.get(kill.instance_id)
-        if run is None:
-            log.info("kill of instance %s: not running on this worker", kill.instance_id)
-            return
-        await self._kill(run, f"killed: {kill.reason}" if kill.reason else "killed")
+        if self._instances is not None:
+            await self._instances.kill(kill)
 
     # -- running instances -------------------------------------------------------------------------
 
     def _report(self, report: scheduler_pb2.InstanceReport) -> None:
         if self._connection is not None:
             self._connection.report(report)
-
-    async def _run_instance(self, run: _InstanceRun) -> None:
-        spec = run.spec
-        started_ms = run.started_ms = now_ms()
-        started = time.monotonic()
-        log.info(
-            "instance %s of job %s (%s, %s) started",
-            spec.instance_id,
-            spec.job_id,
-            spec.job_name,
-            run.mode.value,
-        )
-        self._report(instance_report(spec, InstanceStatus.RUNNING, start_time_ms=started_ms))
-        try:
-            outcome = await self._execute(run)
-        except asyncio.CancelledError:
-            outcome = Outcome(InstanceStatus.FAILED, run.kill_reason or "killed")
-        except Exception as exc:
-            log.exception("instance %s failed in the worker", spec.instance_id)
-            outcome = Outcome(InstanceStatus.FAILED, describe_exception(exc))
-        if run.suspended:
-            # No final report: the scheduler sees this worker gone and submits the instance again.
-            log.info("instance %s suspended: worker %s shuts down", spec.instance_id, self.worker_id)
-            self._instances.pop(spec.instance_id, None)
-            return
-        if run.kill_reason is not None:
-            outcome = Outcome(InstanceStatus.FAILED, run.kill_reason, outcome.progress)
-        self._report(
-            instance_report(
-                spec,
-                outcome.status,
-                result=outcome.result,
-                progress=outcome.progress,
-                start_time_ms=started_ms,
-                end_time_ms=now_ms(),
-            )
-        )
-        log.info(
-            "instance %s of job %s ended %s in %.3fs: %s",
-            spec.instance_id,
-            spec.job_id,
-            outcome.status.name,
-            time.monotonic() - started,
-            outcome.result,
-        )
-        # Nothing of a finished instance stays in memory: its report is owned by the connection now.
-        self._instances.pop(spec.instance_id, None)
-
-    async def _execute(self, run: _InstanceRun) -> Outcome:
-        assert self._hooks is not None
-        if run.mode is ExecuteMode.BROADCAST:
-            run.master = BroadcastMaster(
-                spec=run.spec,
-                resolved=run.resolved,
-                hooks=self._hooks,
-                peers=self._peers,
-                worker_id=self.worker_id,
-                address=self._address,
-                alive_interval=self.alive_interval,
-            )
-            return await run.master.run()
-        if run.mode.is_map:
-            run.master = self._map_master(run)
-            return await run.master.run()
-        run.ctx = context_for(
-            run.spec, worker_addr=self._address, codec=run.resolved.codec, loop=asyncio.get_running_loop()
-        )
-        result = await self._hooks.call(run.resolved, "process", run.ctx)
-        return Outcome(result.status, result.result)
-
-    def _map_master(self, run: _InstanceRun) -> MapMaster:
-        assert self._hooks is not None
-        spec = run.spec
-        keep_results = run.resolved.has_hook("reduce")
-        store: TaskStore
-        channel = self._connection.channel if self._connection is not None else None
-        if run.mode is ExecuteMode.BATCH:
-            path = task_file_path(self.settings.data_dir, spec.instance_id)
-            store = FileTaskStore(path, job_id=spec.job_id, keep_results=keep_results)
-        elif run.mode is ExecuteMode.PARALLEL and channel is not None:
-            # Parallel subtasks are kept by the scheduler: listed and retried through its OpenAPI.
-            store = ServerTaskStore(
-                stub=scheduler_pb2_grpc.SchedulerStub(channel),
-                caller=scheduler_pb2.TaskCaller(
-                    namespace=self.settings.namespace,
-                    group_id=self.settings.group_id,
-                    worker_id=self.worker_id,
-                ),
-                app_key=self.settings.app_key,
-                instance_id=spec.instance_id,
-                keep_results=keep_results,
-            )
-        else:
-            store = MemoryTaskStore(keep_results=keep_results)
-
-        def report_progress(progress: str) -> None:
-            self._report(
-                instance_report(spec, InstanceStatus.RUNNING, progress=progress, start_time_ms=run.started_ms)
-            )
-
-        return MapMaster(
-            spec=spec,
-            resolved=run.resolved,
-            hooks=self._hooks,
-            peers=self._peers,
-            worker_id=self.worker_id,
-            address=self._address,
-            store=store,
-            report_progress=report_progress,
-            alive_interval=self.alive_interval,
-            progress_interval=self.progress_interval,
-        )
-
-    async def _suspend(self, run: _InstanceRun) -> None:
-        if run.kill_reason is not None or run.task is None or run.task.done():
-            return
-        run.kill_reason = SHUTDOWN_RESULT
-        run.suspended = True
-        log.info(
-            "suspending batch instance %s: its task file stays for the next master",
-            run.spec.instance_id,
-        )
-        if isinstance(run.master, MapMaster):
-            await run.master.suspend(SHUTDOWN_RESULT)
-        if not run.task.done():
-            run.task.cancel()
-
-    async def _kill(self, run: _InstanceRun, reason: str) -> None:
-        if run.kill_reason is not None or run.task is None or run.task.done():
-            return
-        run.kill_reason = reason
-        assert self._hooks is not None
-        log.info("killing instance %s: %s", run.spec.instance_id, reason)
-        if run.master is not None:
-            await run.master.kill(reason)
-        elif run.ctx is not None:
-            await self._hooks.call_kill(run.resolved, run.ctx)
-        if not run.task.done():
-            run.task.cancel()
 
 
 def _version() -> str:

@@ -25,13 +25,10 @@ from sx.processors._enums import InstanceStatus
 from sx.processors._errors import SxError
 from sx.processors._kinds import Processor
 from sx.processors._registry import ProcessorDefinition, Registry, default_registry, definition_of
-from sx.scheduler._server import SchedulerServer
-from sx.scheduler._settings import SchedulerSettings
+from sx.scheduler import SchedulerServer, SchedulerSettings
 from sx.worker._settings import WorkerSettings
 from sx.worker._worker import Worker
-from sx.worker.openapi._client import OpenApiClient
-from sx.worker.openapi._models import InstanceDetail
-from sx.worker.openapi._sync import SyncOptions, sync_definitions
+from sx.worker.openapi import InstanceDetail, OpenApiClient, SyncOptions, sync_definitions
 
 __all__ = ["InstanceFailedError", "InstanceResult", "LocalScheduler"]
 

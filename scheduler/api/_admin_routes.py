@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sx.scheduler.api import _auth
+from sx.scheduler._errors import BadRequest, Forbidden
 from sx.scheduler.api._call import NAMESPACE, Call, Endpoint
 from sx.scheduler.api._params import ParamDoc
 from sx.scheduler.api._views import access_key_view, calendar_view, group_view, namespace_view
-from sx.scheduler.jobs._service import BadRequest, Forbidden
+
+__all__ = ["ENDPOINTS"]
 
 _EXT = "Extensions"
 GROUP = ParamDoc("groupId", "string", "group id", required=True)
@@ -20,7 +21,7 @@ CALENDAR_NAME = ParamDoc("name", "string", "calendar name", required=True)
 async def create_namespace(call: Call) -> dict[str, Any]:
     if call.key is not None:
         raise Forbidden("namespaces cannot be created with a namespace's access key; use the CLI")
-    namespace = await call.service.create_namespace(
+    namespace = await call.services.admin.create_namespace(
         call.params.text("namespace", required=True, max_chars=64),
         name=call.params.text("name", max_chars=200),
         description=call.params.text("description", max_chars=2000),
@@ -29,14 +30,14 @@ async def create_namespace(call: Call) -> dict[str, Any]:
 
 
 async def list_namespaces(call: Call) -> list[dict[str, Any]]:
-    namespaces = await call.service.list_namespaces()
+    namespaces = await call.services.admin.list_namespaces()
     if call.key is not None:
         namespaces = [n for n in namespaces if n.id == call.key.namespace]
     return [namespace_view(n) for n in namespaces]
 
 
 async def create_group(call: Call) -> dict[str, Any]:
-    group = await call.service.create_group(
+    group = await call.services.admin.create_group(
         call.namespace(),
         call.params.text("groupId", required=True, max_chars=64),
         app_key=call.params.optional_text("appKey", max_chars=200),
@@ -46,11 +47,11 @@ async def create_group(call: Call) -> dict[str, Any]:
 
 
 async def list_groups(call: Call) -> list[dict[str, Any]]:
-    return [group_view(g) for g in await call.service.list_groups(call.namespace())]
+    return [group_view(g) for g in await call.services.admin.list_groups(call.namespace())]
 
 
 async def get_group(call: Call) -> dict[str, Any]:
-    return group_view(await call.service.get_group(call.namespace(), call.group_id()))
+    return group_view(await call.services.admin.get_group(call.namespace(), call.group_id()))
 
 
 def _days(call: Call) -> list[date]:
@@ -65,7 +66,7 @@ def _days(call: Call) -> list[date]:
 
 async def put_calendar(call: Call) -> dict[str, Any]:
     namespace = call.namespace()
-    calendar = await call.service.put_calendar(
+    calendar = await call.services.admin.put_calendar(
         namespace,
         call.params.text("name", required=True, max_chars=100),
         _days(call),
@@ -76,26 +77,28 @@ async def put_calendar(call: Call) -> dict[str, Any]:
 
 async def get_calendar(call: Call) -> dict[str, Any]:
     namespace = call.namespace()
-    return calendar_view(await call.service.get_calendar(namespace, call.params.text("name", required=True)))
+    return calendar_view(
+        await call.services.admin.get_calendar(namespace, call.params.text("name", required=True))
+    )
 
 
 async def list_calendars(call: Call) -> list[dict[str, Any]]:
-    return [calendar_view(c) for c in await call.service.list_calendars(call.namespace())]
+    return [calendar_view(c) for c in await call.services.admin.list_calendars(call.namespace())]
 
 
 async def create_access_key(call: Call) -> dict[str, Any]:
-    key = await _auth.create_access_key(call.service.store, call.namespace())
+    key = await call.services.access_keys.create(call.namespace())
     return access_key_view(key, with_secret=True)
 
 
 async def list_access_keys(call: Call) -> list[dict[str, Any]]:
-    return [access_key_view(k) for k in await _auth.list_access_keys(call.service.store, call.namespace())]
+    return [access_key_view(k) for k in await call.services.access_keys.list_keys(call.namespace())]
 
 
 async def delete_access_key(call: Call) -> None:
     namespace = call.namespace()
     key_id = call.params.text("accessKeyId", required=True, max_chars=200)
-    await _auth.delete_access_key(call.service.store, key_id, namespace=namespace)
+    await call.services.access_keys.delete(key_id, namespace=namespace)
 
 
 ENDPOINTS = (

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from sx.processors._errors import DefinitionError
+from sx.scheduler._errors import BadRequest, ServiceError
 from sx.scheduler.api import (
     _admin_routes,
     _instance_routes,
@@ -32,9 +33,11 @@ from sx.scheduler.api._auth import Authenticator, SignedRequest, check_namespace
 from sx.scheduler.api._call import Call, Endpoint, Reply
 from sx.scheduler.api._envelope import ErrorCode, envelope
 from sx.scheduler.api._params import MAX_BODY_BYTES, ParamDoc, Params
-from sx.scheduler.jobs._service import BadRequest, JobService, ServiceError
-from sx.scheduler.store._store import AccessKey, DuplicateError
-from sx.scheduler.store._store import NotFoundError as StoreNotFoundError
+from sx.scheduler.api._services import Services
+from sx.scheduler.store import AccessKey, DuplicateError
+from sx.scheduler.store import NotFoundError as StoreNotFoundError
+
+__all__ = ["ENDPOINTS", "create_app"]
 
 log = logging.getLogger("sx.scheduler.api")
 
@@ -96,10 +99,9 @@ class _OpenApiApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(service: JobService, *, auth: Authenticator | None = None) -> FastAPI:
-    """The OpenAPI app over ``service``. Without ``auth``, an Authenticator over the service's store
-    and clock is used (open while no access key exists)."""
-    authenticator = auth or Authenticator(service.store, clock=service.clock)
+def create_app(services: Services, *, auth: Authenticator) -> FastAPI:
+    """The OpenAPI app over ``services``, requests checked by ``auth`` (open while no access key
+    exists); ``Services.jobs_only`` serves a scheduler without workflows."""
     app = _OpenApiApp(
         title="sx-worker scheduler OpenAPI",
         version="1",
@@ -108,7 +110,7 @@ def create_app(service: JobService, *, auth: Authenticator | None = None) -> Fas
     )
     app.direct = {}
     for endpoint in ENDPOINTS:
-        handler = _wrap(endpoint, service, authenticator)
+        handler = _wrap(endpoint, services, auth)
         for path in endpoint.paths:
             app.direct[path] = handler
             for method in ("GET", "POST"):
@@ -161,7 +163,7 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _wrap(endpoint: Endpoint, service: JobService, authenticator: Authenticator) -> Any:
+def _wrap(endpoint: Endpoint, services: Services, authenticator: Authenticator) -> Any:
     async def handle(request: Request) -> Response:
         request_id = _new_request_id()
         started = time.perf_counter()
@@ -188,7 +190,7 @@ def _wrap(endpoint: Endpoint, service: JobService, authenticator: Authenticator)
             if params.has("namespace") and isinstance(params.values["namespace"], str):
                 check_namespace(key, params.values["namespace"])
             result = await endpoint.handler(
-                Call(service=service, params=params, key=key, request_id=request_id)
+                Call(services=services, params=params, key=key, request_id=request_id)
             )
             reply = result if isinstance(result, Reply) else Reply(data=result)
             response = envelope(request_id, data=reply.data, message=reply.message)

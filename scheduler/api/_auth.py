@@ -5,7 +5,8 @@ through the API. Once any key exists every OpenAPI request must be signed by an 
 within ``max_skew`` of the scheduler's clock and carry a nonce not seen before; a key reaches only its
 own namespace. The canonicalization is ``sx.protos._signing``, the same code our client signs with.
 
-The key management functions (``create_access_key`` and friends) are what the CLI calls.
+The key management functions (``create_access_key`` and friends) are what the CLI calls; the
+admin endpoints reach them through ``AccessKeys``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,20 @@ from datetime import timedelta
 
 from sx.protos import _signing
 from sx.scheduler._clock import Clock
-from sx.scheduler.jobs._service import Forbidden, NotFound, Unauthorized
-from sx.scheduler.store._store import AccessKey, Store
+from sx.scheduler._errors import Forbidden, NotFound, Unauthorized
+from sx.scheduler.jobs import require_namespace
+from sx.scheduler.store import AccessKey, AccessStore
+
+__all__ = [
+    "DEFAULT_MAX_SKEW",
+    "AccessKeys",
+    "Authenticator",
+    "SignedRequest",
+    "check_namespace",
+    "create_access_key",
+    "delete_access_key",
+    "list_access_keys",
+]
 
 log = logging.getLogger("sx.scheduler.auth")
 
@@ -41,10 +54,9 @@ class SignedRequest:
     body: bytes
 
 
-async def create_access_key(store: Store, namespace: str) -> AccessKey:
+async def create_access_key(store: AccessStore, namespace: str) -> AccessKey:
     """Create an enabled access key for ``namespace``; the secret is only ever returned here."""
-    if await store.get_namespace(namespace) is None:
-        raise NotFound(f"namespace={namespace!r}: no such namespace", field="namespace", value=namespace)
+    await require_namespace(store, namespace)
     key = AccessKey(
         key_id="SX" + secrets.token_hex(10).upper(),
         secret=secrets.token_urlsafe(30),
@@ -56,18 +68,34 @@ async def create_access_key(store: Store, namespace: str) -> AccessKey:
     return created
 
 
-async def list_access_keys(store: Store, namespace: str | None = None) -> list[AccessKey]:
+async def list_access_keys(store: AccessStore, namespace: str | None = None) -> list[AccessKey]:
     """Access keys, of one namespace or all."""
     return await store.list_access_keys(namespace)
 
 
-async def delete_access_key(store: Store, key_id: str, *, namespace: str | None = None) -> None:
+async def delete_access_key(store: AccessStore, key_id: str, *, namespace: str | None = None) -> None:
     """Delete a key; with ``namespace``, only a key of that namespace (NotFound otherwise)."""
     key = await store.get_access_key(key_id)
     if key is None or (namespace is not None and key.namespace != namespace):
         raise NotFound(f"accessKeyId={key_id!r}: no such access key", field="accessKeyId", value=key_id)
     await store.delete_access_key(key_id)
     log.info("access key %s of namespace %s deleted", key_id, key.namespace)
+
+
+class AccessKeys:
+    """Access key management over a store, for the admin endpoints."""
+
+    def __init__(self, store: AccessStore) -> None:
+        self._store = store
+
+    async def create(self, namespace: str) -> AccessKey:
+        return await create_access_key(self._store, namespace)
+
+    async def list_keys(self, namespace: str | None = None) -> list[AccessKey]:
+        return await list_access_keys(self._store, namespace)
+
+    async def delete(self, key_id: str, *, namespace: str | None = None) -> None:
+        await delete_access_key(self._store, key_id, namespace=namespace)
 
 
 def check_namespace(key: AccessKey | None, namespace: str | None) -> None:
@@ -83,7 +111,7 @@ def check_namespace(key: AccessKey | None, namespace: str | None) -> None:
 class Authenticator:
     """Verifies signed requests against the store's access keys."""
 
-    def __init__(self, store: Store, *, clock: Clock, max_skew: timedelta = DEFAULT_MAX_SKEW) -> None:
+    def __init__(self, store: AccessStore, *, clock: Clock, max_skew: timedelta = DEFAULT_MAX_SKEW) -> None:
         self.store = store
         self.clock = clock
         self.max_skew = max_skew

@@ -14,8 +14,21 @@ from typing import Any
 
 from sx.scheduler.api._auth import check_namespace
 from sx.scheduler.api._params import ParamDoc, Params
-from sx.scheduler.jobs._service import JobService
-from sx.scheduler.store._store import AccessKey
+from sx.scheduler.api._services import Services
+from sx.scheduler.store import AccessKey
+
+__all__ = [
+    "ADDRESS",
+    "GROUP_ID",
+    "JOB_ID",
+    "NAMESPACE",
+    "NAMESPACE_SOURCE",
+    "PAGE",
+    "Call",
+    "Endpoint",
+    "Handler",
+    "Reply",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +43,7 @@ class Reply:
 class Call:
     """One OpenAPI request as a handler sees it."""
 
-    service: JobService
+    services: Services
     params: Params
     key: AccessKey | None
     """The access key that signed the request; None when the scheduler is open (no keys)."""

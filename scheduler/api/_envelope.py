@@ -31,6 +31,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+__all__ = ["REQUEST_ID_HEADER", "ErrorCode", "envelope"]
+
 REQUEST_ID_HEADER = "x-request-id"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sx.processors._enums import InstanceStatus
+from sx.scheduler._errors import BadRequest
 from sx.scheduler.api._auth import check_namespace
 from sx.scheduler.api._call import (
     ADDRESS,
@@ -17,15 +18,16 @@ from sx.scheduler.api._call import (
     Endpoint,
 )
 from sx.scheduler.api._params import ParamDoc
-from sx.scheduler.api._views import instance_detail
-from sx.scheduler.jobs._service import BadRequest
+from sx.scheduler.api._views import instance_detail, page_view
+
+__all__ = ["ENDPOINTS", "RECENT_LIMIT"]
 
 RECENT_LIMIT = 10
 
 
 async def stop_instance(call: Call) -> None:
     namespace, group_id = call.namespace(), call.group_id()
-    await call.service.stop_instance(
+    await call.services.jobs.stop_instance(
         namespace, group_id, call.params.required_id("jobId"), call.params.required_id("instanceId")
     )
 
@@ -34,23 +36,25 @@ async def recent_instances(call: Call) -> list[dict[str, Any]]:
     # The original names only jobId for this request, so namespace and groupId are optional here.
     namespace = call.optional_namespace()
     group_id = call.params.optional_text("groupId", max_chars=200)
-    job = await call.service.get_job(namespace, group_id, call.params.required_id("jobId"))
+    job = await call.services.jobs.get_job(namespace, group_id, call.params.required_id("jobId"))
     check_namespace(call.key, job.namespace)
-    instances = await call.service.recent_instances(namespace, group_id, job.id, limit=RECENT_LIMIT)
-    tz = call.service.time_zone(job.spec)
+    instances = await call.services.jobs.recent_instances(namespace, group_id, job.id, limit=RECENT_LIMIT)
+    tz = call.services.jobs.time_zone(job.spec)
     return [instance_detail(instance, tz) for instance in instances]
 
 
 async def get_instance(call: Call) -> dict[str, Any]:
     namespace, group_id = call.namespace(), call.group_id()
-    job = await call.service.get_job(namespace, group_id, call.params.required_id("jobId"))
+    job = await call.services.jobs.get_job(namespace, group_id, call.params.required_id("jobId"))
     name = (
         "jobInstanceId"
         if call.params.has("jobInstanceId") or not call.params.has("instanceId")
         else "instanceId"
     )
-    instance = await call.service.get_instance(namespace, group_id, job.id, call.params.required_id(name))
-    return instance_detail(instance, call.service.time_zone(job.spec))
+    instance = await call.services.jobs.get_instance(
+        namespace, group_id, job.id, call.params.required_id(name)
+    )
+    return instance_detail(instance, call.services.jobs.time_zone(job.spec))
 
 
 def _statuses(call: Call) -> list[InstanceStatus]:
@@ -65,14 +69,14 @@ def _statuses(call: Call) -> list[InstanceStatus]:
 
 async def list_instances(call: Call) -> dict[str, Any]:
     namespace, group_id = call.namespace(), call.group_id()
-    job = await call.service.get_job(namespace, group_id, call.params.required_id("jobId"))
-    tz = call.service.time_zone(job.spec)
+    job = await call.services.jobs.get_job(namespace, group_id, call.params.required_id("jobId"))
+    tz = call.services.jobs.time_zone(job.spec)
     page_num, page_size = call.params.page()
     since = call.params.instant("startTime", tz=tz)
     until = call.params.instant("endTime", tz=tz)
     if since is not None and until is not None and since > until:
         raise BadRequest("endTime", call.params.values.get("endTime"), "must not be before startTime")
-    page = await call.service.list_instances(
+    page = await call.services.jobs.list_instances(
         namespace,
         group_id,
         job.id,
@@ -82,12 +86,8 @@ async def list_instances(call: Call) -> dict[str, Any]:
         page_num=page_num,
         page_size=page_size,
     )
-    return {
-        "total": page.total,
-        "pageNum": page_num,
-        "pageSize": page_size,
-        "instances": [instance_detail(instance, tz) for instance in page.items],
-    }
+    instances = [instance_detail(instance, tz) for instance in page.items]
+    return page_view("instances", instances, total=page.total, page_num=page_num, page_size=page_size)
 
 
 ENDPOINTS = (

@@ -7,8 +7,10 @@ from typing import Any
 from sx.processors._enums import InstanceStatus
 from sx.scheduler.api._call import ADDRESS, JOB_ID, PAGE, Call, Endpoint, Reply
 from sx.scheduler.api._params import ParamDoc
-from sx.scheduler.api._views import job_config_info
-from sx.scheduler.jobs._service import parse_job_spec
+from sx.scheduler.api._views import job_config_info, page_view
+from sx.scheduler.jobs import parse_job_spec
+
+__all__ = ["ENDPOINTS", "JOB_FIELDS"]
 
 JOB_FIELDS = (
     ParamDoc("jobType", "string", "java, python, shell or go (lower case)"),
@@ -47,7 +49,7 @@ JOB_FIELDS = (
 async def create_job(call: Call) -> int:
     namespace, group_id = call.namespace(), call.group_id()
     spec = parse_job_spec(call.params.values)
-    job = await call.service.create_job(
+    job = await call.services.jobs.create_job(
         namespace,
         group_id,
         spec,
@@ -58,13 +60,15 @@ async def create_job(call: Call) -> int:
 
 
 async def get_job(call: Call) -> dict[str, Any]:
-    job = await call.service.get_job(call.namespace(), call.group_id(), call.params.required_id("jobId"))
+    job = await call.services.jobs.get_job(
+        call.namespace(), call.group_id(), call.params.required_id("jobId")
+    )
     return job_config_info(job)
 
 
 async def update_job(call: Call) -> None:
     namespace, group_id = call.namespace(), call.group_id()
-    await call.service.update_job(
+    await call.services.jobs.update_job(
         namespace,
         group_id,
         call.params.required_id("jobId"),
@@ -74,20 +78,24 @@ async def update_job(call: Call) -> None:
 
 
 async def delete_job(call: Call) -> None:
-    await call.service.delete_job(call.namespace(), call.group_id(), call.params.required_id("jobId"))
+    await call.services.jobs.delete_job(call.namespace(), call.group_id(), call.params.required_id("jobId"))
 
 
 async def enable_job(call: Call) -> None:
-    await call.service.set_enabled(call.namespace(), call.group_id(), call.params.required_id("jobId"), True)
+    await call.services.jobs.set_enabled(
+        call.namespace(), call.group_id(), call.params.required_id("jobId"), True
+    )
 
 
 async def disable_job(call: Call) -> None:
-    await call.service.set_enabled(call.namespace(), call.group_id(), call.params.required_id("jobId"), False)
+    await call.services.jobs.set_enabled(
+        call.namespace(), call.group_id(), call.params.required_id("jobId"), False
+    )
 
 
 async def execute_job(call: Call) -> Reply:
     namespace, group_id = call.namespace(), call.group_id()
-    instance = await call.service.execute_job(
+    instance = await call.services.jobs.execute_job(
         namespace,
         group_id,
         call.params.required_id("jobId"),
@@ -100,7 +108,7 @@ async def execute_job(call: Call) -> Reply:
 async def list_jobs(call: Call) -> dict[str, Any]:
     namespace, group_id = call.namespace(), call.group_id()
     page_num, page_size = call.params.page()
-    page = await call.service.list_jobs(
+    page = await call.services.jobs.list_jobs(
         namespace,
         group_id,
         name=call.params.optional_text("name"),
@@ -108,12 +116,8 @@ async def list_jobs(call: Call) -> dict[str, Any]:
         page_num=page_num,
         page_size=page_size,
     )
-    return {
-        "total": page.total,
-        "pageNum": page_num,
-        "pageSize": page_size,
-        "jobs": [job_config_info(job) for job in page.items],
-    }
+    jobs = [job_config_info(job) for job in page.items]
+    return page_view("jobs", jobs, total=page.total, page_num=page_num, page_size=page_size)
 
 
 ENDPOINTS = (

@@ -13,7 +13,18 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sx.scheduler.jobs._service import BadRequest
+from sx.scheduler._errors import BadRequest
+
+__all__ = [
+    "DATE_FORMAT",
+    "LONG_MAX",
+    "MAX_BODY_BYTES",
+    "MAX_TEXT_CHARS",
+    "ParamDoc",
+    "Params",
+    "parse_body",
+    "parse_query",
+]
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_TEXT_CHARS = 100_000

@@ -8,28 +8,29 @@ be seen and retried one by one:
   (it asks the scheduler for the task state while running and before finishing) and runs them again. A
   finished instance is re-opened: it goes back to WAITING, is submitted to a worker again, whose master
   runs only the reset tasks (the others stay finished) and then reduces again over every task.
+
+The work is the task service's (``sx.scheduler.jobs.TaskService``); these read the parameters.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus
+from sx.processors._enums import TaskStatus
+from sx.scheduler._errors import BadRequest
 from sx.scheduler.api._call import ADDRESS, JOB_ID, PAGE, Call, Endpoint
 from sx.scheduler.api._params import ParamDoc
-from sx.scheduler.api._views import format_date
-from sx.scheduler.jobs._service import BadRequest, Conflict, NotFound
-from sx.scheduler.store._store import Instance, InstanceChange, Job, Task
+from sx.scheduler.api._views import format_date, page_view
+from sx.scheduler.store import Instance, Job, Task
 
-__all__ = ["ENDPOINTS"]
+__all__ = ["ENDPOINTS", "MAX_RETRY_IDS"]
 
 # Ids in one retryTasks call: a parallel instance has at most a few hundred tasks.
 MAX_RETRY_IDS = 1000
-_REOPENABLE = (InstanceStatus.FAILED, InstanceStatus.SUCCESS)
 
 
 def _task_view(task: Task, call: Call, job: Job) -> dict[str, Any]:
-    tz = call.service.time_zone(job.spec)
+    tz = call.services.jobs.time_zone(job.spec)
     return {
         "taskId": task.task_id,
         "taskName": task.name,
@@ -44,17 +45,9 @@ def _task_view(task: Task, call: Call, job: Job) -> dict[str, Any]:
 
 async def _parallel_instance(call: Call) -> tuple[Job, Instance]:
     namespace, group_id = call.namespace(), call.group_id()
-    job = await call.service.get_job(namespace, group_id, call.params.required_id("jobId"))
+    job = await call.services.jobs.get_job(namespace, group_id, call.params.required_id("jobId"))
     instance_id = call.params.required_id("instanceId")
-    instance = await call.service.get_instance(namespace, group_id, job.id, instance_id)
-    mode = job.spec.execute_mode
-    if mode is not ExecuteMode.PARALLEL:
-        raise BadRequest(
-            "instanceId",
-            instance_id,
-            f"job {job.id} runs in execute mode {mode.value!r}: only parallel instances keep "
-            "their subtasks in the scheduler",
-        )
+    instance = await call.services.tasks.parallel_instance(namespace, group_id, job, instance_id)
     return job, instance
 
 
@@ -99,70 +92,22 @@ def _task_ids(call: Call) -> list[int]:
 async def list_tasks(call: Call) -> dict[str, Any]:
     job, instance = await _parallel_instance(call)
     page_num, page_size = call.params.page()
-    page = await call.service.store.list_tasks(
-        instance.id, statuses=_statuses(call) or None, offset=(page_num - 1) * page_size, limit=page_size
+    page = await call.services.tasks.list_tasks(
+        instance, statuses=_statuses(call), page_num=page_num, page_size=page_size
     )
-    return {
-        "total": page.total,
-        "pageNum": page_num,
-        "pageSize": page_size,
-        "tasks": [_task_view(task, call, job) for task in page.items],
-    }
+    tasks = [_task_view(task, call, job) for task in page.items]
+    return page_view("tasks", tasks, total=page.total, page_num=page_num, page_size=page_size)
 
 
 async def retry_tasks(call: Call) -> dict[str, Any]:
     _job, instance = await _parallel_instance(call)
-    ids = _task_ids(call)
-    store = call.service.store
-    found = {t.task_id: t for t in (await store.list_tasks(instance.id, task_ids=ids, limit=len(ids))).items}
-    unknown = [i for i in ids if i not in found]
-    if unknown:
-        raise NotFound(
-            f"taskIds={','.join(map(str, unknown))}: no such task(s) in instance {instance.id}",
-            field="taskIds",
-            value=unknown,
-        )
-    # A finished instance may hold INIT tasks reset just as it ended: those may be retried again.
-    allowed = (TaskStatus.FAILED, TaskStatus.INIT) if instance.status.finished else (TaskStatus.FAILED,)
-    wrong = [t for t in found.values() if t.status not in allowed]
-    if wrong:
-        shown = ", ".join(f"{t.task_id} ({t.status.name})" for t in wrong[:10])
-        raise BadRequest("taskIds", [t.task_id for t in wrong], f"only FAILED tasks can be retried: {shown}")
-    if not instance.status.finished:
-        reset = await store.reset_tasks(instance.id, ids, only_if_status=[TaskStatus.FAILED])
-        return {
-            "instanceId": instance.id,
-            "taskIds": reset,
-            "reopened": False,
-            "status": int(instance.status),
-        }
-    if instance.status not in _REOPENABLE:
-        raise Conflict(
-            f"instanceId={instance.id}: status {int(instance.status)} cannot be re-opened",
-            field="instanceId",
-            value=instance.id,
-        )
-    retry = await store.find_retry(instance.id)
-    if retry is not None:
-        raise Conflict(
-            f"instanceId={instance.id}: it was retried as instance {retry.id}; retry that one's tasks",
-            field="instanceId",
-            value=instance.id,
-        )
-    reset = await store.reset_tasks(instance.id, ids, only_if_status=allowed)
-    reopened = await store.update_instance(
-        instance.id,
-        InstanceChange(status=InstanceStatus.WAITING, result="", worker_id="", worker_addr="", executor=""),
-        only_if_status=[instance.status],
-    )
-    if reopened is None:
-        raise Conflict(
-            f"instanceId={instance.id}: its status changed meanwhile; try again",
-            field="instanceId",
-            value=instance.id,
-        )
-    await call.service.hooks.instance_created(reopened)
-    return {"instanceId": instance.id, "taskIds": reset, "reopened": True, "status": int(reopened.status)}
+    retried = await call.services.tasks.retry_tasks(instance, _task_ids(call))
+    return {
+        "instanceId": retried.instance_id,
+        "taskIds": retried.task_ids,
+        "reopened": retried.reopened,
+        "status": int(retried.status),
+    }
 
 
 _INSTANCE = ParamDoc("instanceId", "integer", "instance id (of a parallel job)", required=True)

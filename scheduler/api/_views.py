@@ -6,12 +6,28 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from sx.scheduler.api._params import DATE_FORMAT
-from sx.scheduler.store._store import AccessKey, Calendar, Group, Instance, Job, Namespace
+from sx.scheduler.store import AccessKey, Calendar, Group, Instance, Job, Namespace
+
+__all__ = [
+    "access_key_view",
+    "calendar_view",
+    "format_date",
+    "group_view",
+    "instance_detail",
+    "job_config_info",
+    "namespace_view",
+    "page_view",
+]
 
 
 def format_date(value: datetime | None, tz: tzinfo) -> str:
     """``yyyy-MM-dd HH:mm:ss`` in ``tz``; "" when unset."""
     return value.astimezone(tz).strftime(DATE_FORMAT) if value is not None else ""
+
+
+def page_view(key: str, items: list[Any], *, total: int, page_num: int, page_size: int) -> dict[str, Any]:
+    """A listing's data: ``{total, pageNum, pageSize, <key>: items}``."""
+    return {"total": total, "pageNum": page_num, "pageSize": page_size, key: items}
 
 
 def job_config_info(job: Job) -> dict[str, Any]:

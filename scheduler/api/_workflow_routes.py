@@ -6,12 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from sx.processors._enums import InstanceStatus
+from sx.scheduler._errors import BadRequest
 from sx.scheduler.api._call import ADDRESS, PAGE, Call, Endpoint
 from sx.scheduler.api._params import ParamDoc
-from sx.scheduler.api._views import format_date
-from sx.scheduler.jobs._service import WORKFLOW_PARAMETERS_MAX_BYTES, BadRequest
-from sx.scheduler.store._store import Workflow, WorkflowInstance
-from sx.scheduler.workflows._engine import NodeView
+from sx.scheduler.api._views import format_date, page_view
+from sx.scheduler.store import Workflow, WorkflowInstance
+from sx.scheduler.workflows import WORKFLOW_PARAMETERS_MAX_BYTES, NodeView
+
+__all__ = ["ENDPOINTS", "WORKFLOW_FIELDS", "wf_instance_view", "workflow_view"]
 
 WORKFLOW_ID = ParamDoc("workflowId", "integer", "workflow id", required=True)
 WF_INSTANCE_ID = ParamDoc("wfInstanceId", "integer", "workflow instance id", required=True)
@@ -38,10 +40,7 @@ def _status(call: Call) -> bool | None:
 async def workflow_view(call: Call, workflow: Workflow) -> dict[str, Any]:
     """GetWorkflow's data: the definition (nodes and edges as job ids, plus the jobs' names)."""
     definition = workflow.definition
-    jobs = []
-    for job_id in definition.nodes:
-        job = await call.service.store.get_job(job_id)
-        jobs.append({"jobId": job_id, "name": job.name if job is not None else ""})
+    node_jobs = await call.services.workflow_service().node_jobs(workflow)
     return {
         "workflowId": workflow.id,
         "name": definition.name,
@@ -53,14 +52,14 @@ async def workflow_view(call: Call, workflow: Workflow) -> dict[str, Any]:
         "managed": workflow.managed,
         "nodes": list(definition.nodes),
         "edges": [list(edge) for edge in definition.edges],
-        "jobs": jobs,
+        "jobs": [{"jobId": job_id, "name": name} for job_id, name in node_jobs],
     }
 
 
 def wf_instance_view(
     call: Call, wf_instance: WorkflowInstance, nodes: list[NodeView] | None
 ) -> dict[str, Any]:
-    tz = call.service.default_tz
+    tz = call.services.jobs.default_tz
     data: dict[str, Any] = {
         "wfInstanceId": wf_instance.id,
         "workflowId": wf_instance.workflow_id,
@@ -79,7 +78,7 @@ def wf_instance_view(
 async def create_workflow(call: Call) -> int:
     namespace, group_id = call.namespace(), call.group_id()
     enabled = _status(call)
-    workflow = await call.service.workflow_engine().create_workflow(
+    workflow = await call.services.workflow_service().create_workflow(
         namespace,
         group_id,
         call.params.values,
@@ -90,8 +89,8 @@ async def create_workflow(call: Call) -> int:
 
 
 async def get_workflow(call: Call) -> dict[str, Any]:
-    engine = call.service.workflow_engine()
-    workflow = await engine.get_workflow(
+    workflows = call.services.workflow_service()
+    workflow = await workflows.get_workflow(
         call.namespace(), call.group_id(), call.params.required_id("workflowId")
     )
     return await workflow_view(call, workflow)
@@ -99,7 +98,7 @@ async def get_workflow(call: Call) -> dict[str, Any]:
 
 async def update_workflow(call: Call) -> None:
     namespace, group_id = call.namespace(), call.group_id()
-    await call.service.workflow_engine().update_workflow(
+    await call.services.workflow_service().update_workflow(
         namespace,
         group_id,
         call.params.required_id("workflowId"),
@@ -112,20 +111,16 @@ async def update_workflow(call: Call) -> None:
 async def list_workflows(call: Call) -> dict[str, Any]:
     namespace, group_id = call.namespace(), call.group_id()
     page_num, page_size = call.params.page()
-    page = await call.service.workflow_engine().list_workflows(
+    page = await call.services.workflow_service().list_workflows(
         namespace, group_id, name=call.params.optional_text("name"), page_num=page_num, page_size=page_size
     )
-    return {
-        "total": page.total,
-        "pageNum": page_num,
-        "pageSize": page_size,
-        "workflows": [await workflow_view(call, workflow) for workflow in page.items],
-    }
+    workflows = [await workflow_view(call, workflow) for workflow in page.items]
+    return page_view("workflows", workflows, total=page.total, page_num=page_num, page_size=page_size)
 
 
 async def get_wf_instance(call: Call) -> dict[str, Any]:
-    engine = call.service.workflow_engine()
-    wf_instance, nodes = await engine.get_instance(
+    workflows = call.services.workflow_service()
+    wf_instance, nodes = await workflows.get_instance(
         call.namespace(), call.group_id(), call.params.required_id("wfInstanceId")
     )
     return wf_instance_view(call, wf_instance, nodes)
@@ -140,7 +135,7 @@ async def list_wf_instances(call: Call) -> dict[str, Any]:
             statuses.append(InstanceStatus(int(text)))
         except ValueError:
             raise BadRequest("statuses", text, "must be instance status codes (1, 3, 4, 5)") from None
-    page = await call.service.workflow_engine().list_instances(
+    page = await call.services.workflow_service().list_instances(
         namespace,
         group_id,
         call.params.required_id("workflowId"),
@@ -148,17 +143,13 @@ async def list_wf_instances(call: Call) -> dict[str, Any]:
         page_num=page_num,
         page_size=page_size,
     )
-    return {
-        "total": page.total,
-        "pageNum": page_num,
-        "pageSize": page_size,
-        "instances": [wf_instance_view(call, item, None) for item in page.items],
-    }
+    instances = [wf_instance_view(call, item, None) for item in page.items]
+    return page_view("instances", instances, total=page.total, page_num=page_num, page_size=page_size)
 
 
 async def rerun_wf_node(call: Call) -> int:
     namespace, group_id = call.namespace(), call.group_id()
-    instance = await call.service.workflow_engine().rerun_node(
+    instance = await call.services.workflow_service().rerun_node(
         namespace, group_id, call.params.required_id("wfInstanceId"), call.params.required_id("jobId")
     )
     return instance.id
@@ -166,7 +157,7 @@ async def rerun_wf_node(call: Call) -> int:
 
 async def stop_wf_instance(call: Call) -> None:
     namespace, group_id = call.namespace(), call.group_id()
-    await call.service.workflow_engine().stop_instance(
+    await call.services.workflow_service().stop_instance(
         namespace, group_id, call.params.required_id("wfInstanceId")
     )
 
@@ -179,22 +170,28 @@ async def execute_workflow(call: Call) -> int:
         raise BadRequest(
             "instanceParameters", parameters, f"must be at most {WORKFLOW_PARAMETERS_MAX_BYTES} bytes"
         )
-    return await call.service.execute_workflow(namespace, group_id, workflow_id, parameters)
+    started = await call.services.workflow_service(workflow_id).execute(
+        namespace, group_id, workflow_id, parameters
+    )
+    return started.id
 
 
 async def enable_workflow(call: Call) -> None:
     namespace, group_id = call.namespace(), call.group_id()
-    await call.service.set_workflow_enabled(namespace, group_id, call.params.required_id("workflowId"), True)
+    workflow_id = call.params.required_id("workflowId")
+    await call.services.workflow_service(workflow_id).set_enabled(namespace, group_id, workflow_id, True)
 
 
 async def disable_workflow(call: Call) -> None:
     namespace, group_id = call.namespace(), call.group_id()
-    await call.service.set_workflow_enabled(namespace, group_id, call.params.required_id("workflowId"), False)
+    workflow_id = call.params.required_id("workflowId")
+    await call.services.workflow_service(workflow_id).set_enabled(namespace, group_id, workflow_id, False)
 
 
 async def delete_workflow(call: Call) -> None:
     namespace, group_id = call.namespace(), call.group_id()
-    await call.service.delete_workflow(namespace, group_id, call.params.required_id("workflowId"))
+    workflow_id = call.params.required_id("workflowId")
+    await call.services.workflow_service(workflow_id).delete_workflow(namespace, group_id, workflow_id)
 
 
 ENDPOINTS = (

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sx.processors._enums import ExecuteMode
 from sx.protos.v1 import common_pb2
-from sx.scheduler.store._store import Instance, Job
+from sx.scheduler.store import Instance, Job
 
 __all__ = ["build_instance_spec", "epoch_ms", "processor_of", "wants_worker_list"]
 

@@ -18,7 +18,7 @@ import httpx
 
 from sx.processors._errors import SxError
 from sx.processors._spec import Contact
-from sx.scheduler.store._store import Alarm, Instance, Job, Store
+from sx.scheduler.store import Alarm, AlarmStore, Instance, Job
 
 __all__ = [
     "AlarmChannel",
@@ -29,6 +29,7 @@ __all__ = [
     "SmsChannel",
     "WebhookChannel",
 ]
+
 
 logger = logging.getLogger("sx.alarm")
 
@@ -194,7 +195,7 @@ class SmsChannel:
 class AlarmRouter:
     """Sends alarms to the channel a job names and records each one in the store."""
 
-    def __init__(self, channels: Mapping[str, AlarmChannel], store: Store) -> None:
+    def __init__(self, channels: Mapping[str, AlarmChannel], store: AlarmStore) -> None:
         self._channels = dict(channels)
         self._store = store
 

@@ -1,43 +1,50 @@
 """What happens around an instance's end: retries, second_delay re-arming, alarms, history, timeouts.
 
-Whoever finishes an instance (dispatch on a worker's report, the API on a kill) calls
-``Lifecycle.instance_finished`` once the store holds its final status. A watcher loop finds running
-instances past their job's timeout, alarms once, and kills them when the job asks for it.
+The lifecycle listens to ``InstanceEvents.finished``: whoever finishes an instance (dispatch on a
+worker's report, the API on a kill) announces it once the store holds its final status. When it has
+handled the end it announces ``InstanceEvents.ended`` with the retry it made, if any (the workflow
+engine advances the instance's workflow then). A watcher loop finds running instances past their
+job's timeout, alarms once, and kills them when the job asks for it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
 from sx.processors._enums import InstanceStatus, TimeType, TriggerType
-from sx.processors._invoke import is_killed
+from sx.processors._result import is_killed
 from sx.scheduler._clock import Clock
+from sx.scheduler._loops import Loop
 from sx.scheduler.jobs._alarms import AlarmRouter
+from sx.scheduler.jobs._events import InstanceEvents
+from sx.scheduler.jobs._hooks import OnCreated, StopInstance
 from sx.scheduler.jobs._timing import schedule_seconds
-from sx.scheduler.jobs._triggers import TriggerEngine
-from sx.scheduler.store._store import DuplicateError, Instance, InstanceChange, Job, NewInstance, Store
+from sx.scheduler.store import (
+    DuplicateError,
+    Instance,
+    InstanceChange,
+    InstanceStore,
+    Job,
+    JobStore,
+    NewInstance,
+)
 
-__all__ = ["Lifecycle"]
+__all__ = ["Lifecycle", "LifecycleStore", "Wakes"]
+
+
+class LifecycleStore(JobStore, InstanceStore, Protocol):
+    """What the lifecycle reads and writes: instances (retries, timeouts, history) and their jobs."""
+
 
 logger = logging.getLogger("sx.scheduler.lifecycle")
 
-OnCreated = Callable[[list[Instance]], Awaitable[None]]
-StopInstance = Callable[[Instance, str], Awaitable[object]]
 
+class Wakes(Protocol):
+    """A loop to wake when the times it waits for changed (the trigger engine)."""
 
-class WorkflowNodeHooks(Protocol):
-    """What the workflow engine needs to hear about a finished instance of a workflow node."""
-
-    async def may_retry(self, instance: Instance) -> bool:
-        """False when the node's workflow instance is over (stopped): no retry is made."""
-
-    async def node_finished(self, instance: Instance, retry: Instance | None) -> None:
-        """A node's instance ended (``retry`` is its retry, if one was made): advance the workflow."""
+    def wake(self) -> None: ...
 
 
 class Lifecycle:
@@ -46,20 +53,22 @@ class Lifecycle:
     ``engine`` is woken when a second_delay job is re-armed; ``alarms`` may be None (no alarms sent);
     ``on_created`` receives retry instances (for dispatch, which waits for their schedule time);
     ``stop_instance(instance, reason)`` kills an instance for timeoutKillEnable; ``history_keep`` is
-    how many finished instances each job keeps (0 keeps all).
+    how many finished instances each job keeps (0 keeps all). The lifecycle subscribes to ``events``
+    (its own, with no other listener, when none is given): see the module docstring.
     """
 
     def __init__(
         self,
-        store: Store,
+        store: LifecycleStore,
         *,
         clock: Clock,
         default_tz: tzinfo,
-        engine: TriggerEngine | None,
+        engine: Wakes | None,
         alarms: AlarmRouter | None,
         on_created: OnCreated,
         history_keep: int = 300,
         stop_instance: StopInstance | None = None,
+        events: InstanceEvents | None = None,
         timeout_check_interval: float = 1.0,
         timeout_scan_limit: int = 10000,
     ) -> None:
@@ -78,15 +87,23 @@ class Lifecycle:
         self._interval = timedelta(seconds=timeout_check_interval)
         self._scan_limit = timeout_scan_limit
         self._killed: set[int] = set()
-        self._since_prune: dict[int, int] = {}
         # Instances whose end is being handled now: a second caller (workflow recovery) waits its turn out.
         self._finishing: set[int] = set()
-        self.workflows: WorkflowNodeHooks | None = None
-        """Told about every finished workflow node instance (set by the scheduler's composition)."""
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._events = events if events is not None else InstanceEvents()
+        self._events.on_finished(self._on_finished)
+        self._watcher = Loop(
+            "sx-timeout-watcher",
+            self._watch_once,
+            clock=clock,
+            logger=logger,
+            failure="timeout check failed",
+            error_backoff=self._interval,
+        )
 
     # -- instance endings ---------------------------------------------------------------------
+    async def _on_finished(self, instance: Instance, system_failure: bool) -> None:
+        await self.instance_finished(instance, system_failure=system_failure)
+
     async def instance_finished(self, instance: Instance, *, system_failure: bool = False) -> Instance | None:
         """Handle a finished instance: retry it (maxAttempt), re-arm a second_delay job, send the fail
         alarm, prune history. ``system_failure`` marks a failure of the system (a lost worker, a store
@@ -105,13 +122,10 @@ class Lifecycle:
         self._killed.discard(instance.id)
         job = await self._store.get_job(instance.job_id)
         if job is None:
-            if instance.wf_instance_id is not None and self.workflows is not None:
-                await self.workflows.node_finished(instance, None)
+            await self._events.ended(instance, None)
             return None
         retry: Instance | None = None
-        retry_allowed = True
-        if instance.wf_instance_id is not None and self.workflows is not None:
-            retry_allowed = await self.workflows.may_retry(instance)
+        retry_allowed = await self._events.may_retry(instance)
         if instance.status == InstanceStatus.FAILED and retry_allowed:
             retry = await self._retry(job, instance, system_failure=system_failure)
             if retry is None and job.spec.monitor.fail_enable and self._alarms is not None:
@@ -127,9 +141,8 @@ class Lifecycle:
             await self._rearm(job, instance)
         if self._history_keep > 0:
             await self._store.prune_instances(job.id, self._history_keep)
-        if instance.wf_instance_id is not None and self.workflows is not None:
-            # After the retry decision: a workflow node fails only once its retries are used up.
-            await self.workflows.node_finished(instance, retry)
+        # After the retry decision: a workflow node fails only once its retries are used up.
+        await self._events.ended(instance, retry)
         return retry
 
     async def _retry(self, job: Job, failed: Instance, *, system_failure: bool) -> Instance | None:
@@ -188,33 +201,18 @@ class Lifecycle:
     # -- timeouts -------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._watcher.running
 
     async def start(self) -> None:
         """Start the timeout watcher (idempotent)."""
-        if self.running:
-            return
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._watch(), name="sx-timeout-watcher")
+        self._watcher.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        self._stopping.set()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await self._watcher.stop()
 
-    async def _watch(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.check_timeouts()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("timeout check failed")
-            await self._clock.sleep_until(self._clock.now() + self._interval, self._stopping)
+    async def _watch_once(self) -> None:
+        await self.check_timeouts()
+        await self._clock.sleep_until(self._clock.now() + self._interval, self._watcher.wakeup)
 
     async def check_timeouts(self) -> int:
         """Alarm and kill running instances past their job's timeout; returns how many were past it."""

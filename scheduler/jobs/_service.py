@@ -2,140 +2,66 @@
 
 The service checks ownership (a job belongs to one namespace and group), keeps a job's persisted next
 fire time in step with its schedule, applies maxConcurrency to API triggers, and tells the trigger
-engine and the dispatcher about changes through ``SchedulerHooks``. Its errors carry an error code
-and an HTTP status that the API puts in the response envelope:
-
-    SxError
-    └── ServiceError
-        ├── BadRequest      400  a missing or malformed parameter (names the field and value)
-        ├── Unauthorized    401  a missing, wrong, expired or replayed signature
-        ├── Forbidden       403  an access key used outside its namespace
-        ├── NotFound        404  an unknown namespace, group, job, instance, calendar, workflow
-        └── Conflict        409  a duplicate name, or an operation the current state forbids
+engine and the dispatcher about changes through ``SchedulerHooks``. An instance it finishes itself
+(stopping one no worker had yet) is announced on ``InstanceEvents``, as the dispatcher announces the
+ones it finishes. Its errors are ``sx.scheduler._errors``'s.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import secrets
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta, tzinfo
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, tzinfo
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus, TriggerType
-from sx.processors._errors import DefinitionError, SxError
-from sx.processors._invoke import killed_result
+from sx.processors._errors import DefinitionError
+from sx.processors._result import killed_result
 from sx.processors._spec import JobSpec
 from sx.scheduler._clock import Clock
+from sx.scheduler._errors import BadRequest, Conflict, NotFound
+from sx.scheduler.jobs._events import InstanceEvents
+from sx.scheduler.jobs._hooks import SchedulerHooks
+from sx.scheduler.jobs._lookup import (
+    found_by_name,
+    in_scope,
+    name_taken,
+    page_offset,
+    page_or_named,
+    require_group,
+)
+from sx.scheduler.jobs._timing import next_fire_time
 from sx.scheduler.jobs._triggers import rejected_result
-from sx.scheduler.store._store import (
+from sx.scheduler.store import (
+    AccessStore,
     Calendar,
+    CalendarStore,
     DuplicateError,
-    Group,
     Instance,
     InstanceChange,
+    InstanceStore,
     Job,
-    Namespace,
+    JobStore,
     NewInstance,
     Page,
-    Store,
 )
-from sx.scheduler.store._store import NotFoundError as StoreNotFoundError
+from sx.scheduler.store import NotFoundError as StoreNotFoundError
 
-if TYPE_CHECKING:
-    from sx.scheduler.workflows._engine import WorkflowEngine
+__all__ = ["JobService", "JobServiceStore", "job_fields", "parse_job_spec", "zone_or_default"]
+
+
+class JobServiceStore(AccessStore, JobStore, InstanceStore, CalendarStore, Protocol):
+    """What the job service reads and writes: jobs, their instances, the calendars jobs name, and the
+    groups they belong to."""
+
 
 log = logging.getLogger("sx.scheduler.service")
 
 NOT_DISPATCHED_STATUSES = (InstanceStatus.WAITING, InstanceStatus.READY)
-WORKFLOW_PARAMETERS_MAX_BYTES = 1000
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
-_CALENDAR_NAME_PATTERN = re.compile(r"^[^\x00-\x1f]{1,100}$")
 # Fields of a request that address a job rather than describe it.
 _ADDRESS_FIELDS = frozenset({"namespace", "namespaceSource", "groupId", "jobId", "managed"})
-
-
-class ServiceError(SxError):
-    """An operation refused; ``code`` is the envelope's error code, ``http_status`` the HTTP status."""
-
-    code: ClassVar[int] = 500
-    http_status: ClassVar[int] = 500
-
-    def __init__(self, message: str, *, field: str | None = None, value: object = None) -> None:
-        self.message = message
-        self.field = field
-        self.value = value
-        super().__init__(message)
-
-
-class BadRequest(ServiceError):
-    code = 400
-    http_status = 400
-
-    def __init__(self, field: str, value: object, message: str) -> None:
-        super().__init__(f"{field}={_show(value)}: {message}", field=field, value=value)
-
-
-class Unauthorized(ServiceError):
-    code = 401
-    http_status = 401
-
-
-class Forbidden(ServiceError):
-    code = 403
-    http_status = 403
-
-
-class NotFound(ServiceError):
-    code = 404
-    http_status = 404
-
-
-class Conflict(ServiceError):
-    code = 409
-    http_status = 409
-
-
-def _show(value: object) -> str:
-    """A value for an error message, cut so a huge input does not make a huge message."""
-    text = repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."
-
-
-class SchedulerHooks(Protocol):
-    """How the service tells the rest of the scheduler about changes (trigger engine, dispatcher)."""
-
-    def wake_triggers(self) -> None:
-        """A job's next fire time changed: the trigger engine recomputes when to wake."""
-
-    async def instance_created(self, instance: Instance) -> None:
-        """A WAITING instance was created outside the trigger engine: hand it to dispatch."""
-
-    async def stop_instance(self, instance: Instance, reason: str) -> bool:
-        """Ask the workers running ``instance`` to kill it; False when none could be asked."""
-
-    async def instance_finished(self, instance: Instance) -> None:
-        """The service finished ``instance`` itself (in the store): run what follows an instance's end
-        (workflow advance, second_delay re-arm, history pruning), as for one finished by a worker."""
-
-
-class NoHooks:
-    """Hooks that do nothing: a scheduler with no trigger engine or dispatcher (tools, benchmarks)."""
-
-    def wake_triggers(self) -> None:
-        return None
-
-    async def instance_created(self, instance: Instance) -> None:
-        return None
-
-    async def stop_instance(self, instance: Instance, reason: str) -> bool:
-        return False
-
-    async def instance_finished(self, instance: Instance) -> None:
-        return None
 
 
 def parse_job_spec(params: Mapping[str, Any]) -> JobSpec:
@@ -144,7 +70,7 @@ def parse_job_spec(params: Mapping[str, Any]) -> JobSpec:
     try:
         return JobSpec.from_create_params(fields)
     except DefinitionError as exc:
-        raise BadRequest(exc.field, exc.value, exc.message) from exc
+        raise BadRequest.of(exc) from exc
     except (ValueError, TypeError) as exc:
         # A parse failure the spec did not attribute to a field is still the caller's input.
         raise BadRequest("job", "", f"invalid job definition: {exc}") from exc
@@ -155,55 +81,53 @@ def job_fields(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k not in _ADDRESS_FIELDS}
 
 
-def check_identifier(field: str, value: str) -> str:
-    """Namespace and group ids: 1..64 characters, letters, digits and ``_ . : -``."""
-    if not _ID_PATTERN.match(value):
-        raise BadRequest(
-            field, value, "must be 1 to 64 letters, digits or _ . : - (starting with a letter or digit)"
-        )
-    return value
-
-
 @lru_cache(maxsize=256)
 def _zone(name: str) -> tzinfo:
     return ZoneInfo(name)
 
 
+def zone_or_default(spec: JobSpec, default_tz: tzinfo) -> tzinfo:
+    """The zone a job's times are shown and computed in: its own, else ``default_tz`` (also when its
+    own is unknown, with a warning)."""
+    if spec.time_zone:
+        try:
+            return _zone(spec.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            log.warning("job %s has an unknown time zone %r; using the default", spec.name, spec.time_zone)
+    return default_tz
+
+
 class JobService:
-    """Job, instance, namespace, group and calendar operations over a Store."""
+    """Job and instance operations over a Store.
+
+    ``hooks`` reach the trigger engine and the dispatcher; ``events`` hears of the instances this
+    service finishes itself (none listens when not given); ``history_keep`` is how many finished
+    instances each job keeps (0 keeps all).
+    """
 
     def __init__(
         self,
-        store: Store,
+        store: JobServiceStore,
         *,
         clock: Clock,
         default_tz: tzinfo,
         hooks: SchedulerHooks,
+        events: InstanceEvents | None = None,
         history_keep: int = 300,
     ) -> None:
         self.store = store
         self.clock = clock
         self.default_tz = default_tz
         self.hooks = hooks
+        self.events = events if events is not None else InstanceEvents()
         self.history_keep = history_keep
-        self.workflows: WorkflowEngine | None = None
-        """The workflow engine (sx.scheduler.workflows._engine), attached by the scheduler's composition."""
 
     # -- helpers ----------------------------------------------------------------------------------
     def time_zone(self, spec: JobSpec) -> tzinfo:
         """The zone a job's times are shown and computed in: its own, else the scheduler's default."""
-        if spec.time_zone:
-            try:
-                return _zone(spec.time_zone)
-            except (ZoneInfoNotFoundError, ValueError):
-                log.warning(
-                    "job %s has an unknown time zone %r; using the default", spec.name, spec.time_zone
-                )
-        return self.default_tz
+        return zone_or_default(spec, self.default_tz)
 
     async def _next_fire(self, namespace: str, spec: JobSpec) -> datetime | None:
-        from sx.scheduler.jobs._timing import next_fire_time  # the trigger engine's module
-
         calendar: Calendar | None = None
         if spec.calendar:
             calendar = await self.store.get_calendar(namespace, spec.calendar)
@@ -212,90 +136,7 @@ class JobService:
         try:
             return next_fire_time(spec, self.clock.now(), default_tz=self.time_zone(spec), calendar=calendar)
         except DefinitionError as exc:
-            raise BadRequest(exc.field, exc.value, exc.message) from exc
-
-    async def _require_namespace(self, namespace: str) -> Namespace:
-        found = await self.store.get_namespace(namespace)
-        if found is None:
-            raise NotFound(f"namespace={namespace!r}: no such namespace", field="namespace", value=namespace)
-        return found
-
-    async def _require_group(self, namespace: str, group_id: str) -> Group:
-        found, group = await self.store.get_namespace_and_group(namespace, group_id)
-        if found is None:
-            raise NotFound(f"namespace={namespace!r}: no such namespace", field="namespace", value=namespace)
-        if group is None:
-            raise NotFound(
-                f"groupId={group_id!r}: no such group in namespace {namespace!r}",
-                field="groupId",
-                value=group_id,
-            )
-        return group
-
-    # -- namespaces, groups, calendars ---------------------------------------------------------------
-    async def create_namespace(
-        self, namespace_id: str, *, name: str = "", description: str = ""
-    ) -> Namespace:
-        check_identifier("namespace", namespace_id)
-        try:
-            return await self.store.create_namespace(
-                Namespace(id=namespace_id, name=name or namespace_id, description=description)
-            )
-        except DuplicateError as exc:
-            raise Conflict(f"namespace={namespace_id!r}: already exists", field="namespace") from exc
-
-    async def list_namespaces(self) -> list[Namespace]:
-        return await self.store.list_namespaces()
-
-    async def create_group(
-        self, namespace: str, group_id: str, *, app_key: str | None = None, description: str = ""
-    ) -> Group:
-        """Create a group; its app key (what workers present to join) is generated unless given."""
-        check_identifier("groupId", group_id)
-        await self._require_namespace(namespace)
-        if app_key is not None and not 8 <= len(app_key) <= 128:
-            raise BadRequest("appKey", app_key, "must be 8 to 128 characters")
-        group = Group(
-            namespace=namespace,
-            group_id=group_id,
-            app_key=app_key or secrets.token_urlsafe(24),
-            description=description,
-        )
-        try:
-            return await self.store.create_group(group)
-        except DuplicateError as exc:
-            raise Conflict(f"groupId={group_id!r}: already exists in namespace {namespace!r}") from exc
-
-    async def get_group(self, namespace: str, group_id: str) -> Group:
-        return await self._require_group(namespace, group_id)
-
-    async def list_groups(self, namespace: str) -> list[Group]:
-        await self._require_namespace(namespace)
-        return await self.store.list_groups(namespace)
-
-    async def put_calendar(
-        self, namespace: str, name: str, days: Iterable[date], *, description: str = ""
-    ) -> Calendar:
-        """Create or replace a calendar; jobs using it get their next fire time recomputed."""
-        if not _CALENDAR_NAME_PATTERN.match(name):
-            raise BadRequest("name", name, "must be 1 to 100 printable characters")
-        await self._require_namespace(namespace)
-        calendar = await self.store.put_calendar(
-            Calendar(namespace=namespace, name=name, days=frozenset(days), description=description)
-        )
-        self.hooks.wake_triggers()
-        return calendar
-
-    async def get_calendar(self, namespace: str, name: str) -> Calendar:
-        calendar = await self.store.get_calendar(namespace, name)
-        if calendar is None:
-            raise NotFound(
-                f"name={name!r}: no such calendar in namespace {namespace!r}", field="name", value=name
-            )
-        return calendar
-
-    async def list_calendars(self, namespace: str) -> list[Calendar]:
-        return await self.store.list_calendars(namespace)
+            raise BadRequest.of(exc) from exc
 
     # -- jobs ---------------------------------------------------------------------------------------
     async def create_job(
@@ -309,7 +150,7 @@ class JobService:
         namespace_source: str | None = None,
     ) -> Job:
         """Create a job in an existing namespace and group; Conflict when the group has that name."""
-        await self._require_group(namespace, group_id)
+        await require_group(self.store, namespace, group_id)
         next_fire = await self._next_fire(namespace, spec) if enabled else None
         try:
             job = await self.store.create_job(
@@ -322,11 +163,7 @@ class JobService:
                 namespace_source=namespace_source,
             )
         except DuplicateError as exc:
-            raise Conflict(
-                f"name={spec.name!r}: a job of that name exists in group {group_id!r}",
-                field="name",
-                value=spec.name,
-            ) from exc
+            raise name_taken("job", spec.name, group_id) from exc
         log.info("job %d %r created in %s/%s", job.id, spec.name, namespace, group_id)
         if next_fire is not None:
             self.hooks.wake_triggers()
@@ -335,21 +172,14 @@ class JobService:
     async def get_job(self, namespace: str | None, group_id: str | None, job_id: int) -> Job:
         """The job, if it exists in that namespace and group (None skips that check)."""
         job = await self.store.get_job(job_id)
-        if (
-            job is None
-            or (namespace is not None and job.namespace != namespace)
-            or (group_id is not None and job.group_id != group_id)
-        ):
+        if job is None or not in_scope(job, namespace, group_id):
             where = f" in namespace {namespace!r}" if namespace is not None else ""
             where += f", group {group_id!r}" if group_id is not None else ""
             raise NotFound(f"jobId={job_id}: no such job{where}", field="jobId", value=job_id)
         return job
 
     async def find_job(self, namespace: str, group_id: str, name: str) -> Job:
-        job = await self.store.find_job(namespace, group_id, name)
-        if job is None:
-            raise NotFound(f"name={name!r}: no such job in group {group_id!r}", field="name", value=name)
-        return job
+        return found_by_name(await self.store.find_job(namespace, group_id, name), "job", name, group_id)
 
     async def list_jobs(
         self,
@@ -362,17 +192,19 @@ class JobService:
         page_size: int = 20,
     ) -> Page[Job]:
         """A page of a group's jobs by id; ``name`` matches exactly, ``name_contains`` a substring."""
-        await self._require_group(namespace, group_id)
-        if name is not None:
-            job = await self.store.find_job(namespace, group_id, name)
-            items = [job] if job is not None else []
-            return Page(items=items if page_num == 1 else [], total=len(items))
-        return await self.store.list_jobs(
-            namespace,
-            group_id,
-            name_contains=name_contains or None,
-            offset=(page_num - 1) * page_size,
-            limit=page_size,
+        await require_group(self.store, namespace, group_id)
+
+        async def page(offset: int, limit: int) -> Page[Job]:
+            return await self.store.list_jobs(
+                namespace, group_id, name_contains=name_contains or None, offset=offset, limit=limit
+            )
+
+        return await page_or_named(
+            name,
+            find=lambda found: self.store.find_job(namespace, group_id, found),
+            page=page,
+            page_num=page_num,
+            page_size=page_size,
         )
 
     async def update_job(
@@ -390,7 +222,7 @@ class JobService:
         try:
             spec = job.spec.updated(fields) if fields else job.spec
         except DefinitionError as exc:
-            raise BadRequest(exc.field, exc.value, exc.message) from exc
+            raise BadRequest.of(exc) from exc
         except (ValueError, TypeError) as exc:
             raise BadRequest("job", "", f"invalid job definition: {exc}") from exc
         timing_changed = (
@@ -410,11 +242,7 @@ class JobService:
                 clear_next_fire_time=job.enabled and timing_changed and next_fire is None,
             )
         except DuplicateError as exc:
-            raise Conflict(
-                f"name={spec.name!r}: a job of that name exists in group {group_id!r}",
-                field="name",
-                value=spec.name,
-            ) from exc
+            raise name_taken("job", spec.name, group_id) from exc
         except StoreNotFoundError as exc:
             raise NotFound(f"jobId={job_id}: no such job", field="jobId", value=job_id) from exc
         if job.enabled and timing_changed:
@@ -527,7 +355,7 @@ class JobService:
             statuses=statuses or None,
             since=since,
             until=until,
-            offset=(page_num - 1) * page_size,
+            offset=page_offset(page_num, page_size),
             limit=page_size,
         )
 
@@ -556,7 +384,7 @@ class JobService:
             )
             if updated is not None:
                 # The same ending as an instance finished by the dispatcher (workflow, re-arm, history).
-                await self.hooks.instance_finished(updated)
+                await self.events.finished(updated)
             current = updated or await self.store.get_instance(instance.id) or current
         elif not asked and current.status == InstanceStatus.RUNNING:
             raise Conflict(
@@ -565,41 +393,3 @@ class JobService:
                 value=instance.id,
             )
         return current
-
-    # -- workflows (filled in when workflows exist) ---------------------------------------------------
-    async def execute_workflow(
-        self, namespace: str, group_id: str, workflow_id: int, instance_parameters: str = ""
-    ) -> int:
-        """Trigger a workflow; returns the workflow instance id."""
-        if len(instance_parameters.encode()) > WORKFLOW_PARAMETERS_MAX_BYTES:
-            raise BadRequest(
-                "instanceParameters",
-                instance_parameters,
-                f"must be at most {WORKFLOW_PARAMETERS_MAX_BYTES} bytes",
-            )
-        if self.workflows is None:
-            raise self._no_workflow(workflow_id)
-        started = await self.workflows.execute(namespace, group_id, workflow_id, instance_parameters)
-        return started.id
-
-    async def set_workflow_enabled(
-        self, namespace: str, group_id: str, workflow_id: int, enabled: bool
-    ) -> None:
-        if self.workflows is None:
-            raise self._no_workflow(workflow_id)
-        await self.workflows.set_enabled(namespace, group_id, workflow_id, enabled)
-
-    async def delete_workflow(self, namespace: str, group_id: str, workflow_id: int) -> None:
-        if self.workflows is None:
-            raise self._no_workflow(workflow_id)
-        await self.workflows.delete_workflow(namespace, group_id, workflow_id)
-
-    def workflow_engine(self) -> WorkflowEngine:
-        """The attached workflow engine; NotFound when this scheduler has none."""
-        if self.workflows is None:
-            raise NotFound("workflows are not served by this scheduler", field="workflowId")
-        return self.workflows
-
-    @staticmethod
-    def _no_workflow(workflow_id: int) -> NotFound:
-        return NotFound(f"workflow {workflow_id} not found", field="workflowId", value=workflow_id)

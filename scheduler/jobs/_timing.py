@@ -16,7 +16,7 @@ from sx.processors._cron import CronExpression
 from sx.processors._enums import TimeType
 from sx.processors._errors import DefinitionError
 from sx.processors._spec import JobSpec
-from sx.scheduler.store._store import Calendar
+from sx.scheduler.store import Calendar
 
 __all__ = [
     "data_time",

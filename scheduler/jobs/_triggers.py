@@ -9,23 +9,28 @@ the number of due jobs, not with the number of jobs stored.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
+from typing import Protocol
 
 from sx.processors._enums import InstanceStatus, MisfirePolicy, TimeType, TriggerType
 from sx.scheduler._clock import Clock
+from sx.scheduler._loops import Loop
+from sx.scheduler.jobs._hooks import OnCreated
 from sx.scheduler.jobs._timing import data_time, latest_missed_fire, next_fire_time
-from sx.scheduler.store._store import Calendar, Fire, Instance, Job, NewInstance, Store
+from sx.scheduler.store import Calendar, CalendarStore, Fire, InstanceStore, Job, JobStore, NewInstance
 
-__all__ = ["TriggerEngine", "rejected_result"]
+__all__ = ["TriggerEngine", "TriggerStore", "rejected_result"]
+
+
+class TriggerStore(JobStore, InstanceStore, CalendarStore, Protocol):
+    """What the trigger engine reads and writes: due jobs and their fire claims, active instances and
+    calendars."""
+
 
 logger = logging.getLogger("sx.scheduler.triggers")
-
-OnCreated = Callable[[list[Instance]], Awaitable[None]]
 
 
 def rejected_result(max_concurrency: int) -> str:
@@ -52,7 +57,7 @@ class TriggerEngine:
 
     def __init__(
         self,
-        store: Store,
+        store: TriggerStore,
         *,
         clock: Clock,
         default_tz: tzinfo,
@@ -79,9 +84,15 @@ class TriggerEngine:
         self._idle_poll = timedelta(seconds=idle_poll)
         self._prefetch = timedelta(seconds=max(0.0, prefetch))
         self._prefetch_batches = max(1, prefetch_batches)
-        self._error_backoff = timedelta(seconds=error_backoff)
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Loop(
+            "sx-trigger-engine",
+            self._cycle,
+            clock=clock,
+            logger=logger,
+            failure="trigger cycle failed; retrying",
+            error_backoff=timedelta(seconds=error_backoff),
+        )
+        self._wake = self._loop.wakeup
         self.fired = 0
         """Instances created so far (WAITING and REJECTED), for metrics and tests."""
         self.caught_up_to: datetime | None = None
@@ -89,38 +100,19 @@ class TriggerEngine:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop.running
 
     async def start(self) -> None:
         """Start the loop (idempotent)."""
-        if self.running:
-            return
-        self._wake.clear()
-        self._task = asyncio.create_task(self._run(), name="sx-trigger-engine")
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop the loop and wait for it; a batch being claimed is cancelled (the claim is atomic)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await self._loop.stop()
 
     def wake(self) -> None:
         """A job changed: recompute the earliest due time now."""
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self._cycle()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("trigger cycle failed; retrying")
-                await self._clock.sleep_until(self._clock.now() + self._error_backoff, self._wake)
+        self._loop.wake()
 
     async def _cycle(self) -> None:
         now = self._clock.now()

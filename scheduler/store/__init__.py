@@ -1,10 +1,26 @@
-"""The scheduler's records and the store interfaces that hold them (``sql`` implements them)."""
+"""The scheduler's records and the store interfaces that hold them (``sql`` implements them).
 
-from sx.scheduler.store._store import (
+- ``_records``: the records, frozen dataclasses (``Job``, ``Instance``, ``Fire``, ``Page``, ...).
+- ``_errors``: ``StoreError`` and its ``DuplicateError`` and ``NotFoundError``.
+- ``_interfaces``: one protocol per kind of record (``AccessStore``, ``JobStore``, ``InstanceStore``,
+  ``CalendarStore``, ``AlarmStore``, ``WorkflowStore``, ``ParallelTaskStore``) and ``Store``, all of them.
+"""
+
+from sx.scheduler.store._errors import DuplicateError, NotFoundError, StoreError
+from sx.scheduler.store._interfaces import (
+    AccessStore,
+    AlarmStore,
+    CalendarStore,
+    InstanceStore,
+    JobStore,
+    ParallelTaskStore,
+    Store,
+    WorkflowStore,
+)
+from sx.scheduler.store._records import (
     AccessKey,
     Alarm,
     Calendar,
-    DuplicateError,
     Fire,
     Group,
     Instance,
@@ -14,10 +30,7 @@ from sx.scheduler.store._store import (
     NewInstance,
     NewTask,
     NewWorkflowInstance,
-    NotFoundError,
     Page,
-    Store,
-    StoreError,
     Task,
     TaskStatusChange,
     Workflow,
@@ -29,20 +42,26 @@ from sx.scheduler.store._store import (
 
 __all__ = [
     "AccessKey",
+    "AccessStore",
     "Alarm",
+    "AlarmStore",
     "Calendar",
+    "CalendarStore",
     "DuplicateError",
     "Fire",
     "Group",
     "Instance",
     "InstanceChange",
+    "InstanceStore",
     "Job",
+    "JobStore",
     "Namespace",
     "NewInstance",
     "NewTask",
     "NewWorkflowInstance",
     "NotFoundError",
     "Page",
+    "ParallelTaskStore",
     "Store",
     "StoreError",
     "Task",
@@ -52,4 +71,5 @@ __all__ = [
     "WorkflowFire",
     "WorkflowInstance",
     "WorkflowNode",
+    "WorkflowStore",
 ]

@@ -16,8 +16,11 @@ from click.testing import CliRunner
 from sx.cli._main import main
 from sx.processors._registry import Registry, use_registry
 from sx.processors._workflow import use_workflows
-from sx.scheduler._server import SchedulerServer, SchedulerStartError
-from sx.scheduler._settings import SchedulerSettings
+from sx.scheduler import SchedulerServer, SchedulerSettings, SchedulerStartError
+
+DEADLINE = 60.0
+"""Seconds for a request to (and the start or stop of) the scheduler thread: httpx's default of 5 s
+is short for a busy machine, where this thread shares the GIL with the test."""
 
 
 @pytest.fixture
@@ -52,18 +55,21 @@ class ThreadedScheduler:
 
     def __enter__(self) -> SchedulerServer:
         self._thread.start()
-        assert self._ready.wait(30), "the scheduler did not start"
+        assert self._ready.wait(DEADLINE), "the scheduler did not start"
         assert self.server is not None
         return self.server
 
     def __exit__(self, *exc: object) -> None:
         assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+        # Stopped for real (ports closed, store released) before the caller goes on, e.g. to start
+        # another scheduler on the same data folder.
+        self._thread.join(DEADLINE)
+        assert not self._thread.is_alive(), "the scheduler did not stop"
 
     def call(self, coro: object) -> object:
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)  # type: ignore[arg-type]
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(DEADLINE)  # type: ignore[arg-type]
 
 
 def test_list_prints_the_job_definitions_the_code_declares(
@@ -136,13 +142,14 @@ def test_keys_created_by_the_cli_make_the_scheduler_require_signatures(
 
     settings = SchedulerSettings(data_dir=data, http_port=0, grpc_port=0)
     with ThreadedScheduler(settings) as server:
-        answer = httpx.post(f"{server.http_url}/openapi/v1/namespace/list")
+        answer = httpx.post(f"{server.http_url}/openapi/v1/namespace/list", timeout=DEADLINE)
         assert answer.status_code == 401 and answer.json()["success"] is False
 
     deleted = runner.invoke(main, ["keys", "delete", key["accessKeyId"], "--data-dir", str(data)])
     assert deleted.exit_code == 0, deleted.output
     with ThreadedScheduler(settings) as server:
-        assert httpx.post(f"{server.http_url}/openapi/v1/namespace/list").status_code == 200
+        unsigned = httpx.post(f"{server.http_url}/openapi/v1/namespace/list", timeout=DEADLINE)
+        assert unsigned.status_code == 200
 
 
 def test_calendar_load_from_a_file(runner: CliRunner, tmp_path: Path) -> None:
@@ -150,7 +157,11 @@ def test_calendar_load_from_a_file(runner: CliRunner, tmp_path: Path) -> None:
     days.write_text("# 2030 public holidays excluded\n2030-01-02\n2030-01-03  # a Thursday\n\n")
     threaded = ThreadedScheduler(SchedulerSettings(data_dir=tmp_path / "data", http_port=0, grpc_port=0))
     with threaded as server:
-        created = httpx.post(f"{server.http_url}/openapi/v1/namespace/create", data={"namespace": "default"})
+        created = httpx.post(
+            f"{server.http_url}/openapi/v1/namespace/create",
+            data={"namespace": "default"},
+            timeout=DEADLINE,
+        )
         assert created.json()["success"], created.text
         result = runner.invoke(
             main,

@@ -22,10 +22,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from sx.processors import InstanceStatus, JobSpec, Registry, use_registry
-from sx.processors._registry import ProcessorDefinition
-from sx.worker.openapi._client import OpenApiClient, SyncOpenApiClient
-from sx.worker.openapi._models import InstanceDetail
+from sx.processors import InstanceStatus, JobSpec, ProcessorDefinition, Registry, use_registry
+from sx.worker.openapi import InstanceDetail, OpenApiClient, SyncOpenApiClient
 
 # The test process needs the job definitions, but must not add them to the default registry other
 # tests (and `sx-worker list` run in-process) look at.
@@ -36,7 +34,11 @@ with use_registry(E2E_REGISTRY):
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "e2e"
 GROUP = "workers"
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0
+"""Seconds a process gets to start (a loaded 2-core machine can take several)."""
+DEADLINE = 60.0
+"""Default seconds a wait helper polls before it fails: generous, since a wait only ends early when
+its condition holds (the per-test timeout is 120 s)."""
 T = TypeVar("T")
 
 
@@ -69,7 +71,7 @@ def wait_for(check: Callable[[], T | None], *, within: float, what: str) -> T:
         time.sleep(0.02)
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float = 20.0, what: str) -> T:
+async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float = DEADLINE, what: str) -> T:
     """``wait_for`` for async checks."""
     deadline = time.monotonic() + within
     while True:
@@ -313,7 +315,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 async def wait_final(
-    client: OpenApiClient, job_id: int, instance_id: int, *, within: float = 30.0
+    client: OpenApiClient, job_id: int, instance_id: int, *, within: float = DEADLINE
 ) -> InstanceDetail:
     """Poll the instance until it finished."""
 
@@ -325,7 +327,12 @@ async def wait_final(
 
 
 async def wait_status(
-    client: OpenApiClient, job_id: int, instance_id: int, status: InstanceStatus, *, within: float = 20.0
+    client: OpenApiClient,
+    job_id: int,
+    instance_id: int,
+    status: InstanceStatus,
+    *,
+    within: float = DEADLINE,
 ) -> InstanceDetail:
     async def reached() -> InstanceDetail | None:
         detail = await client.get_instance(job_id, instance_id)

@@ -49,7 +49,9 @@ def events(folder: Path, job: str) -> list[dict[str, Any]]:
     path = folder / f"{job}.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    # A line being appended right now may be read in part: only whole lines (ended by "\n") count.
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _run_info(ctx: JobContext) -> dict[str, Any]:

@@ -13,8 +13,7 @@ import os
 import signal
 from pathlib import Path
 
-from sx.processors import JobContext, MapReduceProcessor, Registry, processor
-from sx.processors._enums import TaskStatus
+from sx.processors import JobContext, MapReduceProcessor, Registry, TaskStatus, processor
 from sx.worker import Worker, WorkerSettings
 
 registry = Registry()

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from sx.scheduler._server import SchedulerServer
-from sx.scheduler._settings import SchedulerSettings
-from sx.worker.openapi._client import OpenApiClient
-
-from .conftest import clean_env, sx_worker
-from .test_tls import Certs, certs  # noqa: F401  (the module-scoped certificate fixture)
+from sx.scheduler import SchedulerServer, SchedulerSettings
+from sx.worker import OpenApiClient
+from tests.e2e.conftest import clean_env, sx_worker
+from tests.e2e.test_tls import Certs, certs  # noqa: F401  (the module-scoped certificate fixture)
 
 NAMESPACE = "checked"
 GROUP = "g"

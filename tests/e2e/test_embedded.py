@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 
 from sx.processors import InstanceStatus, TriggerType
-from sx.worker.openapi._client import SyncOpenApiClient
-from sx.worker.openapi._models import InstanceDetail
-
-from .conftest import ROOT, START_TIMEOUT, Proc, clean_env, sx_worker, wait_for
+from sx.worker.openapi import InstanceDetail, SyncOpenApiClient
+from tests.e2e.conftest import DEADLINE, ROOT, START_TIMEOUT, Proc, clean_env, sx_worker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +73,9 @@ def test_run_with_no_server_embeds_a_scheduler_and_runs_the_example(app: Path, h
     assert "(embedded)" in hello.output()
 
     with SyncOpenApiClient(url, namespace="default", group_id="default") as client:
-        job = wait_for(lambda: client.find_job("examples.hello"), within=10, what="the job to be registered")
+        job = wait_for(
+            lambda: client.find_job("examples.hello"), within=START_TIMEOUT, what="the job to be registered"
+        )
 
         def succeeded() -> InstanceDetail | None:
             alive(hello)
@@ -83,7 +83,7 @@ def test_run_with_no_server_embeds_a_scheduler_and_runs_the_example(app: Path, h
             return page.instances[0] if page.instances else None
 
         # The example fires every 10 seconds.
-        done = wait_for(succeeded, within=40, what="a successful instance of examples.hello")
+        done = wait_for(succeeded, within=DEADLINE, what="a successful instance of examples.hello")
     assert done.result == "hello, world"
     assert done.trigger_type == TriggerType.SCHEDULED
 

@@ -14,21 +14,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus, TimeType, TriggerType
-from sx.processors._spec import JobSpec, MapOptions
+from sx.processors import ExecuteMode, InstanceStatus, JobSpec, MapOptions, TaskStatus, TimeType, TriggerType
+from sx.protos import peer_channel
 from sx.protos.v1 import peer_pb2, peer_pb2_grpc
-from sx.scheduler._server import SchedulerServer
-from sx.scheduler._settings import SchedulerSettings
-from sx.scheduler.dispatch._registry import WorkerInfo
-from sx.scheduler.store._store import Group, Instance, Namespace, NewInstance
-from sx.worker._peer import peer_channel
+from sx.scheduler import SchedulerServer, SchedulerSettings
+from sx.scheduler.dispatch import WorkerInfo
+from sx.scheduler.store import Group, Instance, Namespace, NewInstance
+from tests.e2e.conftest import DEADLINE, eventually
 
 NS = "e2e"
 GROUP = "maps"
@@ -36,17 +35,6 @@ APP_KEY = "e2e-key"
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], *, within: float = 60.0, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {within}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 class Cluster:
@@ -125,7 +113,7 @@ class Cluster:
         assert instance is not None
         return instance
 
-    async def finished(self, instance_id: int, within: float = 60.0) -> Instance:
+    async def finished(self, instance_id: int, within: float = DEADLINE) -> Instance:
         async def done() -> Instance | None:
             instance = await self.get(instance_id)
             return instance if instance.status.finished else None
@@ -260,11 +248,19 @@ async def test_sigkill_of_a_worker_keeps_every_subtask_once(cluster: Cluster, qu
 
     master_id = await eventually(master, what="instance running")
     await eventually(lambda: _some_runs(cluster, instance.id, 100), what="subtasks running")
-    victim = next(
-        p
-        for p in cluster.procs
-        if p.pid != cluster.pid_of(master_id) and _ran_on(cluster, instance.id, p.pid)
-    )
+
+    async def victim_found() -> subprocess.Popen[bytes] | None:
+        # Subtasks ran, but not necessarily on a worker other than the master yet: wait for one.
+        return next(
+            (
+                p
+                for p in cluster.procs
+                if p.pid != cluster.pid_of(master_id) and _ran_on(cluster, instance.id, p.pid)
+            ),
+            None,
+        )
+
+    victim = await eventually(victim_found, what="subtasks running on a worker other than the master")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     done = await cluster.finished(instance.id)
@@ -364,7 +360,7 @@ async def test_grid_master_sigkill_leaves_nothing_on_the_other_workers(cluster: 
 
     # Its queued and running subtasks are dropped (no one would take their statuses) well before the
     # minute after which an undelivered status is given up.
-    await eventually(forgotten, within=20, what="the other worker dropped the instance")
+    await eventually(forgotten, within=30, what="the other worker dropped the instance")
     before = len(cluster.runs(instance.id))
     await asyncio.sleep(0.5)
     assert len(cluster.runs(instance.id)) == before  # nothing of it runs there any more

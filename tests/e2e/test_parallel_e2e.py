@@ -20,12 +20,19 @@ from typing import Any
 import httpx
 import pytest
 
-from sx.processors import JobContext, MapReduceProcessor, ProcessResult, Registry, processor
-from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus
-from sx.processors._spec import JobSpec
-from sx.scheduler._server import SchedulerServer
-from sx.scheduler._settings import SchedulerSettings
-from sx.scheduler.store._store import Group, Namespace
+from sx.processors import (
+    ExecuteMode,
+    InstanceStatus,
+    JobContext,
+    JobSpec,
+    MapReduceProcessor,
+    ProcessResult,
+    Registry,
+    TaskStatus,
+    processor,
+)
+from sx.scheduler import SchedulerServer, SchedulerSettings
+from sx.scheduler.store import Group, Namespace
 from tests.e2e.test_map_e2e import APP_KEY, GROUP, NS, ROOT, Cluster
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,10 @@ import grpc
 import pytest
 from grpc import aio
 
-from sx.protos._auth import make_proof, task_caller_subject
+from sx.protos import make_proof, task_caller_subject
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
-from sx.scheduler._server import SchedulerServer
-from sx.scheduler._settings import SchedulerSettings
-from sx.scheduler.store._store import Group, Namespace
+from sx.scheduler import SchedulerServer, SchedulerSettings
+from sx.scheduler.store import Group, Namespace
 
 NS, GROUP, APP_KEY = "ns-auth", "g-auth", "the-key"
 

@@ -19,6 +19,7 @@ from sx.processors import (
     processor,
 )
 from sx.worker.testing import InstanceFailedError, LocalScheduler
+from tests.e2e.conftest import DEADLINE, eventually
 
 registry = Registry()
 
@@ -101,15 +102,12 @@ async def test_stop_instance_kills_a_running_instance(sched: LocalScheduler) -> 
     instance_id = await sched.start_job(WaitForStop)
     job_id = await sched.job_id(WaitForStop)
 
-    async def running() -> None:
-        while True:
-            if (await sched.client.get_instance(job_id, instance_id)).status is InstanceStatus.RUNNING:
-                return
-            await asyncio.sleep(0.02)
+    async def running() -> bool:
+        return (await sched.client.get_instance(job_id, instance_id)).status is InstanceStatus.RUNNING
 
-    await asyncio.wait_for(running(), 20)
+    await eventually(running, what=f"instance {instance_id} to run")
     await sched.stop_instance(instance_id)
-    outcome = await sched.wait_instance(job_id, instance_id, timeout=20)
+    outcome = await sched.wait_instance(job_id, instance_id, timeout=DEADLINE)
     assert outcome.status is InstanceStatus.FAILED
     assert outcome.result.startswith("killed")
 

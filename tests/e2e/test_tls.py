@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from sx.processors import InstanceStatus, JobContext, Processor, Registry, processor
-from sx.scheduler._server import SchedulerServer
-from sx.scheduler._settings import SchedulerSettings
-from sx.worker import Worker, WorkerSettings
-from sx.worker.openapi._client import OpenApiClient
-from tests.e2e.conftest import eventually
+from sx.scheduler import SchedulerServer, SchedulerSettings
+from sx.worker import OpenApiClient, Worker, WorkerSettings
+from tests.e2e.conftest import DEADLINE, eventually
 
 pytestmark = pytest.mark.skipif(
     shutil.which("openssl") is None, reason="SKIPPED LOUDLY: no openssl to make certificates"
@@ -100,7 +98,7 @@ def worker_settings(
 async def test_a_worker_with_a_client_certificate_runs_jobs_over_tls(cluster: Cluster, certs: Certs) -> None:
     settings = worker_settings(cluster, tls_ca=certs.ca, tls_cert=certs.client_cert, tls_key=certs.client_key)
     async with Worker(settings, registry=REGISTRY) as worker:
-        await asyncio.wait_for(worker.connected.wait(), 20)
+        await asyncio.wait_for(worker.connected.wait(), DEADLINE)
         job_id = await cluster.client.create_job(REGISTRY.get("tls.echo").spec)
         instance_id = await cluster.client.execute_job(job_id, instance_parameters="hi")
 

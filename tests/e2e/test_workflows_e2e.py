@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,16 @@ from sx.processors import (
     processor,
     workflow,
 )
-from sx.worker.openapi._client import ConflictError, InvalidRequestError, NotFoundError
-from sx.worker.openapi._models import WorkflowInstanceDetail
-from sx.worker.openapi._sync import SyncOptions, sync_definitions
+from sx.worker.openapi import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    SyncOptions,
+    WorkflowInstanceDetail,
+    sync_definitions,
+)
 from sx.worker.testing import LocalScheduler
+from tests.e2e.conftest import eventually
 
 registry = Registry()
 FLAKY = {"fail": True}
@@ -86,25 +91,12 @@ async def sched(tmp_path: Path) -> AsyncIterator[LocalScheduler]:
         yield local
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def wait_wf(
-    sched: LocalScheduler, wf_instance_id: int, *, timeout: float = 20.0
-) -> WorkflowInstanceDetail:
-    deadline = time.monotonic() + timeout
-    while True:
+async def wait_wf(sched: LocalScheduler, wf_instance_id: int) -> WorkflowInstanceDetail:
+    async def finished() -> WorkflowInstanceDetail | None:
         detail = await sched.client.get_workflow_instance(wf_instance_id)
-        if detail.status.finished:
-            return detail
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"workflow instance {wf_instance_id} still {detail.status.name}")
-        await asyncio.sleep(0.05)
+        return detail if detail.status.finished else None
+
+    return await eventually(finished, what=f"workflow instance {wf_instance_id} to finish")
 
 
 async def test_diamond_passes_parameters_to_roots_and_upstream_data_down(sched: LocalScheduler) -> None:
@@ -187,7 +179,7 @@ async def test_stop_kills_running_nodes(sched: LocalScheduler) -> None:
         detail = await sched.client.get_workflow_instance(wf_instance_id)
         return detail.node("wf.wait").status == int(InstanceStatus.RUNNING)
 
-    await eventually(running)
+    await eventually(running, what="the wf.wait node to run")
     await sched.client.stop_workflow_instance(wf_instance_id)
     detail = await wait_wf(sched, wf_instance_id)
     assert detail.status is InstanceStatus.FAILED
@@ -197,7 +189,7 @@ async def test_stop_kills_running_nodes(sched: LocalScheduler) -> None:
         instances = await sched.client.get_instance_list(wait_job)
         return all(item.status.finished for item in instances)
 
-    await eventually(killed)
+    await eventually(killed, what="the wf.wait node instance to end")
     final = await sched.client.get_workflow_instance(wf_instance_id)
     assert final.node("wf.join").instance_id is None
 
@@ -238,7 +230,7 @@ async def test_disabled_workflow_is_not_triggered_by_time(sched: LocalScheduler)
     async def fired() -> bool:
         return (await sched.client.list_workflow_instances(wf_id)).total >= 1
 
-    await eventually(fired)
+    await eventually(fired, what="the timed workflow to fire")
     await sched.client.disable_workflow(wf_id)
     info = await sched.client.get_workflow(wf_id)
     assert not info.enabled
@@ -250,7 +242,7 @@ async def test_disabled_workflow_is_not_triggered_by_time(sched: LocalScheduler)
     await asyncio.sleep(2.5)
     assert (await sched.client.list_workflow_instances(wf_id)).total == count
     await sched.client.enable_workflow(wf_id)
-    await eventually(lambda: _more(sched, wf_id, count))
+    await eventually(lambda: _more(sched, wf_id, count), what="the enabled workflow to fire again")
 
 
 async def _more(sched: LocalScheduler, wf_id: int, count: int) -> bool:
@@ -265,7 +257,7 @@ async def test_delete_stops_running_instances_first(sched: LocalScheduler) -> No
         detail = await sched.client.get_workflow_instance(wf_instance_id)
         return detail.node("wf.wait").status == int(InstanceStatus.RUNNING)
 
-    await eventually(running)
+    await eventually(running, what="the wf.wait node to run")
     wait_job = await sched.job_id(WaitForStop)
     await sched.client.delete_workflow(wf_id)
     with pytest.raises(NotFoundError):
@@ -274,7 +266,7 @@ async def test_delete_stops_running_instances_first(sched: LocalScheduler) -> No
     async def killed() -> bool:
         return all(item.status.finished for item in await sched.client.get_instance_list(wait_job))
 
-    await eventually(killed)
+    await eventually(killed, what="the wf.wait node instance to end")
     instances = await sched.client.get_instance_list(wait_job)
     assert instances[0].status is InstanceStatus.FAILED
 

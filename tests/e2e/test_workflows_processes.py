@@ -11,11 +11,9 @@ from collections.abc import Iterable
 import pytest
 
 from sx.processors import InstanceStatus
-from sx.worker.openapi._client import OpenApiClient
-from sx.worker.openapi._models import WorkflowInstanceDetail
-
-from .conftest import Cluster, eventually
-from .jobs import FLAKY_FLAG, events
+from sx.worker.openapi import OpenApiClient, WorkflowInstanceDetail
+from tests.e2e.conftest import Cluster, eventually
+from tests.e2e.jobs import FLAKY_FLAG, events
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +34,7 @@ async def wait_workflow(client: OpenApiClient, wf_instance_id: int) -> WorkflowI
         detail = await client.get_workflow_instance(wf_instance_id)
         return detail if detail.status.finished else None
 
-    return await eventually(finished, within=30, what=f"workflow instance {wf_instance_id} to finish")
+    return await eventually(finished, what=f"workflow instance {wf_instance_id} to finish")
 
 
 def pid_of(result: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -37,6 +37,8 @@ JSON_VALUES = st.recursive(
 )
 
 
+# No deadline or speed check: a busy machine makes examples slow, which says nothing about the codec.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(JSON_VALUES)
 def test_json_round_trip(value: Any) -> None:
     codec = JsonCodec()

@@ -99,7 +99,7 @@ async def test_cancel_state_and_wait() -> None:
     await asyncio.sleep(0)
     assert not waiter.done()
     await asyncio.to_thread(ctx.cancel)
-    await asyncio.wait_for(waiter, 10)
+    await asyncio.wait_for(waiter, 60)
     assert ctx.is_cancelled
     with pytest.raises(CancelledError, match="instance 5"):
         ctx.check_cancelled()

@@ -26,6 +26,9 @@ from sx.processors import (
 )
 from sx.processors.testing import run_processor
 
+DEADLINE = 60.0
+"""Seconds to wait for a hook thread: generous, for a busy machine (the wait ends as soon as it holds)."""
+
 
 @pytest.fixture
 def registry() -> Iterator[Registry]:
@@ -231,7 +234,7 @@ async def test_sync_hook_is_cancelled_cooperatively(executor: concurrent.futures
 
     ctx = JobContext()
     running = asyncio.create_task(invoke(hook, ctx, executor=executor))
-    await asyncio.to_thread(started.wait, 10)
+    assert await asyncio.to_thread(started.wait, DEADLINE)
     ctx.cancel()
     assert await running == ProcessResult.failure("killed")
 
@@ -263,7 +266,7 @@ async def test_sync_hook_cancelled_task_marks_the_context(executor: concurrent.f
 
     ctx = JobContext()
     running = asyncio.create_task(invoke(hook, ctx, executor=executor))
-    await asyncio.to_thread(started.wait, 10)
+    assert await asyncio.to_thread(started.wait, DEADLINE)
     running.cancel()
     assert await running == ProcessResult.failure("killed")
-    assert await asyncio.to_thread(saw_cancel.wait, 10)
+    assert await asyncio.to_thread(saw_cancel.wait, DEADLINE)

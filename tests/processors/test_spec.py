@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -584,7 +584,7 @@ def job_specs(draw: st.DrawFn) -> JobSpec:
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(job_specs())
 def test_create_params_round_trip(job: JobSpec) -> None:
     params = job.to_create_params()
@@ -592,13 +592,13 @@ def test_create_params_round_trip(job: JobSpec) -> None:
     assert JobSpec.from_create_params(json.loads(json.dumps(params))) == job
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(job_specs())
 def test_form_params_round_trip(job: JobSpec) -> None:
     assert JobSpec.from_create_params(to_form(job.to_create_params())) == job
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(job_specs())
 def test_job_config_info_round_trip(job: JobSpec) -> None:
     info = job.to_job_config_info()
@@ -606,7 +606,7 @@ def test_job_config_info_round_trip(job: JobSpec) -> None:
     assert JobSpec.from_job_config_info(json.loads(json.dumps(info))) == job
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(job_specs(), job_specs())
 def test_update_with_the_other_jobs_params_gives_the_other_job(job: JobSpec, other: JobSpec) -> None:
     assert job.updated(other.to_create_params()) == other
@@ -614,7 +614,7 @@ def test_update_with_the_other_jobs_params_gives_the_other_job(job: JobSpec, oth
     assert job.updated({wire: new for wire, (_, new) in changed.items()}) == other
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(job_specs())
 def test_model_json_round_trip(job: JobSpec) -> None:
     assert JobSpec.model_validate_json(job.model_dump_json()) == job

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.scheduler.store.sql import SqlStore, sqlite_url
 from tests.postgres import PostgresServer, reset_database
 
 _server_key = pytest.StashKey[PostgresServer]()

@@ -11,10 +11,10 @@ import pytest
 
 from sx.processors._enums import InstanceStatus
 from sx.processors._spec import JobSpec
-from sx.scheduler._server import SchedulerServer
+from sx.scheduler import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
-from sx.scheduler.store._store import InstanceChange
-from sx.scheduler.store.sql._store import SqlStore
+from sx.scheduler.store import InstanceChange
+from sx.scheduler.store.sql import SqlStore
 
 
 def _sx_tasks() -> list[asyncio.Task[object]]:
@@ -48,8 +48,8 @@ async def test_restart_advances_a_workflow_whose_node_end_was_not_recorded(tmp_p
     settings = SchedulerSettings(data_dir=tmp_path, http_port=0, grpc_port=0)
     async with SchedulerServer(settings) as server:
         service = server.service
-        await service.create_namespace("ns")
-        await service.create_group("ns", "g")
+        await server.admin.create_namespace("ns")
+        await server.admin.create_group("ns", "g")
         first = await service.create_job("ns", "g", JobSpec(name="first", class_name="demo"))
         second = await service.create_job("ns", "g", JobSpec(name="second", class_name="demo"))
         workflow = await server.workflows.create_workflow(
@@ -71,7 +71,7 @@ async def test_restart_advances_a_workflow_whose_node_end_was_not_recorded(tmp_p
         started = await restarted.store.get_instance(nodes[second.id].instance_id)
         assert started is not None and started.upstream_data == (("first", "first done"),)
         # Recovery is idempotent: another pass starts nothing twice.
-        await restarted.workflows.recover()
+        await restarted.workflow_engine.recover()
         assert len(await restarted.store.list_workflow_nodes(wf_instance.id)) == 2
         page = await restarted.store.list_instances(second.id, limit=10)
         assert page.total == 1

@@ -30,10 +30,10 @@ from sx.processors import (
     current_context,
     processor,
 )
+from sx.protos import peer_channel
 from sx.protos._auth import PEER_AUTH_HEADER, make_proof, peer_subject
 from sx.protos.v1 import common_pb2, peer_pb2, peer_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from sx.worker import Worker, WorkerRejected, WorkerSettings
-from sx.worker._peer import peer_channel
 
 APP_KEY = "secret"
 DEADLINE = 20.0
@@ -351,7 +351,8 @@ async def test_registers_with_its_identity(endpoint: Endpoint) -> None:
         assert register.capacity == 3
         await eventually(lambda: endpoint.scheduler.heartbeats, what="a heartbeat")
         assert endpoint.scheduler.heartbeats[0].capacity == 3
-    assert endpoint.scheduler.deregistered == [worker.worker_id]
+    # The worker waits a moment (not forever) for the scheduler to end the stream after Deregister.
+    await eventually(lambda: endpoint.scheduler.deregistered == [worker.worker_id], what="deregistered")
 
 
 async def test_sync_and_async_processors_report_running_then_success(endpoint: Endpoint) -> None:
@@ -690,9 +691,10 @@ async def test_graceful_shutdown_lets_running_instance_finish(endpoint: Endpoint
     assert not reply.accepted and "shutting down" in reply.message
     gates[instance.instance_id].set()
     await asyncio.wait_for(stopping, DEADLINE)
-    final = endpoint.scheduler.final_of(instance.instance_id)
-    assert final is not None and (final.status, final.result) == (4, "gated done")
-    assert endpoint.scheduler.deregistered == [worker.worker_id]
+    # Shutdown waits for the acknowledgements, and for Deregister to be read, a bounded time only.
+    final = await eventually(lambda: endpoint.scheduler.final_of(instance.instance_id), what="final report")
+    assert (final.status, final.result) == (4, "gated done")
+    await eventually(lambda: endpoint.scheduler.deregistered == [worker.worker_id], what="deregistered")
     await worker.shutdown()  # idempotent
 
 
@@ -702,5 +704,5 @@ async def test_shutdown_after_grace_fails_running_instances(endpoint: Endpoint) 
     endpoint.scheduler.submit(worker.worker_id, instance)
     await eventually(lambda: events.get(f"started-{instance.instance_id}"))
     await asyncio.wait_for(worker.shutdown(grace=0.1), DEADLINE)
-    final = endpoint.scheduler.final_of(instance.instance_id)
-    assert final is not None and (final.status, final.result) == (5, "worker shut down")
+    final = await eventually(lambda: endpoint.scheduler.final_of(instance.instance_id), what="final report")
+    assert (final.status, final.result) == (5, "worker shut down")

@@ -2,21 +2,11 @@
 
 The worker an instance is submitted to runs its ``MapMaster``:
 
-- The root task (``MAP_TASK_ROOT``, id 0) always runs on the master's own worker.
-- ``ctx.map`` anywhere sends batches of up to 1000 payloads to the master (``MapTasks``; in process on
-  the master's worker). The master queues them in its task store, which holds at most ``queueSize``
-  queued tasks: a batch is taken as far as there is room (``taken`` in the reply) and the mapper sends
-  the rest again. Nothing is dropped and the queue never grows past ``queueSize`` through maps (a
-  failover puts a lost worker's tasks back on top, and a resumed batch file starts with all its
-  unfinished tasks queued; maps then wait until it is below the bound again).
-- A mapper that has to wait gives its consumer slot back (``wait`` in the request) and the master
-  counts its task *parked*, outside the dispatch window, so nested maps cannot deadlock with every
-  slot held by a task waiting for room. Waiting maps are served deepest first (highest parent task
-  id: children are mapped after their parents), so the queue fills with work that finishes rather
-  than with more mappers.
-- ``dispatcherSize`` dispatchers send pages of up to ``pageSize`` tasks (``StartTasks``) round robin
-  to the live workers of the instance, itself included. A worker is sent more only while it has fewer
-  than ``2 × pageSize + consumerSize`` unparked tasks in flight, so queues on the workers stay small.
+- ``ctx.map`` anywhere sends batches of subtasks to the master, which queues them in its task store
+  as far as ``queueSize`` allows (``MapAdmission``: the bound, parked mappers, deepest maps first).
+- Dispatchers send pages of queued tasks round robin to the instance's workers, itself included, and
+  take the unfinished tasks of a lost worker back (``TaskDispatch``: windows, the root on the master,
+  failover). **A subtask can therefore run twice**: make subtasks idempotent.
 - Workers run at most ``consumerSize`` tasks of the instance at once, retry failed subtasks
   (``taskMaxAttempt``, ``taskAttemptInterval``; never the root) and report statuses in batches. The
   master de-duplicates them per task id: the first finished status wins.
@@ -24,12 +14,6 @@ The worker an instance is submitted to runs its ``MapMaster``:
 - When every task finished (nothing queued or in flight), ``reduce`` runs once on the master for a
   ``MapReduceProcessor`` (only when no task failed, unless ``reduce_on_failure``), the instance
   result is decided, and every worker is told ``DestroyInstance``.
-- Failover: every ``alive_interval`` seconds the master asks its workers ``CheckAlive`` for the
-  instance; a worker that does not answer (or whose ``StartTasks`` fails) is dropped and its unfinished
-  tasks go back to the queue for the others. A worker that answers but no longer knows the instance
-  (restarted on the same address) keeps its place, and its unfinished tasks are queued again. **A
-  subtask can therefore run twice**: make subtasks idempotent. Its map batches are taken once (see
-  ``batch_seq``), so its own subtasks are not duplicated.
 
 Sizes: grid keeps every queued task, and for reduce every result, in the master's memory. It is
 meant for up to about 50,000 subtasks (a warning is logged past that) and still works at a few hundred
@@ -52,34 +36,29 @@ finished and the others are sent again. Resume needs the same disk.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sx.processors._context import JobContext
-from sx.processors._enums import REDUCE_TASK_NAME, ROOT_TASK_NAME, ExecuteMode, InstanceStatus, TaskStatus
+from sx.processors._enums import REDUCE_TASK_NAME, ROOT_TASK_NAME, InstanceStatus, TaskStatus
 from sx.processors._result import ProcessResult, shorten_head
 from sx.protos.v1 import common_pb2, peer_pb2
-from sx.worker._broadcast import Outcome, _error_text
 from sx.worker._convert import TaskInfo, context_for, execute_mode_of
+from sx.worker._hooks import HookRunner, Resolved
+from sx.worker._outcome import Outcome, error_text
 from sx.worker._peer import PeerClients
-from sx.worker._runner import HookRunner, Resolved
+from sx.worker.map._admission import MapAdmission
+from sx.worker.map._dispatch import TaskDispatch
 from sx.worker.map._progress import MapProgress
 from sx.worker.map._server_store import ServerTaskStore
 from sx.worker.map._store import ROOT_TASK_ID, TaskRecord, TaskStore
 
-__all__ = ["GRID_SOFT_CAP", "PARALLEL_TASK_CAP", "MapMaster"]
+__all__ = ["MapMaster"]
 
 log = logging.getLogger("sx.worker")
 
-PARALLEL_TASK_CAP = 300
-"""Subtasks one parallel instance may map (the reference's limit)."""
-GRID_SOFT_CAP = 50_000
-"""Past this many subtasks a grid instance logs a warning suggesting batch mode (it does not fail)."""
-MAP_WAIT = 1.0
-"""Seconds a waiting map call is held for room in a full queue before the reply says overload."""
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_CONSUMER_SIZE = 5
@@ -87,53 +66,14 @@ DEFAULT_DISPATCHER_SIZE = 5
 MAX_DISPATCHER_SIZE = 200
 
 
-@dataclass(eq=False, slots=True)
-class _Flight:
-    """A task sent to a worker and not finished yet."""
-
-    record: TaskRecord
-    address: str
-    running: bool = False
-    parked: bool = False
-    """Waiting in ``ctx.map`` for room in the queue: it does not count in its worker's window."""
-    incarnation: str = ""
-    """The worker process that accepted it (empty while StartTasks travels)."""
-
-
-@dataclass(eq=False, slots=True)
-class _MapCall:
-    """A map request the master holds until the queue has room for it."""
-
-    request: peer_pb2.MapTasksRequest
-    order: tuple[int, int]
-    """Served in this order: deepest (highest parent task id) first, then first come."""
-    done: asyncio.Future[None]
-    taken: int = 0
-    refused: str | None = None
-
-
-@dataclass(eq=False)
-class _Target:
-    """A worker the instance's tasks run on."""
-
-    worker_id: str
-    address: str
-    inflight: int = 0
-    """Tasks sent and not finished, parked ones left out."""
-    alive: bool = True
-    why_lost: str = ""
-    starts: int = 0
-    """StartTasks calls begun; a liveness answer given while one travelled proves nothing."""
-    starting: int = 0
-
-
 @dataclass(eq=False)
 class MapMaster:
     """Runs one map instance from the worker it was submitted to.
 
-    ``store`` holds its tasks (``MemoryTaskStore`` for grid and parallel, ``FileTaskStore`` for batch);
-    ``report_progress(json)`` sends a RUNNING report carrying the progress. Statuses arrive through
-    ``on_statuses`` and map batches through ``map_tasks`` (the Peer service routes them by instance id).
+    ``store`` holds its tasks (``MemoryTaskStore`` for grid, ``FileTaskStore`` for batch,
+    ``ServerTaskStore`` for parallel); ``report_progress(json)`` sends a RUNNING report carrying the
+    progress. Statuses arrive through ``on_statuses`` and map batches through ``map_tasks`` (the Peer
+    service routes them by instance id). ``dispatch`` holds the tasks in flight and their workers.
     """
 
     spec: common_pb2.InstanceSpec
@@ -147,15 +87,11 @@ class MapMaster:
     alive_interval: float = 3.0
     progress_interval: float = 3.0
     progress: MapProgress = field(default_factory=MapProgress)
-    _targets: dict[str, _Target] = field(default_factory=dict)
-    _order: list[_Target] = field(default_factory=list)
-    _next: int = 0
-    _inflight: dict[int, _Flight] = field(default_factory=dict)
+    dispatch: TaskDispatch = field(init=False)
+    _admission: MapAdmission = field(init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when there may be tasks to send (the dispatchers wait on it)."""
     _done: asyncio.Event = field(default_factory=asyncio.Event)
-    _waiting: list[_MapCall] = field(default_factory=list)
-    _arrivals: int = 0
-    _sending: int = 0
     _closed: bool = False
     _suspended: bool = False
     _killed: str | None = None
@@ -163,10 +99,6 @@ class MapMaster:
     _root_failure: str | None = None
     _first_failure: str | None = None
     _hook_ctx: JobContext | None = None
-    _warned_size: bool = False
-    _background: set[asyncio.Task[None]] = field(default_factory=set)
-    queue_peak: int = 0
-    """The most tasks the queue held after a map (at most ``queue_size``)."""
 
     def __post_init__(self) -> None:
         options = self.spec.map_options
@@ -177,126 +109,51 @@ class MapMaster:
         self.dispatcher_size = min(dispatchers, MAX_DISPATCHER_SIZE)
         self.window = 2 * self.page_size + self.consumer_size
         self.mode = execute_mode_of(self.spec)
+        self.dispatch = TaskDispatch(
+            spec=self.spec,
+            peers=self.peers,
+            worker_id=self.worker_id,
+            address=self.address,
+            store=self.store,
+            progress=self.progress,
+            page_size=self.page_size,
+            window=self.window,
+            alive_interval=self.alive_interval,
+            wake=self._wake,
+            closed=self._is_closed,
+            room=self._room_made,
+            check_done=self._check_done,
+            fail=self._fail,
+        )
+        self._admission = MapAdmission(
+            store=self.store,
+            progress=self.progress,
+            mode=self.mode,
+            queue_size=self.queue_size,
+            instance_id=self.spec.instance_id,
+            wake=self._wake,
+            fail=self._fail,
+            park=self.dispatch.park,
+            closed=self._is_closed,
+            closed_reason=self._closed_reason,
+        )
+
+    @property
+    def queue_peak(self) -> int:
+        """The most tasks the queue held after a map (at most ``queue_size``)."""
+        return self._admission.queue_peak
 
     # -- the Peer service's entry points -------------------------------------------------------------
 
     async def map_tasks(self, request: peer_pb2.MapTasksRequest) -> peer_pb2.MapTasksReply:
         """Queue what fits of one map request; a ``wait`` request is held up to ``MAP_WAIT`` for room."""
-        count = len(request.payloads)
-        if self._closed:
-            return peer_pb2.MapTasksReply(accepted=False, message=self._closed_reason())
-        if count == 0:
-            return peer_pb2.MapTasksReply(accepted=False, message="the task list is empty")
-        self._arrivals += 1
-        call = _MapCall(
-            request=request,
-            order=(-request.parent_task_id, self._arrivals),
-            done=asyncio.get_running_loop().create_future(),
-        )
-        self._admit(call)
-        if call.refused is None and call.taken < count and not self._closed:
-            self._park(request, parked=True)  # it waits, here or in its next call: out of the window
-        if call.refused is None and call.taken < count and request.wait and not self._closed:
-            bisect.insort(self._waiting, call, key=lambda c: c.order)
-            try:
-                await asyncio.wait({call.done}, timeout=MAP_WAIT)
-            finally:
-                if not call.done.done():
-                    self._waiting.remove(call)
-                    call.done.cancel()
-        if call.refused is not None:
-            return peer_pb2.MapTasksReply(accepted=False, message=call.refused, taken=call.taken)
-        if call.taken < count:
-            if self._closed:
-                return peer_pb2.MapTasksReply(accepted=False, message=self._closed_reason(), taken=call.taken)
-            return peer_pb2.MapTasksReply(
-                accepted=True, overload=True, taken=call.taken, message="the queue is full"
-            )
-        self._park(request, parked=False)
-        return peer_pb2.MapTasksReply(accepted=True, taken=count)
-
-    def _admit(self, call: _MapCall) -> None:
-        """Queue as much of ``call`` as there is room for; payloads queued before only count as taken."""
-        request = call.request
-        payloads = request.payloads
-        count = len(payloads)
-        store = self.store
-        parent, seq = request.parent_task_id, request.batch_seq
-        position = request.offset + call.taken  # index in the batch of the next payload not taken
-        held = store.taken(parent, seq)
-        if position > held:
-            # The mapper only sends on from what the master took, so this is a defect, not a race.
-            call.refused = f"map batch {seq} of task {parent} skips payloads {held}..{position - 1}"
-            return
-        call.taken = min(count, call.taken + held - position)
-        fresh = count - call.taken
-        if fresh == 0:
-            return
-        if self.mode is ExecuteMode.PARALLEL and self.progress.total - 1 + fresh > PARALLEL_TASK_CAP:
-            why = (
-                f"mode parallel maps at most {PARALLEL_TASK_CAP} subtasks per instance; "
-                f"this map would make {self.progress.total - 1 + fresh}: use grid or batch"
-            )
-            call.refused = why
-            self._fail(why)
-            return
-        room = self.queue_size - store.pending
-        if room <= 0:
-            return
-        n = min(fresh, room)
-        store.add(request.task_name, list(payloads[call.taken : call.taken + n]), parent_id=parent, seq=seq)
-        call.taken += n
-        self.queue_peak = max(self.queue_peak, store.pending)
-        self.progress.mapped(request.task_name, n)
-        self._wake.set()
-        if self.mode is ExecuteMode.GRID and not self._warned_size and self.progress.total > GRID_SOFT_CAP:
-            self._warned_size = True
-            log.warning(
-                "instance %s: grid mode holds %d subtasks in memory (guidance: up to %d); "
-                "use batch mode for more",
-                self.spec.instance_id,
-                self.progress.total,
-                GRID_SOFT_CAP,
-            )
-
-    def _grant(self) -> None:
-        """Room was made in the queue: the waiting map calls get it in their order."""
-        waiting = self._waiting
-        while waiting and not self._closed and self.store.pending < self.queue_size:
-            call = waiting[0]
-            self._admit(call)
-            if call.refused is None and call.taken < len(call.request.payloads):
-                return
-            if waiting and waiting[0] is call:
-                waiting.pop(0)
-            if not call.done.done():
-                call.done.set_result(None)
-
-    def _release_waiting(self) -> None:
-        """The instance is closing: every waiting map call is answered."""
-        waiting, self._waiting = self._waiting, []
-        for call in waiting:
-            if not call.done.done():
-                call.done.set_result(None)
-
-    def _park(self, request: peer_pb2.MapTasksRequest, *, parked: bool) -> None:
-        """The mapping task waits for room (or got it): it leaves (or rejoins) its worker's window."""
-        flight = self._inflight.get(request.parent_task_id)
-        if flight is None or flight.parked is parked:
-            return
-        target = self._targets.get(flight.address)
-        if target is None or target.worker_id != request.worker_id:
-            return  # an earlier run of a task sent elsewhere since: not the one in flight
-        flight.parked = parked
-        target.inflight += -1 if parked else 1
-        if parked:
-            self._wake.set()
+        return await self._admission.map_tasks(request)
 
     def on_statuses(self, batch: peer_pb2.TaskStatusBatch) -> None:
         """Apply a batch of task statuses; the first finished status of a task wins."""
         if self._suspended:
             return
-        inflight = self._inflight
+        inflight = self.dispatch.inflight
         progress = self.progress
         server = self.store if isinstance(self.store, ServerTaskStore) else None
         done: list[tuple[int, TaskStatus, str]] = []
@@ -335,7 +192,7 @@ class MapMaster:
             if not flight.parked:
                 freed[flight.address] = freed.get(flight.address, 0) + 1
         if done:
-            targets = self._targets
+            targets = self.dispatch.targets
             for address, count in freed.items():
                 target = targets.get(address)
                 if target is not None:
@@ -356,31 +213,24 @@ class MapMaster:
     async def kill(self, reason: str) -> None:
         """Stop the instance's tasks on every worker (the caller cancels ``run``)."""
         self._killed = reason
-        self._closed = True
-        self._release_waiting()
+        self._close()
         self._wake.set()
         if self._hook_ctx is not None:
             self._hook_ctx.cancel()
         request = peer_pb2.PeerKillRequest(instance_id=self.spec.instance_id, reason=reason)
-        await asyncio.gather(*(self._call_quietly(t.address, "KillInstance", request) for t in self._order))
+        addresses = [t.address for t in self.dispatch.order]
+        await asyncio.gather(*(self._call_quietly(a, "KillInstance", request) for a in addresses))
 
     # -- running -------------------------------------------------------------------------------------
 
     async def run(self) -> Outcome:
         """Run the instance to its outcome; cancelled when the instance is killed."""
         spec = self.spec
-        refs = list(spec.workers)
-        if not any(ref.address == self.address for ref in refs):
-            refs.insert(0, common_pb2.WorkerRef(worker_id=self.worker_id, address=self.address))
-        for ref in refs:
-            if ref.address and ref.address not in self._targets:
-                target = _Target(worker_id=ref.worker_id, address=ref.address)
-                self._targets[ref.address] = target
-                self._order.append(target)
+        dispatch = self.dispatch
+        dispatch.enlist_workers()
         server = self.store if isinstance(self.store, ServerTaskStore) else None
         if server is not None:
-            server.on_fatal = self._fail
-            await server.open()
+            await server.open(on_fatal=self._fail)
         if self.store.resumed:
             for name, (total, success, failed) in self.store.restored_counts().items():
                 self.progress.restore(name, total=total, success=success, failed=failed)
@@ -394,35 +244,44 @@ class MapMaster:
             self.progress.mapped(ROOT_TASK_NAME, 1)
         self.store.add_root()
         loops = [
-            asyncio.create_task(self._dispatch_loop(), name=f"sx-map-dispatch-{spec.instance_id}-{i}")
+            asyncio.create_task(dispatch.dispatch_loop(), name=f"sx-map-dispatch-{spec.instance_id}-{i}")
             for i in range(self.dispatcher_size)
         ]
-        loops.append(asyncio.create_task(self._alive_loop(), name=f"sx-map-alive-{spec.instance_id}"))
+        loops.append(asyncio.create_task(dispatch.alive_loop(), name=f"sx-map-alive-{spec.instance_id}"))
         loops.append(asyncio.create_task(self._progress_loop(), name=f"sx-map-progress-{spec.instance_id}"))
         try:
             self._check_done()
             await self._done.wait()
             while server is not None and await self._retried_at_end(server):
                 await self._done.wait()
-            self._closed = True
-            self._release_waiting()
+            self._close()
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             return await self._finish()
         finally:
-            self._closed = True
-            self._release_waiting()
+            self._close()
             for loop in loops:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
             await self._destroy_everywhere()
-            self._inflight.clear()
+            dispatch.inflight.clear()
             if server is not None:
                 with contextlib.suppress(Exception):
                     await server.aclose()
             # A suspended batch instance keeps its file: the master that takes it over resumes from it.
             self.store.close(remove=not self._suspended)
+
+    def _is_closed(self) -> bool:
+        return self._closed
+
+    def _close(self) -> None:
+        """No more maps, no more dispatch: every waiting map call is answered."""
+        self._closed = True
+        self._admission.release_waiting()
+
+    def _room_made(self) -> None:
+        self._admission.grant()
 
     def _closed_reason(self) -> str:
         if self._killed is not None:
@@ -438,7 +297,7 @@ class MapMaster:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._fail(f"the scheduler's task state could not be read: {_error_text(exc)}")
+            self._fail(f"the scheduler's task state could not be read: {error_text(exc)}")
             return False
         if again:
             self._retry(again)
@@ -456,11 +315,7 @@ class MapMaster:
     def _retry(self, again: list[tuple[TaskRecord, TaskStatus]]) -> None:
         """Tasks reset through the OpenAPI are queued again: they leave the finished counters."""
         for record, old in again:
-            counter = self.progress._task(record.name)
-            if old is TaskStatus.SUCCESS:
-                counter.success -= 1
-            else:
-                counter.failed -= 1
+            self.progress.reopened(record.name, was_success=old is TaskStatus.SUCCESS)
             if record.task_id == ROOT_TASK_ID:
                 self._root_failure = None
         if self.progress.failed == 0:
@@ -471,12 +326,11 @@ class MapMaster:
     def _fail(self, why: str) -> None:
         if self._fatal is None:
             self._fatal = shorten_head(why)
-        self._closed = True
-        self._release_waiting()
+        self._close()
         self._done.set()
 
     def _check_done(self) -> None:
-        if self.store.pending == 0 and not self._inflight and self._sending == 0:
+        if self.store.pending == 0 and self.dispatch.idle:
             self._done.set()
 
     async def _finish(self) -> Outcome:
@@ -518,9 +372,7 @@ class MapMaster:
         return bool(definition is not None and definition.reduce_on_failure)
 
     async def _reduce(self) -> ProcessResult:
-        counter = self.progress._task(REDUCE_TASK_NAME)
-        counter.total += 1
-        counter.running += 1
+        self.progress.reduce_started()
         results, statuses = self.store.results()
         ctx = context_for(
             self.spec,
@@ -537,190 +389,8 @@ class MapMaster:
             outcome = await self.hooks.call(self.resolved, "reduce", ctx)
         finally:
             self._hook_ctx = None
-        counter.running -= 1
-        if outcome.ok:
-            counter.success += 1
-        else:
-            counter.failed += 1
+        self.progress.reduce_finished(ok=outcome.ok)
         return outcome
-
-    # -- dispatch ------------------------------------------------------------------------------------
-
-    async def _dispatch_loop(self) -> None:
-        while not self._closed:
-            page = self._take_page()
-            if page is None:
-                self._wake.clear()
-                page = self._take_page()
-                if page is None:
-                    await self._wake.wait()
-                    continue
-            target, records = page
-            await self._send(target, records)
-
-    def _take_page(self) -> tuple[_Target, list[TaskRecord]] | None:
-        """The next worker with room and a page of queued tasks for it, or None."""
-        store = self.store
-        if store.pending <= 0 or self._closed:
-            return None
-        order = self._order
-        count = len(order)
-        for step in range(count):
-            target = order[(self._next + step) % count]
-            room = self.window - target.inflight
-            if not target.alive or room <= 0:
-                continue
-            self._next = (self._next + step + 1) % count
-            # A short queue is spread over the workers rather than sent whole to the first one.
-            alive = sum(1 for t in order if t.alive)
-            share = -(-store.pending // alive)
-            records = store.take(min(self.page_size, room, share))
-            if not records:
-                return None
-            self._grant()
-            if records[0].task_id == ROOT_TASK_ID and target.address != self.address:
-                # The root always runs on the master's own worker.
-                root, records = records[0], records[1:]
-                own = self._targets[self.address]
-                self._register(own, [root])
-                sender = asyncio.create_task(self._send(own, [root], registered=True))
-                self._background.add(sender)
-                sender.add_done_callback(self._background.discard)
-                if not records:
-                    return None
-            return target, records
-        return None
-
-    def _register(self, target: _Target, records: list[TaskRecord]) -> None:
-        inflight = self._inflight
-        address = target.address
-        for record in records:
-            inflight[record.task_id] = _Flight(record, address)
-        target.inflight += len(records)
-        if isinstance(self.store, ServerTaskStore):
-            self.store.assigned(records, worker_id=target.worker_id, address=address)
-        names: dict[str, int] = {}
-        for record in records:
-            names[record.name] = names.get(record.name, 0) + 1
-        for name, n in names.items():
-            self.progress.sent(name, address, target.worker_id, n)
-        self.progress.page(len(records))
-
-    async def _send(self, target: _Target, records: list[TaskRecord], *, registered: bool = False) -> None:
-        if not registered:
-            self._register(target, records)
-        request = peer_pb2.StartTasksRequest(
-            instance=self.spec,
-            master_address=self.address,
-            master_worker_id=self.worker_id,
-            tasks=[
-                peer_pb2.TaskRequest(task_id=r.task_id, task_name=r.name, payload=r.payload) for r in records
-            ],
-        )
-        self._sending += 1
-        target.starts += 1
-        target.starting += 1
-        try:
-            reply = await self.peers.client(target.address).StartTasks(request)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._lose(target, f"could not start tasks: {_error_text(exc)}")
-            return
-        finally:
-            self._sending -= 1
-            target.starting -= 1
-        if not reply.accepted:
-            self._lose(target, f"refused tasks: {reply.message}")
-        else:
-            inflight = self._inflight
-            for record in records:
-                flight = inflight.get(record.task_id)
-                if flight is not None and flight.address == target.address:
-                    flight.incarnation = reply.incarnation
-        self._check_done()
-
-    # -- failover ------------------------------------------------------------------------------------
-
-    def _lose(self, target: _Target, why: str) -> None:
-        """Drop a worker: its unfinished tasks go back to the queue for the others."""
-        if not target.alive:
-            return
-        target.alive = False
-        target.why_lost = why
-        mine = [f for f in self._inflight.values() if f.address == target.address]
-        self._take_back(target, mine)
-        if self._closed:
-            return
-        log.warning(
-            "instance %s: worker %s (%s) dropped (%s); %d unfinished task(s) go to the others",
-            self.spec.instance_id,
-            target.worker_id,
-            target.address,
-            why,
-            len(mine),
-        )
-        root = [f.record for f in mine if f.record.task_id == ROOT_TASK_ID]
-        if root and target.address == self.address:
-            self._fail(f"the root task could not run on the master: {why}")
-            return
-        self.store.requeue(f.record for f in mine)
-        if not any(t.alive for t in self._order):
-            reasons = "; ".join(f"{t.worker_id} ({t.address}): {t.why_lost}" for t in self._order)
-            self._fail(f"no worker left to run the tasks: {reasons}")
-            return
-        self._wake.set()
-
-    def _take_back(self, target: _Target, flights: list[_Flight]) -> None:
-        """These unfinished tasks leave the worker (and its counters); the caller queues them again."""
-        inflight = self._inflight
-        for flight in flights:
-            del inflight[flight.record.task_id]
-            self.progress.taken_back(flight.record.name, target.address, was_running=flight.running)
-            if not flight.parked:
-                target.inflight -= 1
-
-    async def _alive_loop(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self.alive_interval)
-            others = [t for t in self._order if t.alive and t.address != self.address]
-            await asyncio.gather(*(self._check_alive(t) for t in others))
-
-    async def _check_alive(self, target: _Target) -> None:
-        """Ask about the instance, not just the process: a worker restarted on the same address is up
-        but lost its tasks. Its unfinished tasks are sent again; it stays a worker of the instance."""
-        starts = target.starts
-        request = peer_pb2.CheckAliveRequest(instance_id=self.spec.instance_id)
-        try:
-            reply = await self.peers.client(target.address).CheckAlive(request)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._lose(target, f"not reachable: {_error_text(exc)}")
-            return
-        if not target.alive or self._closed:
-            return
-        mine = [f for f in self._inflight.values() if f.address == target.address]
-        lost = [f for f in mine if f.incarnation and f.incarnation != reply.incarnation]
-        why = "it is another process now (restarted)"
-        if not lost and not reply.alive and not target.starting and target.starts == starts:
-            # Tasks that travelled while it answered may be what it did not know yet, hence the guard.
-            lost, why = mine, "it no longer knows the instance"
-        if not lost:
-            return
-        log.warning(
-            "instance %s: worker %s (%s): %s; its %d unfinished task(s) are sent again",
-            self.spec.instance_id,
-            reply.worker_id or target.worker_id,
-            target.address,
-            why,
-            len(lost),
-        )
-        if reply.worker_id:
-            target.worker_id = reply.worker_id
-        self._take_back(target, lost)
-        self.store.requeue(f.record for f in lost)
-        self._wake.set()
 
     async def _progress_loop(self) -> None:
         while not self._closed:
@@ -746,7 +416,7 @@ class MapMaster:
         request = peer_pb2.DestroyRequest(instance_id=self.spec.instance_id)
         # The master's own worker too, even when it was dropped from the dispatch (e.g. it refused
         # tasks while shutting down): it holds the instance's tasks and queued reports all the same.
-        addresses = {t.address for t in self._order if t.alive} | {self.address}
+        addresses = {t.address for t in self.dispatch.order if t.alive} | {self.address}
         await asyncio.gather(*(self._call_quietly(a, "DestroyInstance", request) for a in sorted(addresses)))
 
     async def _call_quietly(self, address: str, method: str, request: object) -> None:

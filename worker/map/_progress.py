@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from sx.processors._enums import REDUCE_TASK_NAME
+
 __all__ = ["Counter", "MapProgress"]
 
 
@@ -116,6 +118,28 @@ class MapProgress:
         else:
             task.failed += count
             worker.failed += count
+
+    def reopened(self, name: str, *, was_success: bool) -> None:
+        """A finished task was reset to run again (``retryTasks``): it leaves the finished counters."""
+        counter = self._task(name)
+        if was_success:
+            counter.success -= 1
+        else:
+            counter.failed -= 1
+
+    def reduce_started(self) -> None:
+        """Reduce runs on the master: it counts as one more task (``REDUCE_TASK``), running."""
+        counter = self._task(REDUCE_TASK_NAME)
+        counter.total += 1
+        counter.running += 1
+
+    def reduce_finished(self, *, ok: bool) -> None:
+        counter = self._task(REDUCE_TASK_NAME)
+        counter.running -= 1
+        if ok:
+            counter.success += 1
+        else:
+            counter.failed += 1
 
     def taken_back(self, name: str, address: str, *, was_running: bool) -> None:
         """A task of a lost worker goes back to the queue: it leaves that worker's counters."""

@@ -7,7 +7,7 @@ master writes them through to the scheduler's store:
 - mapped tasks go in batches (``CreateTasks``, up to ``WRITE_BATCH`` tasks per call, never one call per
   task), and status changes are sent in batches grouped by status and worker (``UpdateTasks``). A
   background writer flushes what accumulated every ``flush_interval`` seconds; a write is tried
-  ``WRITE_ATTEMPTS`` times, after which the instance fails (``on_fatal``).
+  ``WRITE_ATTEMPTS`` times, after which the instance fails (``on_fatal``, given to ``open``).
 - ``open`` loads what the scheduler has for the instance before anything runs. A retry instance
   (maxAttempt, e.g. after its master died) is given its predecessor's tasks by the scheduler: the
   SUCCESS ones stay finished and are **not run again**; the others run again. An instance re-opened by
@@ -77,8 +77,7 @@ class ServerTaskStore(TaskStore):
         self._app_key = app_key
         self.instance_id = instance_id
         self.flush_interval = flush_interval
-        self.on_fatal: Callable[[str], None] = lambda _why: None
-        """Called once when a write failed ``WRITE_ATTEMPTS`` times (the master fails the instance)."""
+        self._on_fatal: Callable[[str], None] = lambda _why: None
         self.fatal: str | None = None
         self._records: dict[int, TaskRecord] = {}
         self._parents: dict[int, tuple[int, int]] = {}
@@ -100,8 +99,12 @@ class ServerTaskStore(TaskStore):
 
     # -- loading and writing -------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Load the instance's stored tasks and start the background writer."""
+    async def open(self, *, on_fatal: Callable[[str], None]) -> None:
+        """Load the instance's stored tasks and start the background writer.
+
+        ``on_fatal(why)`` is called once when a write failed ``WRITE_ATTEMPTS`` times (the master fails
+        the instance)."""
+        self._on_fatal = on_fatal
         try:
             reply = await self._call(
                 "LoadTasks", scheduler_pb2.LoadTasksRequest(instance_id=self.instance_id)
@@ -150,7 +153,7 @@ class ServerTaskStore(TaskStore):
         self._writer = asyncio.create_task(self._write_loop(), name=f"sx-task-writer-{self.instance_id}")
 
     async def flush(self) -> None:
-        """Send what accumulated; after ``WRITE_ATTEMPTS`` failures ``on_fatal`` is called."""
+        """Send what accumulated; after ``WRITE_ATTEMPTS`` failures ``on_fatal`` is called (see ``open``)."""
         async with self._lock:
             creates, self._creates = self._creates, []
             changes, self._changes = self._changes, []
@@ -170,7 +173,7 @@ class ServerTaskStore(TaskStore):
                 why = f"the scheduler did not store the instance's tasks: {exc}"
                 if self.fatal is None:
                     self.fatal = why
-                    self.on_fatal(why)
+                    self._on_fatal(why)
                 return
             self._stored_finished.update(task_id for status, task_id, *_ in changes if status.finished)
 

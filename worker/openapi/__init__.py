@@ -1,0 +1,75 @@
+"""The scheduler's job OpenAPI from Python: a typed client, its answers, and job sync.
+
+``OpenApiClient`` (async) and ``SyncOpenApiClient`` (blocking) call one endpoint per method and raise
+``OpenApiError`` subclasses; ``sync_definitions`` (``plan_sync`` then ``apply_plan``) makes a group's jobs
+and workflows match the code. Nothing else of the worker is used here (only ``sx.processors`` and
+``sx.protos``): the client works against any scheduler speaking the API.
+"""
+
+from sx.worker.openapi._blocking import SyncOpenApiClient
+from sx.worker.openapi._client import MAX_PAGE_SIZE, OpenApiClient
+from sx.worker.openapi._errors import (
+    AuthError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    OpenApiError,
+    ServerError,
+    UnavailableError,
+)
+from sx.worker.openapi._models import (
+    AccessKeyInfo,
+    CalendarInfo,
+    GroupInfo,
+    InstanceDetail,
+    InstancePage,
+    JobInfo,
+    JobPage,
+    NamespaceInfo,
+    TaskDetail,
+    TaskPage,
+    TaskRetry,
+    WorkflowInfo,
+    WorkflowInstanceDetail,
+    WorkflowInstancePage,
+    WorkflowNodeDetail,
+)
+from sx.worker.openapi._sync_apply import SyncResult, apply_plan, sync_definitions
+from sx.worker.openapi._sync_plan import Action, Outcome, PlanEntry, SyncOptions, SyncPlan, plan_sync
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "AccessKeyInfo",
+    "Action",
+    "AuthError",
+    "CalendarInfo",
+    "ConflictError",
+    "GroupInfo",
+    "InstanceDetail",
+    "InstancePage",
+    "InvalidRequestError",
+    "JobInfo",
+    "JobPage",
+    "NamespaceInfo",
+    "NotFoundError",
+    "OpenApiClient",
+    "OpenApiError",
+    "Outcome",
+    "PlanEntry",
+    "ServerError",
+    "SyncOpenApiClient",
+    "SyncOptions",
+    "SyncPlan",
+    "SyncResult",
+    "TaskDetail",
+    "TaskPage",
+    "TaskRetry",
+    "UnavailableError",
+    "WorkflowInfo",
+    "WorkflowInstanceDetail",
+    "WorkflowInstancePage",
+    "WorkflowNodeDetail",
+    "apply_plan",
+    "plan_sync",
+    "sync_definitions",
+]

@@ -9,17 +9,9 @@ lists such as ``contactInfo`` intact). With an access key every request is signe
 the same code the scheduler verifies with), with a fresh nonce per attempt. Idempotent calls (reads,
 lists, enable/disable, delete, stop) are retried with exponential backoff on connection errors and
 5xx answers; creating and executing are retried only when the connection could not be made at all,
-since then the request cannot have reached the scheduler.
-
-Errors, under the project's root ``SxError``:
-
-    OpenApiError               code, message, request_id, http_status (and field, when named)
-    ├── InvalidRequestError    400: a parameter or job definition the scheduler refused
-    ├── AuthError              401, 403: unsigned, wrongly signed, or another namespace's key
-    ├── NotFoundError          404
-    ├── ConflictError          409: a duplicate name, or a state that forbids the operation
-    ├── ServerError            5xx, or an answer that is not the OpenAPI's envelope
-    └── UnavailableError       the scheduler could not be reached (after the retries)
+since then the request cannot have reached the scheduler. The errors it raises are drawn in
+``sx.worker.openapi._errors``; ``SyncOpenApiClient`` (``_blocking``) is the same client for code that is
+not async.
 """
 
 from __future__ import annotations
@@ -28,21 +20,26 @@ import asyncio
 import contextlib
 import json
 import random
-import re
-import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, date, datetime
 from types import TracebackType
-from typing import Any, Concatenate, Final, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Final
 
 import httpx
 
 from sx.processors._enums import InstanceStatus, TaskStatus
-from sx.processors._errors import SxError
 from sx.processors._spec import JobSpec
 from sx.processors._workflow import WorkflowSpec
 from sx.protos._signing import sign_request
+from sx.worker.openapi._errors import (
+    ConflictError,
+    NotFoundError,
+    OpenApiError,
+    ServerError,
+    UnavailableError,
+    error_class,
+)
 from sx.worker.openapi._models import (
     AccessKeyInfo,
     CalendarInfo,
@@ -59,78 +56,9 @@ from sx.worker.openapi._models import (
     WorkflowInstancePage,
 )
 
-__all__ = [
-    "AuthError",
-    "ConflictError",
-    "InvalidRequestError",
-    "NotFoundError",
-    "OpenApiClient",
-    "OpenApiError",
-    "ServerError",
-    "SyncOpenApiClient",
-    "UnavailableError",
-]
+__all__ = ["MAX_PAGE_SIZE", "OpenApiClient"]
 
 MAX_PAGE_SIZE: Final = 100
-_FIELD_IN_MESSAGE = re.compile(r"^([A-Za-z_][\w.\[\]]*)=")
-
-
-class OpenApiError(SxError):
-    """The scheduler refused a request, or could not be reached."""
-
-    def __init__(
-        self, message: str, *, code: int = 0, request_id: str = "", http_status: int = 0, path: str = ""
-    ) -> None:
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-        self.http_status = http_status
-        self.path = path
-        match = _FIELD_IN_MESSAGE.match(message)
-        self.field: str | None = match.group(1) if match else None
-        """The parameter the scheduler's message names (``field=value: why``), when it names one."""
-        where = f" ({path})" if path else ""
-        rid = f" [requestId {request_id}]" if request_id else ""
-        super().__init__(f"{code or http_status}{where}: {message}{rid}")
-
-
-class InvalidRequestError(OpenApiError):
-    """400: a missing or malformed parameter or an invalid job definition."""
-
-
-class AuthError(OpenApiError):
-    """401 or 403: the request is unsigned, wrongly signed, or signed by another namespace's key."""
-
-
-class NotFoundError(OpenApiError):
-    """404: no such namespace, group, job, instance, calendar, key or workflow."""
-
-
-class ConflictError(OpenApiError):
-    """409: a duplicate name, or an operation the current state forbids."""
-
-
-class ServerError(OpenApiError):
-    """5xx, or an answer that is not the OpenAPI's envelope."""
-
-
-class UnavailableError(OpenApiError):
-    """No answer: the connection failed or timed out, also after the retries."""
-
-
-_BY_CODE: Final[dict[int, type[OpenApiError]]] = {
-    400: InvalidRequestError,
-    401: AuthError,
-    403: AuthError,
-    404: NotFoundError,
-    409: ConflictError,
-}
-
-
-def _error_class(code: int) -> type[OpenApiError]:
-    if code in _BY_CODE:
-        return _BY_CODE[code]
-    return ServerError if code >= 500 or code < 400 else InvalidRequestError
 
 
 class _Retry(Exception):
@@ -260,7 +188,7 @@ class OpenApiClient:
             return envelope.get("data")
         else:
             code = int(envelope.get("code") or response.status_code)
-            error = _error_class(code)(
+            error = error_class(code)(
                 str(envelope.get("message") or "(no message)"),
                 code=code,
                 request_id=str(envelope.get("requestId") or request_id),
@@ -588,127 +516,3 @@ class OpenApiClient:
         """The scheduler's liveness answer (``{"status": "ok"}``); needs no signature."""
         data = await self.call("/health", idempotent=True, address=False)
         return dict(data)
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-class _Blocking(Generic[_P, _R]):
-    """One OpenApiClient method as a SyncOpenApiClient attribute: the same parameters and answer type
-    (so mypy checks blocking callers too), run to completion on the facade's loop."""
-
-    def __init__(self, method: Callable[Concatenate[OpenApiClient, _P], Coroutine[Any, Any, _R]]) -> None:
-        self.method = method
-        self.__doc__ = method.__doc__
-
-    @overload
-    def __get__(self, instance: None, owner: type[Any]) -> _Blocking[_P, _R]: ...
-    @overload
-    def __get__(self, instance: SyncOpenApiClient, owner: type[Any]) -> Callable[_P, _R]: ...
-    def __get__(
-        self, instance: SyncOpenApiClient | None, owner: type[Any]
-    ) -> _Blocking[_P, _R] | Callable[_P, _R]:
-        if instance is None:
-            return self
-        method, facade = self.method, instance
-
-        def blocking(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            return facade.run(method(facade.client, *args, **kwargs))
-
-        blocking.__name__, blocking.__doc__ = method.__name__, method.__doc__
-        return blocking
-
-
-class SyncOpenApiClient:
-    """The same client for code that is not async: each method of :class:`OpenApiClient` (except the
-    async iterator ``iter_jobs``: use ``all_jobs``) is available under the same name and blocks until
-    its answer. The calls run on a private event loop in a background thread, so this works inside
-    and outside of a running loop.
-
-        with SyncOpenApiClient(url, namespace="ns", group_id="g") as client:
-            client.execute_job(job_id)
-    """
-
-    def __init__(self, base_url: str, **options: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="sx-openapi-client", daemon=True)
-        self._thread.start()
-        self.client: OpenApiClient = self.run(self._make(base_url, options))
-        """The async client the calls go through (use it only on this facade's loop)."""
-        self._closed = False
-
-    @staticmethod
-    async def _make(base_url: str, options: dict[str, Any]) -> OpenApiClient:
-        return OpenApiClient(base_url, **options)
-
-    def run(self, coroutine: Coroutine[Any, Any, _R]) -> _R:
-        """Run a coroutine on this facade's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    call = _Blocking(OpenApiClient.call)
-    # jobs and instances
-    create_job = _Blocking(OpenApiClient.create_job)
-    get_job = _Blocking(OpenApiClient.get_job)
-    update_job = _Blocking(OpenApiClient.update_job)
-    delete_job = _Blocking(OpenApiClient.delete_job)
-    enable_job = _Blocking(OpenApiClient.enable_job)
-    disable_job = _Blocking(OpenApiClient.disable_job)
-    execute_job = _Blocking(OpenApiClient.execute_job)
-    stop_instance = _Blocking(OpenApiClient.stop_instance)
-    get_instance_list = _Blocking(OpenApiClient.get_instance_list)
-    get_instance = _Blocking(OpenApiClient.get_instance)
-    list_jobs = _Blocking(OpenApiClient.list_jobs)
-    all_jobs = _Blocking(OpenApiClient.all_jobs)
-    find_job = _Blocking(OpenApiClient.find_job)
-    list_instances = _Blocking(OpenApiClient.list_instances)
-    list_instance_tasks = _Blocking(OpenApiClient.list_instance_tasks)
-    retry_instance_tasks = _Blocking(OpenApiClient.retry_instance_tasks)
-    # workflows
-    execute_workflow = _Blocking(OpenApiClient.execute_workflow)
-    enable_workflow = _Blocking(OpenApiClient.enable_workflow)
-    disable_workflow = _Blocking(OpenApiClient.disable_workflow)
-    delete_workflow = _Blocking(OpenApiClient.delete_workflow)
-    create_workflow = _Blocking(OpenApiClient.create_workflow)
-    get_workflow = _Blocking(OpenApiClient.get_workflow)
-    update_workflow = _Blocking(OpenApiClient.update_workflow)
-    list_workflows = _Blocking(OpenApiClient.list_workflows)
-    all_workflows = _Blocking(OpenApiClient.all_workflows)
-    find_workflow = _Blocking(OpenApiClient.find_workflow)
-    get_workflow_instance = _Blocking(OpenApiClient.get_workflow_instance)
-    list_workflow_instances = _Blocking(OpenApiClient.list_workflow_instances)
-    rerun_workflow_node = _Blocking(OpenApiClient.rerun_workflow_node)
-    stop_workflow_instance = _Blocking(OpenApiClient.stop_workflow_instance)
-    # namespaces, groups, calendars, access keys
-    create_namespace = _Blocking(OpenApiClient.create_namespace)
-    list_namespaces = _Blocking(OpenApiClient.list_namespaces)
-    create_group = _Blocking(OpenApiClient.create_group)
-    get_group = _Blocking(OpenApiClient.get_group)
-    list_groups = _Blocking(OpenApiClient.list_groups)
-    ensure_group = _Blocking(OpenApiClient.ensure_group)
-    put_calendar = _Blocking(OpenApiClient.put_calendar)
-    get_calendar = _Blocking(OpenApiClient.get_calendar)
-    list_calendars = _Blocking(OpenApiClient.list_calendars)
-    create_access_key = _Blocking(OpenApiClient.create_access_key)
-    list_access_keys = _Blocking(OpenApiClient.list_access_keys)
-    delete_access_key = _Blocking(OpenApiClient.delete_access_key)
-    health = _Blocking(OpenApiClient.health)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self.run(self.client.aclose())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-            self._loop.close()
-
-    def __enter__(self) -> SyncOpenApiClient:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

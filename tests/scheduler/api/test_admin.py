@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.scheduler.api._app import ENDPOINTS
+from sx.scheduler.api import ENDPOINTS
 from tests.scheduler.api.test_harness import CRON_JOB, AcsAuth, Api, running_api
 
 ADDR = {"namespace": "ns1", "groupId": "g1"}

@@ -11,6 +11,7 @@ import pytest
 
 from sx.protos._signing import sign_request
 from sx.scheduler._clock import ManualClock
+from sx.scheduler.api import Forbidden, NotFound, Unauthorized
 from sx.scheduler.api._auth import (
     Authenticator,
     SignedRequest,
@@ -19,9 +20,8 @@ from sx.scheduler.api._auth import (
     delete_access_key,
     list_access_keys,
 )
-from sx.scheduler.jobs._service import Forbidden, NotFound, Unauthorized
-from sx.scheduler.store._store import AccessKey, Namespace
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.scheduler.store import AccessKey, Namespace
+from sx.scheduler.store.sql import SqlStore, sqlite_url
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 URL = "http://sched:7700/openapi/v1/job/get?namespace=ns1&groupId=g1&jobId=1"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sx.scheduler.api._app import ENDPOINTS
+from sx.scheduler.api import ENDPOINTS
 from tests.scheduler.api.test_harness import API_JOB, Api, running_api
 
 PATHS = sorted({path for endpoint in ENDPOINTS for path in endpoint.paths})

@@ -1,7 +1,8 @@
 """A real OpenAPI server for the API tests: uvicorn on 127.0.0.1:0 over a SqlStore in a temp dir.
 
 Each API test module makes its fixture from ``running_api``. The hooks object records what the
-service asked of the (not yet existing) trigger engine and dispatcher.
+service asked of the (not yet existing) trigger engine and dispatcher, and the instances it announced
+as finished.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import uvicorn
 
 from sx.protos._signing import sign_request
 from sx.scheduler._clock import ManualClock
-from sx.scheduler.api._app import create_app
-from sx.scheduler.jobs._service import JobService
-from sx.scheduler.store._store import Instance
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.scheduler.api import Authenticator, Services, create_app
+from sx.scheduler.jobs import InstanceEvents, JobService
+from sx.scheduler.store import Instance
+from sx.scheduler.store.sql import SqlStore, sqlite_url
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 CRON_JOB: dict[str, Any] = {
@@ -45,7 +46,8 @@ API_JOB: dict[str, Any] = {
 
 
 class RecordingHooks:
-    """SchedulerHooks that record calls; ``stop_result`` is what stop_instance answers."""
+    """SchedulerHooks that record calls, and a listener of finished instances (``finished``);
+    ``stop_result`` is what stop_instance answers."""
 
     def __init__(self) -> None:
         self.wakes = 0
@@ -64,7 +66,7 @@ class RecordingHooks:
         self.stopped.append((instance, reason))
         return self.stop_result
 
-    async def instance_finished(self, instance: Instance) -> None:
+    async def instance_finished(self, instance: Instance, system_failure: bool) -> None:
         self.finished.append(instance)
 
 
@@ -170,9 +172,18 @@ async def running_api(tmp_path: Path, *, default_tz: str = "UTC") -> AsyncIterat
     await store.start()
     clock = ManualClock(START)
     hooks = RecordingHooks()
-    service = JobService(store, clock=clock, default_tz=ZoneInfo(default_tz), hooks=hooks, history_keep=300)
+    events = InstanceEvents()
+    events.on_finished(hooks.instance_finished)
+    service = JobService(
+        store, clock=clock, default_tz=ZoneInfo(default_tz), hooks=hooks, events=events, history_keep=300
+    )
     config = uvicorn.Config(
-        create_app(service), host="127.0.0.1", port=0, log_level="warning", lifespan="off", ws="none"
+        create_app(Services.jobs_only(store, service), auth=Authenticator(store, clock=clock)),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+        ws="none",
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

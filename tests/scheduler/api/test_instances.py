@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sx.processors._enums import InstanceStatus
-from sx.scheduler.store._store import InstanceChange
+from sx.scheduler.store import InstanceChange
 from tests.scheduler.api.test_harness import CRON_JOB, Api, running_api
 
 ADDR = {"namespace": "ns1", "groupId": "g1"}

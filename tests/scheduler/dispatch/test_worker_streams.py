@@ -11,15 +11,24 @@ from typing import Any
 import grpc
 import pytest
 
-from sx.processors import BroadcastProcessor, JobContext, Processor, Registry, processor
-from sx.processors._enums import ExecuteMode, InstanceStatus, TimeType, TriggerType
-from sx.processors._spec import JobSpec
+from sx.processors import (
+    BroadcastProcessor,
+    ExecuteMode,
+    InstanceStatus,
+    JobContext,
+    JobSpec,
+    Processor,
+    Registry,
+    TimeType,
+    TriggerType,
+    processor,
+)
 from sx.scheduler._clock import RealClock
-from sx.scheduler.dispatch._dispatcher import Dispatcher
-from sx.scheduler.store._store import Group, Instance, Job, Namespace, NewInstance
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.scheduler.dispatch import Dispatcher
+from sx.scheduler.store import Group, Instance, Job, Namespace, NewInstance
+from sx.scheduler.store.sql import SqlStore, sqlite_url
 from sx.worker import Worker, WorkerRejected, WorkerSettings
-from tests.scheduler.dispatch.test_dispatcher import eventually
+from tests.scheduler.dispatch.test_harness import eventually
 
 NS = "ns"
 GROUP = "g"
@@ -139,7 +148,7 @@ async def test_worker_runs_a_standalone_instance(harness: Harness) -> None:
         done = await harness.finished_instance(instance.id)
     assert (done.status, done.result) == (InstanceStatus.SUCCESS, "echo jp ip")
     assert (done.worker_id, done.worker_addr) == ("w1", worker.address)
-    assert [(i.id, system) for i, system in harness.finished] == [(instance.id, False)]
+    await eventually(lambda: [(i.id, system) for i, system in harness.finished] == [(instance.id, False)])
 
 
 async def test_broadcast_runs_on_every_worker(harness: Harness) -> None:

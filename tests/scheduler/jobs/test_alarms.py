@@ -21,7 +21,7 @@ from sx.scheduler.jobs._alarms import (
     SmsChannel,
     WebhookChannel,
 )
-from sx.scheduler.store._store import Group, Namespace, Store
+from sx.scheduler.store import Group, Namespace, Store
 
 
 @dataclass

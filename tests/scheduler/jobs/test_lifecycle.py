@@ -15,7 +15,7 @@ from sx.scheduler._clock import ManualClock
 from sx.scheduler.jobs._alarms import AlarmRouter, LogChannel
 from sx.scheduler.jobs._lifecycle import Lifecycle
 from sx.scheduler.jobs._triggers import TriggerEngine
-from sx.scheduler.store._store import Instance, InstanceChange, Job, NewInstance, Store
+from sx.scheduler.store import Instance, InstanceChange, Job, NewInstance, Store
 from tests.scheduler.jobs.test_triggers import GROUP, NS, T0, add_job, all_instances, eventually, prepare
 
 

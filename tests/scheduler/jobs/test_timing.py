@@ -12,7 +12,7 @@ from sx.processors._errors import DefinitionError
 from sx.processors._schedule import api, cron, fixed_rate, second_delay
 from sx.processors._spec import JobSpec
 from sx.scheduler.jobs._timing import data_time, job_zone, latest_missed_fire, next_fire_time
-from sx.scheduler.store._store import Calendar
+from sx.scheduler.store import Calendar
 
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

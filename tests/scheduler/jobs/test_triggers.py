@@ -16,8 +16,8 @@ from sx.processors._spec import JobSpec
 from sx.scheduler._clock import ManualClock
 from sx.scheduler.jobs._timing import next_fire_time
 from sx.scheduler.jobs._triggers import TriggerEngine, rejected_result
-from sx.scheduler.store._store import Calendar, Group, Instance, Job, Namespace, NewInstance, Store
-from sx.scheduler.store.sql._store import SqlStore
+from sx.scheduler.store import Calendar, Group, Instance, Job, Namespace, NewInstance, Store
+from sx.scheduler.store.sql import SqlStore
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 NS, GROUP = "ns", "g"

@@ -13,10 +13,9 @@ from sx.processors._enums import MisfirePolicy
 from sx.processors._schedule import cron, fixed_rate
 from sx.processors._spec import JobSpec
 from sx.scheduler._clock import ManualClock
-from sx.scheduler.store._store import Store
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
-
-from .test_triggers import T0, Harness, add_job, all_instances, prepare
+from sx.scheduler.store import Store
+from sx.scheduler.store.sql import SqlStore, sqlite_url
+from tests.scheduler.jobs.test_triggers import T0, Harness, add_job, all_instances, prepare
 
 
 @pytest.mark.parametrize("policy", [MisfirePolicy.RUN_ONCE, MisfirePolicy.SKIP])

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sx.processors._enums import InstanceStatus, TimeType, TriggerType
 from sx.processors._schedule import cron
 from sx.processors._spec import JobSpec
-from sx.scheduler.store._store import (
+from sx.scheduler.store import (
     AccessKey,
     Calendar,
     DuplicateError,
@@ -28,7 +28,7 @@ from sx.scheduler.store._store import (
     NewInstance,
     NotFoundError,
 )
-from sx.scheduler.store.sql._store import SqlStore, normalize_url, sqlite_url
+from sx.scheduler.store.sql import SqlStore, normalize_url, sqlite_url
 from sx.scheduler.store.sql._tables import VERSION_TABLE, metadata
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

@@ -4,6 +4,8 @@ SQLite synchronous reader and writer (also covered by the store contract, on bot
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,26 +13,31 @@ import pytest
 
 from sx.processors._enums import InstanceStatus, TimeType, TriggerType
 from sx.processors._spec import JobSpec
-from sx.scheduler.store._store import AccessKey, Group, InstanceChange, Namespace, NewInstance
-from sx.scheduler.store.sql import _store as _sql_store
-from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+from sx.scheduler.store import AccessKey, Group, InstanceChange, Namespace, NewInstance
+from sx.scheduler.store.sql import SqlStore, _access, sqlite_url
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+async def _eventually(ask: Callable[[], Awaitable[bool]], expected: bool, *, within: float = 10.0) -> None:
+    """Wait until ``ask()`` answers ``expected`` (a cached answer expires in its own time)."""
+    deadline = time.monotonic() + within
+    while (answer := await ask()) is not expected:
+        assert time.monotonic() < deadline, f"still {answer!r} after {within}s"
+        await asyncio.sleep(0.02)
 
 
 async def test_has_access_keys_sees_another_stores_change_after_the_cache_expires(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_sql_store, "ACCESS_KEYS_CACHE_SECONDS", 0.2)
+    monkeypatch.setattr(_access, "ACCESS_KEYS_CACHE_SECONDS", 0.2)
     async with SqlStore(sqlite_url(tmp_path)) as serving, SqlStore(sqlite_url(tmp_path)) as other:
         await serving.create_namespace(Namespace("ns", "ns"))
         assert await serving.has_access_keys() is False
         await other.create_access_key(AccessKey("K1", "secret", "ns", True))
-        await asyncio.sleep(0.3)
-        assert await serving.has_access_keys() is True
+        await _eventually(serving.has_access_keys, True)
         await other.delete_access_key("K1")
-        await asyncio.sleep(0.3)
-        assert await serving.has_access_keys() is False
+        await _eventually(serving.has_access_keys, False)
 
 
 async def test_has_access_keys_follows_own_changes_at_once(store: SqlStore) -> None:

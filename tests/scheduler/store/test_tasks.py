@@ -8,8 +8,8 @@ import pytest
 
 from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
 from sx.processors._spec import JobSpec
-from sx.scheduler.store._store import Instance, NewInstance, NewTask, NotFoundError, TaskStatusChange
-from sx.scheduler.store.sql._store import SqlStore
+from sx.scheduler.store import Instance, NewInstance, NewTask, NotFoundError, TaskStatusChange
+from sx.scheduler.store.sql import SqlStore
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

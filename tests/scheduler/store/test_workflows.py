@@ -10,7 +10,7 @@ import pytest
 from sx.processors._enums import InstanceStatus, TimeType, TriggerType
 from sx.processors._schedule import api, fixed_rate
 from sx.processors._spec import JobSpec
-from sx.scheduler.store._store import (
+from sx.scheduler.store import (
     DuplicateError,
     Job,
     NewInstance,
@@ -19,7 +19,7 @@ from sx.scheduler.store._store import (
     WorkflowDef,
     WorkflowFire,
 )
-from sx.scheduler.store.sql._store import SqlStore
+from sx.scheduler.store.sql import SqlStore
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -27,8 +27,7 @@ from sx.processors._enums import REDUCE_TASK_NAME, ROOT_TASK_NAME, InstanceStatu
 from sx.protos.v1 import peer_pb2, scheduler_pb2
 from sx.worker import Worker
 from sx.worker._peer import PeerService
-from sx.worker.map._master import MapMaster
-from sx.worker.map._store import task_file_path
+from sx.worker.map import MapMaster, task_file_path
 from sx.worker.testing import LocalScheduler
 from tests.worker.map.test_master import _master_of, _progress, _run, _stop, map_spec
 from tests.worker.test_runtime import Endpoint, endpoint, eventually, settings, started
@@ -525,8 +524,9 @@ async def _no_worker_left(ep: Endpoint, tmp_path: Path, n: int) -> AsyncIterator
         master: MapMaster = await eventually(
             lambda: _master_of(master_worker, instance.instance_id), what="the master"
         )
-        await eventually(lambda: not master._targets[other.address].alive, what="the other worker dropped")
-        assert master._targets[master_worker.address].alive
+        targets = master.dispatch.targets
+        await eventually(lambda: not targets[other.address].alive, what="the other worker dropped")
+        assert targets[master_worker.address].alive
         shutdown = asyncio.create_task(master_worker.shutdown(grace=20))
         await eventually(lambda: master_worker._stopping, what="the master's worker shutting down")
         gate.set()  # its running tasks finish; the next page it is sent is refused

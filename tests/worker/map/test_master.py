@@ -14,8 +14,7 @@ from sx.processors import JobContext, MapProcessor, MapReduceProcessor, Registry
 from sx.processors._enums import ROOT_TASK_NAME, TaskStatus
 from sx.protos.v1 import common_pb2, scheduler_pb2
 from sx.worker import Worker
-from sx.worker.map._master import MapMaster
-from sx.worker.map._store import task_file_path
+from sx.worker.map import MapMaster, task_file_path
 from tests.worker.test_runtime import Endpoint, endpoint, eventually, settings, spec, started
 
 __all__ = ["endpoint"]
@@ -364,8 +363,8 @@ async def test_batch_mode_runs_from_a_file_and_removes_it(endpoint: Endpoint, tm
 
 
 def _master_of(worker: Worker, instance_id: int) -> MapMaster | None:
-    run = worker._instances.get(instance_id)
-    return run.master if run is not None and isinstance(run.master, MapMaster) else None
+    master = worker._instances.master_of(instance_id) if worker._instances is not None else None
+    return master if isinstance(master, MapMaster) else None
 
 
 async def test_queue_size_bounds_the_masters_pending_tasks(endpoint: Endpoint, tmp_path: Path) -> None:

@@ -24,10 +24,11 @@ from starlette.routing import Route
 from sx.processors._enums import ExecuteMode, JobType
 from sx.processors._schedule import api, cron, fixed_rate
 from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
-from sx.worker.openapi._client import (
+from sx.worker.openapi import (
     AuthError,
     ConflictError,
     InvalidRequestError,
+    JobInfo,
     NotFoundError,
     OpenApiClient,
     OpenApiError,
@@ -35,7 +36,6 @@ from sx.worker.openapi._client import (
     SyncOpenApiClient,
     UnavailableError,
 )
-from sx.worker.openapi._models import JobInfo
 
 NS, GROUP = "ns1", "g1"
 
@@ -72,8 +72,7 @@ async def live_scheduler(tmp_path: Path) -> AsyncIterator[str]:
     The whole SchedulerServer when it starts; while parts of it are still missing, the OpenAPI app
     (create_app) over a SqlStore, with a real clock so signatures are checked against real time.
     """
-    from sx.scheduler._server import SchedulerServer
-    from sx.scheduler._settings import SchedulerSettings
+    from sx.scheduler import SchedulerServer, SchedulerSettings
 
     try:
         server = SchedulerServer(SchedulerSettings(data_dir=tmp_path / "scheduler", http_port=0, grpc_port=0))
@@ -86,16 +85,17 @@ async def live_scheduler(tmp_path: Path) -> AsyncIterator[str]:
         finally:
             await server.stop()
         return
-    from sx.scheduler._clock import RealClock
-    from sx.scheduler.api._app import create_app
-    from sx.scheduler.jobs._service import JobService, NoHooks
-    from sx.scheduler.store.sql._store import SqlStore, sqlite_url
+    from sx.scheduler import RealClock, SqlStore, sqlite_url
+    from sx.scheduler.api import Authenticator, Services, create_app
+    from sx.scheduler.jobs import JobService, NoHooks
 
     store = SqlStore(sqlite_url(tmp_path / "store"))
     await store.start()
     service = JobService(store, clock=RealClock(), default_tz=ZoneInfo("UTC"), hooks=NoHooks())
     try:
-        async with served(create_app(service)) as url:
+        async with served(
+            create_app(Services.jobs_only(store, service), auth=Authenticator(store, clock=RealClock()))
+        ) as url:
             yield url
     finally:
         await store.close()

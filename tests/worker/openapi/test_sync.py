@@ -14,8 +14,7 @@ from sx.processors._kinds import MapProcessor, Processor
 from sx.processors._registry import Registry, processor
 from sx.processors._schedule import cron, second_delay
 from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
-from sx.worker.openapi._client import OpenApiClient
-from sx.worker.openapi._sync import Action, Outcome, SyncOptions, plan_sync, sync_definitions
+from sx.worker.openapi import Action, OpenApiClient, Outcome, SyncOptions, plan_sync, sync_definitions
 from tests.worker.openapi.test_client import client_for, full_spec, live_scheduler
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from sx.processors import JobContext, Processor, Registry, WorkflowRegistry, processor, workflow
 from sx.processors._spec import JobSpec
-from sx.worker.openapi._sync import Action, Outcome, SyncOptions, apply_plan, plan_sync, sync_definitions
+from sx.worker.openapi import Action, Outcome, SyncOptions, apply_plan, plan_sync, sync_definitions
 from sx.worker.testing import LocalScheduler
 
 registry = Registry()

@@ -15,15 +15,17 @@ import pytest
 
 from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus
 from sx.processors._spec import JobSpec
-from sx.scheduler._server import SchedulerServer
-from sx.scheduler.store._store import InstanceChange, NewTask, TaskStatusChange
-from sx.worker.openapi._client import (
+from sx.scheduler import SchedulerServer
+from sx.scheduler.store import InstanceChange, NewTask, TaskStatusChange
+from sx.worker.openapi import (
     InvalidRequestError,
     NotFoundError,
     OpenApiClient,
     SyncOpenApiClient,
+    TaskDetail,
+    TaskPage,
+    TaskRetry,
 )
-from sx.worker.openapi._models import TaskDetail, TaskPage, TaskRetry
 from sx.worker.testing import LocalScheduler
 
 NS, GROUP = "ns1", "g1"

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from sx.processors._spec import JobSpec
-from sx.scheduler._server import SchedulerServer
-from sx.scheduler.api._app import create_app
-from sx.worker.openapi._client import AuthError, NotFoundError, OpenApiClient, UnavailableError
+from sx.scheduler import SchedulerServer
+from sx.scheduler.api import create_app
+from sx.worker.openapi import AuthError, NotFoundError, OpenApiClient, UnavailableError
 from sx.worker.testing import LocalScheduler
 from tests.worker.openapi.test_client import GROUP, NS, client_for, full_spec
 
@@ -46,7 +46,7 @@ async def server(tmp_path: Path) -> AsyncIterator[SchedulerServer]:
 
 def asgi_client(server: SchedulerServer, **options: Any) -> tuple[OpenApiClient, Counting]:
     """A client whose requests go straight into the scheduler's ASGI app (the host is never resolved)."""
-    app = create_app(server.service, auth=server.auth)
+    app = create_app(server.services, auth=server.auth)
     transport = Counting(httpx.ASGITransport(app=app))
     return client_for("http://scheduler.test", transport=transport, **options), transport
 

@@ -1,331 +1,64 @@
-"""The scheduler's store: one interface, implemented for SQLite (embedded) and PostgreSQL (teams).
+"""The store's interfaces: one small protocol per kind of record, and ``Store``, all of them at once.
 
-Everything the scheduler must not lose lives here: namespaces, groups, access keys, jobs with their
-persisted next fire time, instances, calendars and alarm records. Methods that must be atomic across
-several rows (firing a trigger, moving an instance between statuses) are single methods, so every
-implementation can run them in one transaction and several scheduler replicas can share one store.
+Everything the scheduler must not lose lives behind them: namespaces, groups, access keys, jobs with
+their persisted next fire time, instances, calendars and alarm records, workflows and the subtasks of
+parallel instances. Methods that must be atomic across several rows (firing a trigger, moving an
+instance between statuses) are single methods, so every implementation can run them in one
+transaction and several scheduler replicas can share one store.
+
+Each protocol is shaped around what its callers do, so a component can ask for just the part it uses,
+and combine parts structurally, e.g. ``class TriggerStore(JobStore, InstanceStore, CalendarStore,
+Protocol)``. ``Store`` (an ABC) is every part plus ``start``/``close``; ``sql.SqlStore`` implements it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from datetime import datetime
+from typing import Any, Protocol
 
-from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
-from sx.processors._schedule import Schedule
+from sx.processors._enums import InstanceStatus, TaskStatus
 from sx.processors._spec import JobSpec
+from sx.scheduler.store._records import (
+    AccessKey,
+    Alarm,
+    Calendar,
+    Fire,
+    Group,
+    Instance,
+    InstanceChange,
+    Job,
+    Namespace,
+    NewInstance,
+    NewTask,
+    NewWorkflowInstance,
+    Page,
+    Task,
+    TaskStatusChange,
+    Workflow,
+    WorkflowDef,
+    WorkflowFire,
+    WorkflowInstance,
+    WorkflowNode,
+)
+
+__all__ = [
+    "AccessStore",
+    "AlarmStore",
+    "CalendarStore",
+    "InstanceStore",
+    "JobStore",
+    "ParallelTaskStore",
+    "Store",
+    "WorkflowStore",
+]
+
+
+class AccessStore(Protocol):
+    """Namespaces, groups, access keys and request nonces: what the OpenAPI needs to authenticate
+    and scope a call."""
 
-
-class StoreError(Exception):
-    """Base of the store's own errors."""
-
-
-class DuplicateError(StoreError):
-    """A row with the same unique key exists (a job name in a group, a namespace id, ...)."""
-
-
-class NotFoundError(StoreError):
-    """The row an update names does not exist."""
-
-
-@dataclass(frozen=True, slots=True)
-class Namespace:
-    id: str
-    name: str
-    description: str = ""
-    created_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    namespace: str
-    group_id: str
-    app_key: str
-    description: str = ""
-    created_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AccessKey:
-    key_id: str
-    secret: str
-    namespace: str
-    enabled: bool = True
-    created_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    id: int
-    namespace: str
-    group_id: str
-    spec: JobSpec
-    enabled: bool
-    managed: bool
-    """Created by `sx-worker sync`: only such jobs may be pruned by it."""
-    next_fire_time: datetime | None
-    """When the trigger engine fires the job next (UTC); None for api jobs and disabled ones."""
-    namespace_source: str | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-
-@dataclass(frozen=True, slots=True)
-class NewInstance:
-    """What a trigger (or ExecuteJob, or a retry) asks the store to create."""
-
-    job_id: int
-    namespace: str
-    group_id: str
-    status: InstanceStatus
-    trigger_type: TriggerType
-    time_type: TimeType
-    schedule_time: datetime
-    data_time: datetime
-    attempt: int = 0
-    instance_parameters: str = ""
-    wf_instance_id: int | None = None
-    result: str = ""
-    """Set for instances created already finished, e.g. REJECTED with its reason."""
-    retry_of: int | None = None
-    """The instance this one retries (maxAttempt), so a retry is created at most once."""
-    upstream_data: tuple[tuple[str, str], ...] = ()
-    """Workflow nodes: (job name, result) of each upstream job, handed to the processor."""
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    id: int
-    job_id: int
-    namespace: str
-    group_id: str
-    status: InstanceStatus
-    trigger_type: TriggerType
-    time_type: TimeType
-    schedule_time: datetime
-    data_time: datetime
-    created_at: datetime
-    attempt: int = 0
-    instance_parameters: str = ""
-    wf_instance_id: int | None = None
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-    worker_id: str = ""
-    worker_addr: str = ""
-    executor: str = ""
-    result: str = ""
-    progress: str = ""
-    retry_of: int | None = None
-    timeout_alarmed: bool = False
-    upstream_data: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceChange:
-    """Fields to set on an instance; None leaves a field as it is."""
-
-    status: InstanceStatus | None = None
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-    worker_id: str | None = None
-    worker_addr: str | None = None
-    executor: str | None = None
-    result: str | None = None
-    progress: str | None = None
-    timeout_alarmed: bool | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Calendar:
-    namespace: str
-    name: str
-    days: frozenset[date]
-    description: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    id: int
-    namespace: str
-    group_id: str
-    job_id: int
-    instance_id: int | None
-    kind: str
-    """``timeout`` or ``failure``."""
-    channel: str
-    message: str
-    delivered: bool
-    created_at: datetime
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Fire:
-    """One due trigger the engine claims: the job's fire at ``due`` moves on to ``next_fire_time``."""
-
-    job_id: int
-    due: datetime
-    next_fire_time: datetime | None
-    instance: NewInstance | None
-    """None records the claim without creating an instance (a skipped misfire)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowDef:
-    """A stored workflow's definition: its schedule and graph of job ids (edges upstream -> downstream)."""
-
-    name: str
-    schedule: Schedule
-    nodes: tuple[int, ...]
-    edges: tuple[tuple[int, int], ...] = ()
-    description: str = ""
-    time_zone: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Workflow:
-    id: int
-    namespace: str
-    group_id: str
-    definition: WorkflowDef
-    enabled: bool
-    managed: bool
-    next_fire_time: datetime | None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-    @property
-    def name(self) -> str:
-        return self.definition.name
-
-
-@dataclass(frozen=True, slots=True)
-class NewWorkflowInstance:
-    """What a trigger or ExecuteWorkflow asks the store to create; the graph is a snapshot."""
-
-    workflow_id: int
-    namespace: str
-    group_id: str
-    status: InstanceStatus
-    trigger_type: TriggerType
-    schedule_time: datetime
-    nodes: tuple[int, ...]
-    edges: tuple[tuple[int, int], ...] = ()
-    instance_parameters: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowInstance:
-    id: int
-    workflow_id: int
-    namespace: str
-    group_id: str
-    status: InstanceStatus
-    trigger_type: TriggerType
-    schedule_time: datetime
-    nodes: tuple[int, ...]
-    edges: tuple[tuple[int, int], ...]
-    created_at: datetime
-    instance_parameters: str = ""
-    end_time: datetime | None = None
-    result: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowNode:
-    """One job of a workflow instance once it started: its current instance (retries and re-runs
-    move it on) and, once final, its status and result."""
-
-    wf_instance_id: int
-    job_id: int
-    instance_id: int
-    status: InstanceStatus
-    result: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WorkflowFire:
-    """One due workflow trigger: move ``due`` to ``next_fire_time`` and create ``instance`` (if any)."""
-
-    workflow_id: int
-    due: datetime
-    next_fire_time: datetime | None
-    instance: NewWorkflowInstance | None
-
-
-@dataclass(frozen=True, slots=True)
-class NewTask:
-    """A subtask of a parallel instance as its master creates it."""
-
-    task_id: int
-    name: str
-    payload: bytes = b""
-    parent_id: int = 0
-    """The task that mapped it (0: the root)."""
-    batch_seq: int = 0
-    """The mapper's batch number: (parent_id, batch_seq) identifies one map batch."""
-
-
-@dataclass(frozen=True, slots=True)
-class Task:
-    """A stored subtask of a parallel instance; ``attempt`` counts how often it was dispatched."""
-
-    instance_id: int
-    task_id: int
-    name: str
-    status: TaskStatus
-    payload: bytes = b""
-    parent_id: int = 0
-    batch_seq: int = 0
-    worker_id: str = ""
-    worker_addr: str = ""
-    attempt: int = 0
-    result: str = ""
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskStatusChange:
-    """Tasks moving to one status on one worker. ``results`` pairs with ``task_ids`` (or is empty).
-
-    PULLED records the worker and counts an attempt; RUNNING sets the start time; SUCCESS and FAILED
-    set the result and end time. A finished task is never moved by a change (only ``reset_tasks``)."""
-
-    status: TaskStatus
-    task_ids: tuple[int, ...]
-    results: tuple[str, ...] = ()
-    worker_id: str = ""
-    worker_addr: str = ""
-
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    total: int
-
-
-class Store(ABC):
-    """The scheduler's durable state. All datetimes are timezone-aware UTC."""
-
-    @abstractmethod
-    async def start(self) -> None:
-        """Open connections and bring the schema up to date (Alembic migrations)."""
-
-    @abstractmethod
-    async def close(self) -> None: ...
-
-    # -- namespaces, groups, access keys ------------------------------------------------------
     @abstractmethod
     async def create_namespace(self, namespace: Namespace) -> Namespace: ...
 
@@ -374,7 +107,11 @@ class Store(ABC):
     async def remember_nonce(self, nonce: str, expires_at: datetime) -> bool:
         """Record a request nonce; False when it was seen before and has not expired (a replay)."""
 
-    # -- jobs -----------------------------------------------------------------------------------
+
+class JobStore(Protocol):
+    """Jobs and the trigger engine's view of them: the persisted next fire time, the due jobs, and
+    claiming their fires."""
+
     @abstractmethod
     async def create_job(
         self,
@@ -424,7 +161,7 @@ class Store(ABC):
     async def delete_job(self, job_id: int) -> bool:
         """Delete a job and its instances' history; False when it did not exist."""
 
-    # -- the trigger engine ---------------------------------------------------------------------
+    # -- the trigger engine ----------------------------------------------------------------------------------
     @abstractmethod
     async def next_due_time(self) -> datetime | None:
         """The earliest next_fire_time among enabled jobs (an index look-up, not a scan)."""
@@ -439,7 +176,11 @@ class Store(ABC):
         still is ``due`` (another replica may have claimed it), and create the fire's instance. Returns,
         in order, the created instance, or None where the claim lost or no instance was asked for."""
 
-    # -- instances ------------------------------------------------------------------------------
+
+class InstanceStore(Protocol):
+    """Job instances: created by triggers, moved through their statuses by dispatch, retried,
+    timed out and pruned."""
+
     @abstractmethod
     async def create_instance(self, new: NewInstance) -> Instance: ...
 
@@ -507,7 +248,10 @@ class Store(ABC):
         """Delete the job's finished instances beyond the newest ``keep``; returns how many.
         ``keep`` of 0 or less keeps them all (deletes nothing)."""
 
-    # -- calendars and alarms -------------------------------------------------------------------
+
+class CalendarStore(Protocol):
+    """Named calendars of days (a cron schedule may include or exclude them)."""
+
     @abstractmethod
     async def put_calendar(self, calendar: Calendar) -> Calendar:
         """Create or replace a calendar."""
@@ -517,6 +261,10 @@ class Store(ABC):
 
     @abstractmethod
     async def list_calendars(self, namespace: str) -> list[Calendar]: ...
+
+
+class AlarmStore(Protocol):
+    """The record of every alarm raised (timeouts and failures) and whether it was delivered."""
 
     @abstractmethod
     async def record_alarm(
@@ -536,7 +284,10 @@ class Store(ABC):
     @abstractmethod
     async def list_alarms(self, *, job_id: int | None = None, limit: int = 100) -> list[Alarm]: ...
 
-    # -- workflows --------------------------------------------------------------------------------
+
+class WorkflowStore(Protocol):
+    """Workflows (DAGs of jobs) with their fires, their instances and the nodes those started."""
+
     @abstractmethod
     async def create_workflow(
         self,
@@ -579,6 +330,7 @@ class Store(ABC):
     async def delete_workflow(self, workflow_id: int) -> bool:
         """Delete a workflow with its instances' records; False when it did not exist."""
 
+    # -- fires -----------------------------------------------------------------------------------------------
     @abstractmethod
     async def next_workflow_due_time(self) -> datetime | None:
         """The earliest next_fire_time among enabled workflows."""
@@ -592,6 +344,7 @@ class Store(ABC):
         """Atomically move the workflow's next_fire_time from ``due`` on (only if it still is ``due``)
         and create the fire's instance; None when the claim lost or no instance was asked for."""
 
+    # -- workflow instances ----------------------------------------------------------------------------------
     @abstractmethod
     async def create_workflow_instance(self, new: NewWorkflowInstance) -> WorkflowInstance: ...
 
@@ -626,6 +379,7 @@ class Store(ABC):
         """Set the status (compare-and-set with only_if_status); end_time None clears it. None when
         missing or the guard failed."""
 
+    # -- nodes -----------------------------------------------------------------------------------------------
     @abstractmethod
     async def start_workflow_node(
         self, wf_instance_id: int, job_id: int, new: NewInstance, *, rerun: bool = False
@@ -651,7 +405,11 @@ class Store(ABC):
     ) -> WorkflowNode | None:
         """Change a node only while ``only_if_instance`` is its current instance; None otherwise."""
 
-    # -- subtasks of parallel instances --------------------------------------------------------------
+
+class ParallelTaskStore(Protocol):
+    """The subtasks of parallel-mode instances, which the scheduler keeps for their masters (not the
+    worker's map TaskStore)."""
+
     @abstractmethod
     async def create_tasks(self, instance_id: int, tasks: Sequence[NewTask]) -> int:
         """Store new INIT tasks; a task id the instance has already is skipped. Returns how many
@@ -688,3 +446,19 @@ class Store(ABC):
     async def copy_tasks(self, from_instance_id: int, to_instance_id: int) -> int:
         """Give a retry instance its predecessor's tasks: SUCCESS ones as they are, the others INIT.
         Does nothing (0) when the target has tasks already; returns how many were copied."""
+
+
+class Store(
+    AccessStore, JobStore, InstanceStore, CalendarStore, AlarmStore, WorkflowStore, ParallelTaskStore, ABC
+):
+    """The scheduler's durable state: every kind of record, and the connections to open and close.
+
+    All datetimes are timezone-aware UTC.
+    """
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open connections and bring the schema up to date (Alembic migrations)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...

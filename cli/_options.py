@@ -1,0 +1,75 @@
+"""Options and settings loading shared by the ``sx-worker`` commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import grpc
+
+from sx.cli._support import (
+    CliError,
+    ExitCode,
+)
+from sx.processors._config_file import load_settings
+from sx.processors._errors import SxError
+from sx.processors._registry import ProcessorDefinition
+from sx.protos._options import channel_credentials
+from sx.worker import WorkerSettings
+
+__all__ = [
+    "config_option",
+    "describe_schedule",
+    "given_flags",
+    "load_worker_settings",
+    "log_level_option",
+    "output_option",
+    "worker_credentials",
+]
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="SX_CONFIG",
+    help="TOML or JSON settings file ([worker] and [scheduler] tables).",
+)
+log_level_option = click.option(
+    "--log-level",
+    default="info",
+    envvar="SX_LOG_LEVEL",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    show_default=True,
+)
+output_option = click.option(
+    "--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format."
+)
+
+
+def given_flags(**flags: Any) -> dict[str, Any]:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def load_worker_settings(
+    config_file: Path | None, *, exit_code: ExitCode = ExitCode.USAGE, **flags: Any
+) -> WorkerSettings:
+    try:
+        return load_settings(WorkerSettings, config_file, section="worker", **flags)
+    except SxError as exc:
+        raise CliError(f"invalid worker settings: {exc}", exit_code) from exc
+
+
+def worker_credentials(settings: WorkerSettings, exit_code: ExitCode) -> grpc.ChannelCredentials | None:
+    """The TLS credentials the worker's connection uses; a bad TLS setting is a CliError naming it."""
+    try:
+        return channel_credentials(
+            tls_ca=settings.tls_ca, tls_cert=settings.tls_cert, tls_key=settings.tls_key
+        )
+    except ValueError as exc:
+        raise CliError(f"invalid worker settings: {exc}", exit_code) from exc
+
+
+def describe_schedule(definition: ProcessorDefinition) -> str:
+    schedule = definition.spec.schedule
+    return f"{schedule.time_type.name.lower()} {schedule.expression}".strip()

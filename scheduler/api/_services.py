@@ -1,0 +1,45 @@
+"""The services the OpenAPI's handlers call (handlers never reach the store)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sx.scheduler._errors import NotFound
+from sx.scheduler.api._auth import AccessKeys
+from sx.scheduler.jobs import AdminService, JobService, TaskService
+from sx.scheduler.store import Store
+from sx.scheduler.workflows import WorkflowService
+
+__all__ = ["Services"]
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Jobs and instances, namespaces/groups/calendars, parallel tasks, access keys, and workflows
+    (None when the scheduler serves none)."""
+
+    jobs: JobService
+    admin: AdminService
+    tasks: TaskService
+    access_keys: AccessKeys
+    workflows: WorkflowService | None = None
+
+    @classmethod
+    def jobs_only(cls, store: Store, jobs: JobService) -> Services:
+        """A scheduler without workflows (tools, tests, benchmarks): the other services over ``store``
+        and the job service's hooks."""
+        return cls(
+            jobs=jobs,
+            admin=AdminService(store, wake_triggers=jobs.hooks.wake_triggers),
+            tasks=TaskService(store, jobs=jobs, hand_over=jobs.hooks.instance_created),
+            access_keys=AccessKeys(store),
+        )
+
+    def workflow_service(self, workflow_id: int | None = None) -> WorkflowService:
+        """The workflow service; NotFound when this scheduler serves no workflows (naming
+        ``workflow_id`` when the request names one)."""
+        if self.workflows is not None:
+            return self.workflows
+        if workflow_id is not None:
+            raise NotFound(f"workflow {workflow_id} not found", field="workflowId", value=workflow_id)
+        raise NotFound("workflows are not served by this scheduler", field="workflowId")

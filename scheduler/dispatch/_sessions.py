@@ -1,0 +1,348 @@
+"""Worker stream sessions: registration, attach and detach, orphans, liveness, and resuming lost masters.
+
+A worker whose stream breaks keeps its instances for one heartbeat timeout (they become its *orphans*):
+if it reconnects and lists them in ``running_instance_ids`` they stay its own; otherwise the liveness
+loop fails them as lost (accepted ones) or puts them back to WAITING (ones it never accepted). A lost
+batch-mode instance is submitted again under its id instead, up to ``MAX_MASTER_RESUMES`` times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import grpc
+
+from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, ExecuteMode, InstanceStatus
+from sx.protos.v1 import scheduler_pb2
+from sx.scheduler._clock import Clock
+from sx.scheduler.dispatch._registry import Assignment, WorkerKey, WorkerSession
+from sx.scheduler.dispatch._reports import InstanceReports
+from sx.scheduler.dispatch._state import DispatchState, Orphans, kill_message, mark_draining, same_group
+from sx.scheduler.store import AccessStore, Instance, InstanceChange, InstanceStore, JobStore
+
+__all__ = ["MAX_MASTER_RESUMES", "SessionStore", "WorkerSessions"]
+
+
+class SessionStore(AccessStore, JobStore, InstanceStore, Protocol):
+    """What worker sessions read and write: the group a worker registers in, and the instances it holds."""
+
+
+log = logging.getLogger("sx.scheduler.dispatch")
+
+MAX_MASTER_RESUMES = 3
+"""Times a batch instance whose master was lost is submitted again before it fails."""
+
+
+class WorkerSessions:
+    """The workers' Connect streams: who may register, what each holds, and who is gone."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        clock: Clock,
+        state: DispatchState,
+        reports: InstanceReports,
+        heartbeat_interval: float,
+        heartbeat_timeout: timedelta,
+        scheduler_id: str,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._state = state
+        self._reports = reports
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout
+        self._scheduler_id = scheduler_id
+
+    @property
+    def register_timeout(self) -> float:
+        """Seconds a new stream has to send its register message."""
+        return self._heartbeat_timeout.total_seconds()
+
+    # -- registration --------------------------------------------------------------------------
+    async def authenticate(self, register: scheduler_pb2.Register, context: Any) -> None:
+        """Abort the stream unless the register message is complete and carries the group's app key."""
+        for name in ("namespace", "group_id", "worker_id", "address"):
+            if not getattr(register, name):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"register.{name} is empty: every worker must send it"
+                )
+        group = await self._store.get_group(register.namespace, register.group_id)
+        where = f"group {register.group_id!r} in namespace {register.namespace!r}"
+        if group is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{where} does not exist")
+            return
+        if not register.app_key:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"app key for {where} is missing")
+        if not hmac.compare_digest(register.app_key.encode(), group.app_key.encode()):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"app key for {where} is wrong")
+
+    def new_session(self, register: scheduler_pb2.Register) -> WorkerSession:
+        now = self._clock.now()
+        return WorkerSession(
+            key=WorkerKey(register.namespace, register.group_id, register.worker_id),
+            address=register.address,
+            labels=dict(register.labels),
+            processors=frozenset(register.processors),
+            capacity=max(register.capacity, 0),
+            version=register.version,
+            connected_at=now,
+            last_seen=now,
+        )
+
+    def registered_message(self, session: WorkerSession) -> scheduler_pb2.SchedulerMessage:
+        return scheduler_pb2.SchedulerMessage(
+            registered=scheduler_pb2.Registered(
+                worker_id=session.worker_id,
+                heartbeat_interval_ms=int(self._heartbeat_interval * 1000),
+                heartbeat_timeout_ms=int(self._heartbeat_timeout.total_seconds() * 1000),
+                scheduler_id=self._scheduler_id,
+            )
+        )
+
+    def hold_for_workers(self, instances: Iterable[Instance], *, now: datetime) -> None:
+        """READY and RUNNING instances found at start: orphans of their workers until they reconnect."""
+        state = self._state
+        for instance in instances:
+            if instance.id in state.owner:
+                continue  # a worker that connected before start already claimed it
+            key = WorkerKey(instance.namespace, instance.group_id, instance.worker_id)
+            orphans = state.orphans.setdefault(
+                key, Orphans(address=instance.worker_addr, deadline=now + self._heartbeat_timeout)
+            )
+            orphans.assigned[instance.id] = Assignment(
+                instance.id, instance.job_id, accepted=instance.status is InstanceStatus.RUNNING
+            )
+            state.owner[instance.id] = key
+
+    def close_all(self, message: str) -> None:
+        """End every worker stream (UNAVAILABLE)."""
+        for session in self._state.registry.sessions():
+            session.close("UNAVAILABLE", message)
+
+    # -- attach and detach ---------------------------------------------------------------------
+    async def attach(self, session: WorkerSession, running_instance_ids: list[int]) -> None:
+        """Make the session live and give it back the instances it says it still runs."""
+        state = self._state
+        key = session.key
+        now = self._clock.now()
+        old = state.registry.add(session)
+        if old is not None:
+            # The same worker opened a new stream before the old one was seen to break.
+            self._orphan(old, deadline=now + self._heartbeat_timeout)
+            old.close("ABORTED", "replaced by a newer stream from the same worker")
+        for instance_id in running_instance_ids:
+            orphans = state.orphans.get(key)
+            assignment = orphans.assigned.pop(instance_id, None) if orphans is not None else None
+            if assignment is not None:
+                assignment.accepted = True
+                session.assigned[instance_id] = assignment
+                state.owner[instance_id] = key
+                if assignment.kill_reason is not None:
+                    session.send(kill_message(instance_id, assignment.job_id, assignment.kill_reason))
+                continue
+            instance = await self._store.get_instance(instance_id)
+            if instance is None or instance.status.finished:
+                session.send(kill_message(instance_id, 0, "the instance has already finished"))
+                continue
+            if not same_group(session, instance):
+                session.send(kill_message(instance_id, instance.job_id, "not an instance of this group"))
+                continue
+            # Known elsewhere (or not at all, after a restart): this worker runs it, so it is its own.
+            state.release(instance_id)
+            state.waiting.pop(instance_id, None)
+            session.assigned[instance_id] = Assignment(instance_id, instance.job_id, accepted=True)
+            state.owner[instance_id] = key
+            await self._store.update_instance(
+                instance_id,
+                InstanceChange(
+                    status=InstanceStatus.RUNNING,
+                    start_time=instance.start_time or now,
+                    worker_id=session.worker_id,
+                    worker_addr=session.address,
+                    executor=session.executor,
+                ),
+                only_if_status=ACTIVE_INSTANCE_STATUSES,
+            )
+        orphans = state.orphans.get(key)
+        if orphans is not None and not orphans.assigned:
+            del state.orphans[key]
+        log.info(
+            "worker %s (%s) registered in group %s of namespace %s: processors %s, capacity %d, %d running",
+            session.worker_id,
+            session.address,
+            key.group_id,
+            key.namespace,
+            sorted(session.processors),
+            session.capacity,
+            len(session.assigned),
+        )
+        state.dispatch_wake.set()
+        state.liveness_wake.set()
+
+    def _orphan(self, session: WorkerSession, *, deadline: datetime) -> None:
+        """Move a gone session's instances aside until the worker reconnects or the deadline passes."""
+        if not session.assigned:
+            return
+        orphans = self._state.orphans.setdefault(
+            session.key, Orphans(address=session.address, deadline=deadline)
+        )
+        orphans.address = session.address
+        orphans.deadline = min(orphans.deadline, deadline) if orphans.assigned else deadline
+        orphans.assigned.update(session.assigned)
+        session.assigned.clear()
+        self._state.liveness_wake.set()
+
+    def detach(self, session: WorkerSession, *, grace: bool) -> None:
+        """The session's stream ended (or is being ended): it takes no more work."""
+        state = self._state
+        session.closed = True
+        if not state.registry.remove(session):
+            return  # replaced by a newer stream, which took its instances
+        now = self._clock.now()
+        deadline = now + self._heartbeat_timeout if grace else now
+        if session.assigned:
+            log.warning(
+                "worker %s (%s) disconnected with %d instances; waiting until %s for it to come back",
+                session.worker_id,
+                session.address,
+                len(session.assigned),
+                deadline.isoformat(),
+            )
+            self._orphan(session, deadline=deadline)
+        elif session.key not in state.orphans:
+            state.delivered.pop(session.key, None)
+        else:
+            state.liveness_wake.set()
+
+    # -- the stream's messages -----------------------------------------------------------------
+    async def read_loop(
+        self, session: WorkerSession, messages: AsyncIterator[scheduler_pb2.WorkerMessage]
+    ) -> None:
+        """Apply the worker's messages until its stream ends, then ask the stream to close."""
+        close = ("", "")
+        try:
+            async for message in messages:
+                if session.closed:
+                    break
+                session.last_seen = self._clock.now()
+                kind = message.WhichOneof("body")
+                if kind == "heartbeat":
+                    self._on_heartbeat(session, message.heartbeat)
+                elif kind == "report":
+                    await self._reports.on_report(session, message.report)
+                elif kind == "submit_reply":
+                    await self._reports.on_submit_reply(session, message.submit_reply)
+                elif kind == "deregister":
+                    log.info("worker %s deregistered: %s", session.worker_id, message.deregister.reason)
+                    session.accepting = False
+                else:
+                    log.warning("worker %s sent an unexpected %s message; ignored", session.worker_id, kind)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the stream broke, or the store failed: the worker reconnects and re-sends
+            if session.closed:
+                return  # we ended it ourselves
+            log.warning("stream of worker %s ended: %r", session.worker_id, exc)
+            close = ("UNAVAILABLE", f"stream error: {exc}")
+        if not session.closed:
+            session.close(*close)
+
+    def _on_heartbeat(self, session: WorkerSession, heartbeat: scheduler_pb2.Heartbeat) -> None:
+        session.running = heartbeat.running
+        if heartbeat.capacity > 0 and heartbeat.capacity != session.capacity:
+            session.capacity = heartbeat.capacity
+            self._state.dispatch_wake.set()
+        session.cpu_load1 = heartbeat.cpu_load1
+        session.rss_bytes = heartbeat.rss_bytes
+        if heartbeat.draining:
+            mark_draining(session)
+
+    # -- liveness ------------------------------------------------------------------------------
+    async def liveness_loop(self) -> None:
+        """Drop silent workers and lose the orphans whose worker did not come back, until cancelled."""
+        wake = self._state.liveness_wake
+        while True:
+            wake.clear()
+            try:
+                next_at = await self._check_liveness()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("liveness pass failed; retrying")
+                next_at = self._clock.now() + timedelta(seconds=1)
+            await self._clock.sleep_until(next_at, wake)
+
+    async def _check_liveness(self) -> datetime:
+        state = self._state
+        now = self._clock.now()
+        next_at = now + timedelta(seconds=self._heartbeat_interval)
+        for session in list(state.registry.sessions()):
+            expiry = session.last_seen + self._heartbeat_timeout
+            if expiry <= now:
+                seconds = self._heartbeat_timeout.total_seconds()
+                log.warning("worker %s silent for %ss: dropped", session.worker_id, seconds)
+                session.close("UNAVAILABLE", f"no message from worker {session.worker_id} for {seconds}s")
+                self.detach(session, grace=False)
+            else:
+                next_at = min(next_at, expiry)
+        for key, orphans in list(state.orphans.items()):
+            if orphans.deadline > now:
+                next_at = min(next_at, orphans.deadline)
+                continue
+            del state.orphans[key]
+            if state.registry.get(key) is None:
+                state.delivered.pop(key, None)
+            await self._lose(key, orphans)
+        return next_at
+
+    async def _lose(self, key: WorkerKey, orphans: Orphans) -> None:
+        """The worker did not come back for these instances."""
+        state = self._state
+        for instance_id, assignment in orphans.assigned.items():
+            owner = state.owner.get(instance_id)
+            if owner is not None and owner != key:
+                continue  # another worker took it over meanwhile: it is that worker's now
+            state.owner.pop(instance_id, None)
+            if assignment.accepted:
+                if await self._resume(instance_id, key, orphans.address):
+                    continue
+                await self._reports.fail(
+                    instance_id, f"worker {key.worker_id} ({orphans.address}) lost", system_failure=True
+                )
+                continue
+            # Never accepted: it most likely never ran, so it is submitted again.
+            await self._reports.back_to_waiting(instance_id, (InstanceStatus.WAITING, InstanceStatus.READY))
+
+    async def _resume(self, instance_id: int, key: WorkerKey, address: str) -> bool:
+        """Submit a lost batch instance again under its id; False when it is not one or was resumed enough."""
+        resumes = self._state.resumes
+        instance = await self._store.get_instance(instance_id)
+        if instance is None or instance.status.finished:
+            return False
+        job = await self._store.get_job(instance.job_id)
+        if job is None or ExecuteMode(job.spec.execute_mode) is not ExecuteMode.BATCH:
+            return False
+        count = resumes.get(instance_id, 0)
+        if count >= MAX_MASTER_RESUMES:
+            resumes.pop(instance_id, None)
+            return False
+        resumes[instance_id] = count + 1
+        if await self._reports.back_to_waiting(instance_id, ACTIVE_INSTANCE_STATUSES) is None:
+            resumes.pop(instance_id, None)
+            return False
+        log.warning(
+            "instance %d: master %s (%s) lost; submitting it again (resume %d of %d)",
+            instance_id,
+            key.worker_id,
+            address,
+            count + 1,
+            MAX_MASTER_RESUMES,
+        )
+        return True

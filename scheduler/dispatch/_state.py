@@ -1,0 +1,127 @@
+"""What the dispatcher's parts share: who holds which instance, the waiting queue, the orphans.
+
+The `Dispatcher` makes one `DispatchState` and hands it to each part (worker sessions, reports,
+submission, task RPCs); no part reaches into another's attributes. Every mutation runs on the event
+loop between awaits, as it did when one class held it all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sx.processors._enums import InstanceStatus
+from sx.protos.v1 import scheduler_pb2
+from sx.scheduler._clock import Clock
+from sx.scheduler.dispatch._registry import Assignment, WorkerKey, WorkerRegistry, WorkerSession
+from sx.scheduler.store import Instance
+
+__all__ = [
+    "RECOVERY_LIMIT",
+    "DispatchState",
+    "Orphans",
+    "Waiting",
+    "kill_message",
+    "mark_draining",
+    "same_group",
+]
+
+log = logging.getLogger("sx.scheduler.dispatch")
+
+RECOVERY_LIMIT = 100_000
+"""Recovery (at start, and each rescan) reads this many WAITING (and READY/RUNNING) instances."""
+
+
+@dataclass(slots=True)
+class Waiting:
+    instance: Instance
+    due: datetime
+    deadline: datetime
+    """Failed "no worker online" if no worker can take it by then."""
+
+
+@dataclass(slots=True)
+class Orphans:
+    """Instances of a worker whose stream is gone, kept until it reconnects or ``deadline`` passes."""
+
+    address: str
+    deadline: datetime
+    assigned: dict[int, Assignment] = field(default_factory=dict)
+
+
+def kill_message(instance_id: int, job_id: int, reason: str) -> scheduler_pb2.SchedulerMessage:
+    return scheduler_pb2.SchedulerMessage(
+        kill=scheduler_pb2.KillInstance(instance_id=instance_id, job_id=job_id, reason=reason)
+    )
+
+
+def same_group(session: WorkerSession, instance: Instance) -> bool:
+    """A worker only runs, reports and takes over instances of its own namespace and group."""
+    return (instance.namespace, instance.group_id) == (session.key.namespace, session.key.group_id)
+
+
+def mark_draining(session: WorkerSession) -> None:
+    """The worker is shutting down: send it nothing more (it still reports what it runs)."""
+    if session.accepting:
+        log.info("worker %s is draining: no more submissions to it", session.worker_id)
+        session.accepting = False
+
+
+class DispatchState:
+    """The records the dispatcher keeps per worker and per instance, and the loops' wake-ups."""
+
+    def __init__(self, *, clock: Clock, no_worker_grace: timedelta) -> None:
+        self._clock = clock
+        self._no_worker_grace = no_worker_grace
+        self.registry = WorkerRegistry()
+        self.waiting: dict[int, Waiting] = {}
+        """Instances waiting for a worker, by id (the submission queue)."""
+        self.orphans: dict[WorkerKey, Orphans] = {}
+        self.owner: dict[int, WorkerKey] = {}
+        """Which worker holds an instance: its live session or its orphans record."""
+        self.refused: dict[int, dict[str, str]] = {}
+        """Per instance, the workers that refused it and their messages."""
+        self.delivered: dict[WorkerKey, OrderedDict[str, None]] = {}
+        """Report delivery ids applied per worker (a replayed delivery is acknowledged, not applied)."""
+        self.resumes: dict[int, int] = {}
+        """Times a batch instance was submitted again after its master was lost."""
+        self.dispatch_wake = asyncio.Event()
+        self.liveness_wake = asyncio.Event()
+
+    def enqueue(self, instance: Instance, *, force: bool = False) -> None:
+        """Queue a WAITING instance (any status with ``force``) unless a worker or the queue has it."""
+        if not force and instance.status is not InstanceStatus.WAITING:
+            return
+        if instance.id in self.owner or instance.id in self.waiting:
+            return
+        now = self._clock.now()
+        due = instance.schedule_time
+        self.waiting[instance.id] = Waiting(
+            instance=instance, due=due, deadline=max(due, now) + self._no_worker_grace
+        )
+        self.dispatch_wake.set()
+
+    def release(self, instance_id: int) -> Assignment | None:
+        """Forget which worker holds an instance; returns its assignment."""
+        key = self.owner.pop(instance_id, None)
+        if key is None:
+            return None
+        session = self.registry.get(key)
+        assignment = session.assigned.pop(instance_id, None) if session is not None else None
+        orphans = self.orphans.get(key)
+        if orphans is not None:
+            assignment = orphans.assigned.pop(instance_id, None) or assignment
+        return assignment
+
+    def forget(self, instance_id: int) -> None:
+        """Drop the per-instance records of an instance leaving the dispatcher (its owner aside)."""
+        self.waiting.pop(instance_id, None)
+        self.refused.pop(instance_id, None)
+        self.resumes.pop(instance_id, None)
+
+    def holds(self, key: WorkerKey, instance_id: int) -> bool:
+        """Whether this worker is connected now and holds the instance."""
+        return self.registry.get(key) is not None and self.owner.get(instance_id) == key

@@ -1,0 +1,79 @@
+"""Alarm records (`AlarmStore`) on SQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+
+from sx.scheduler.store._interfaces import AlarmStore
+from sx.scheduler.store._records import Alarm
+from sx.scheduler.store.sql import _tables as tables
+from sx.scheduler.store.sql._engine import SqlStoreBase
+from sx.scheduler.store.sql._rows import alarm_from_row, check_page, utc_now
+
+__all__ = ["SqlAlarms"]
+
+
+class SqlAlarms(SqlStoreBase, AlarmStore):
+    """`AlarmStore` on SQL."""
+
+    async def record_alarm(
+        self,
+        *,
+        namespace: str,
+        group_id: str,
+        job_id: int,
+        instance_id: int | None,
+        kind: str,
+        channel: str,
+        message: str,
+        delivered: bool,
+        detail: dict[str, Any] | None = None,
+    ) -> Alarm:
+        created_at = utc_now()
+        detail = dict(detail or {})
+        try:
+            detail_text = json.dumps(detail, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"detail={detail!r}: not JSON-serializable ({exc})") from None
+        values = {
+            "namespace": namespace,
+            "group_id": group_id,
+            "job_id": job_id,
+            "instance_id": instance_id,
+            "kind": kind,
+            "channel": channel,
+            "message": message,
+            "delivered": delivered,
+            "created_at": created_at,
+            "detail": detail_text,
+        }
+        t = tables.alarms
+        async with self._write() as conn:
+            alarm_id = (await conn.execute(sa.insert(t).values(values).returning(t.c.id))).scalar_one()
+        return Alarm(
+            id=alarm_id,
+            namespace=namespace,
+            group_id=group_id,
+            job_id=job_id,
+            instance_id=instance_id,
+            kind=kind,
+            channel=channel,
+            message=message,
+            delivered=delivered,
+            created_at=created_at,
+            detail=detail,
+        )
+
+    async def list_alarms(self, *, job_id: int | None = None, limit: int = 100) -> list[Alarm]:
+        """Alarms newest first, optionally of one job."""
+        check_page(0, limit)
+        t = tables.alarms
+        query = sa.select(t).order_by(t.c.id.desc()).limit(limit)
+        if job_id is not None:
+            query = query.where(t.c.job_id == job_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [alarm_from_row(r) for r in rows]

@@ -1,0 +1,392 @@
+"""The plumbing every part of `SqlStore` shares: engines, connections, transactions, migrations.
+
+SQLite (aiosqlite) is the embedded default: WAL journal, synchronous=NORMAL, foreign keys on, a busy
+timeout, and writes serialized in-process and started with ``BEGIN IMMEDIATE`` so a read-then-write
+transaction never dies on a lock upgrade. It is safe for one scheduler process. On a SQLite file, short
+look-ups run on a synchronous reader connection (`SqlStoreBase._fetch`) and hot write transactions
+whole in a writer thread of their own (`SqlStoreBase._write_sync`).
+
+PostgreSQL (asyncpg) is for teams: several scheduler replicas may share it. Trigger claims are
+compare-and-set updates, so a fire is claimed by exactly one replica; migrations run under an advisory
+lock so replicas starting together do not race on the schema.
+
+Hot paths use Core statements, never the ORM unit of work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["SqlStoreBase", "is_foreign_key_violation", "normalize_url", "sqlite_url", "sqlstate"]
+
+_T = TypeVar("_T")
+
+log = logging.getLogger("sx.scheduler.store")
+
+_MIGRATIONS: Final = Path(__file__).parent / "migrations"
+_SQLITE_FILE: Final = "scheduler.db"
+# One key for every sx scheduler: replicas starting at once take turns to migrate.
+_MIGRATION_LOCK_KEY: Final = 0x5358_5343_4844  # "SXSCHD"
+_SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded store's URL: a SQLite file ``scheduler.db`` in ``data_dir``."""
+    path = Path(data_dir).expanduser().resolve() / _SQLITE_FILE
+    return URL.create("sqlite+aiosqlite", database=str(path)).render_as_string(hide_password=False)
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a store URL and pick the async driver: ``sqlite://`` and ``postgresql://`` are accepted."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ValueError(f"url={url!r}: not a database URL ({exc})") from None
+    driver = parsed.drivername
+    if driver in ("sqlite", "sqlite+aiosqlite"):
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if driver in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    shown = parsed.render_as_string(hide_password=True)
+    raise ValueError(
+        f"url={shown!r}: unsupported database {driver!r}; use sqlite+aiosqlite:///<path> "
+        "or postgresql+asyncpg://user@host/db"
+    )
+
+
+def sqlstate(exc: DBAPIError) -> str | None:
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def is_foreign_key_violation(exc: IntegrityError) -> bool:
+    return sqlstate(exc) == "23503" or "foreign key" in str(exc.orig).lower()
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    # Config values go through configparser interpolation: a literal % must be doubled.
+    config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+class SqlStoreBase:
+    """The connections of a store on SQLite or PostgreSQL, which every kind of record's part uses.
+
+    ``_write()`` is one write transaction, ``_read()`` a connection for reads; ``_write_sync(work)`` runs
+    a synchronous write transaction and ``_fetch``/``_fetch_one`` a short look-up, each the fastest way
+    the backend allows.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self._url = normalize_url(url)
+        self._echo = echo
+        self._engine: AsyncEngine | None = None
+        self._write_engine: AsyncEngine | None = None
+        self._is_sqlite = self._url.get_backend_name() == "sqlite"
+        self._in_memory = self._is_sqlite and self._url.database in (None, "", ":memory:")
+        # SQLite has one writer at a time: queue writers here rather than in the busy handler.
+        # An in-memory database is one shared connection, so everything queues.
+        self._write_lock = asyncio.Lock() if self._is_sqlite else None
+        self._read_lock = self._write_lock if self._in_memory else None
+        # SQLite file: short look-ups run on a plain synchronous connection in the caller's thread (see
+        # _fetch). None on PostgreSQL and in-memory SQLite, and until started.
+        self._reader_engine: sa.Engine | None = None
+        self._reader: Connection | None = None
+        # SQLite file: hot write transactions run whole on a synchronous connection in one thread of
+        # their own (see _write_sync). None on PostgreSQL and in-memory SQLite, and until started.
+        self._writer_engine: sa.Engine | None = None
+        self._writer: Connection | None = None
+        self._writer_thread: concurrent.futures.ThreadPoolExecutor | None = None
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return self._url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._url.get_backend_name()
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The started engine (for diagnostics and benchmarks; the store's methods are the API)."""
+        if self._engine is None:
+            raise RuntimeError("the store is not started: await store.start() first")
+        return self._engine
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open connections and bring the schema up to date (Alembic migrations)."""
+        if self._engine is not None:
+            return
+        engine = self._create_engine()
+        write_engine = engine.execution_options(sx_write=True) if self._is_sqlite else engine
+        try:
+            async with write_engine.begin() as conn:
+                if not self._is_sqlite:
+                    await conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                    )
+                await conn.run_sync(_upgrade)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine, self._write_engine = engine, write_engine
+        if self._is_sqlite and not self._in_memory:
+            self._open_reader()
+            self._open_writer()
+        log.debug("store started on %s", self.url)
+
+    async def close(self) -> None:
+        engine, self._engine, self._write_engine = self._engine, None, None
+        self._close_reader()
+        await self._close_writer()
+        if engine is not None:
+            await engine.dispose()
+
+    def _sync_engine(self, pragmas: Sequence[str]) -> sa.Engine:
+        """A one-connection synchronous engine on this SQLite file, in driver autocommit, with
+        ``pragmas`` run on connect (for the reader and the writer thread)."""
+        engine = sa.create_engine(
+            self._url.set(drivername="sqlite+pysqlite"),
+            echo=self._echo,
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            for pragma in pragmas:
+                cursor.execute(pragma)
+            cursor.close()
+
+        return engine
+
+    def _open_reader(self) -> None:
+        """The synchronous read-only connection for short SQLite look-ups.
+
+        Through aiosqlite a one-row SELECT costs about half a millisecond of CPU: the statement goes to
+        the driver's thread and back several times (cursor, execute, fetch, close, rollback on return).
+        The same SELECT on a plain sqlite3 connection takes some tens of microseconds, less than those
+        thread hops alone, so blocking the event loop for it costs less than not blocking it. Only
+        bounded look-ups (by primary key or a unique or selective index) use it; scans and writes keep
+        the asynchronous engine. In WAL mode a reader never waits on the writer; if it ever meets a
+        lock (busy timeout 0: it never sleeps in the loop), the look-up goes the asynchronous way.
+        """
+        # Autocommit (isolation_level None): each SELECT sees the latest commit.
+        engine = self._sync_engine(("PRAGMA query_only=ON", "PRAGMA busy_timeout=0"))
+        try:
+            self._reader = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        except BaseException:
+            engine.dispose()
+            raise
+        self._reader_engine = engine
+
+    def _open_writer(self) -> None:
+        """The synchronous connection and thread for hot SQLite write transactions.
+
+        Through aiosqlite one INSERT transaction goes to the driver's thread and back some seven times
+        (BEGIN, cursor, execute, fetch, close, COMMIT); here the whole transaction is one trip to a
+        thread that runs it on a plain sqlite3 connection. Writers still queue on the write lock first,
+        so the two ways of writing never contend in-process.
+        """
+        # Autocommit at the driver: _transaction emits BEGIN IMMEDIATE itself.
+        engine = self._sync_engine(
+            (
+                "PRAGMA foreign_keys=ON",
+                f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}",
+                "PRAGMA synchronous=NORMAL",
+            )
+        )
+        try:
+            self._writer = engine.connect()
+        except BaseException:
+            engine.dispose()
+            raise
+        self._writer_engine = engine
+        self._writer_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sx-sqlite-write")
+
+    async def _close_writer(self) -> None:
+        writer, engine, thread = self._writer, self._writer_engine, self._writer_thread
+        self._writer = self._writer_engine = self._writer_thread = None
+        if thread is not None:
+            # Let a transaction still running finish before its connection closes.
+            await asyncio.get_running_loop().run_in_executor(thread, lambda: None)
+            thread.shutdown(wait=False)
+        if writer is not None:
+            writer.close()
+        if engine is not None:
+            engine.dispose()
+
+    @staticmethod
+    def _transaction(conn: Connection, work: Callable[[Connection], _T]) -> _T:
+        # Runs in the writer thread: one SQLite write transaction, committed when work returns.
+        with conn.begin():
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return work(conn)
+
+    async def _write_sync(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` (synchronous statements) as one write transaction, committed on success.
+
+        On a SQLite file it runs whole in the writer thread (see _open_writer); elsewhere on the async
+        engine, through run_sync.
+        """
+        if self._writer is None or self._write_lock is None:
+            async with self._write() as conn:
+                return await conn.run_sync(work)
+        async with self._write_lock:
+            writer, thread = self._writer, self._writer_thread
+            if writer is None or thread is None:
+                raise RuntimeError("the store is not started: await store.start() first")
+            done = asyncio.get_running_loop().run_in_executor(thread, self._transaction, writer, work)
+            # A cancelled caller does not stop the transaction: keep the lock until it has ended.
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                await asyncio.wait([done])
+                raise
+
+    def _close_reader(self) -> None:
+        reader, engine = self._reader, self._reader_engine
+        self._reader = self._reader_engine = None
+        if reader is not None:
+            reader.close()
+        if engine is not None:
+            engine.dispose()
+
+    def _run_inline(self, statement: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]] | None:
+        """The rows of a short read on the synchronous reader; None when it cannot answer now."""
+        reader = self._reader
+        if reader is None:
+            return None
+        try:
+            return list(reader.execute(statement, params).all())
+        except OperationalError as exc:
+            # A lock (e.g. WAL recovery) or a closed connection: the asynchronous engine retries.
+            log.debug("inline read fell back to the async engine: %s", exc)
+            with contextlib.suppress(DBAPIError):
+                reader.rollback()
+            return None
+
+    async def _fetch(self, statement: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]]:
+        """All rows of a short, bounded read (a look-up by key): see _open_reader."""
+        rows = self._run_inline(statement, params)
+        if rows is not None:
+            return rows
+        async with self._read() as conn:
+            return list((await conn.execute(statement, params)).all())
+
+    async def _fetch_one(self, statement: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
+        """The row of a short read of at most one row, or None."""
+        rows = await self._fetch(statement, params)
+        if len(rows) > 1:
+            raise sa.exc.MultipleResultsFound("Multiple rows were found when one or none was required")
+        return rows[0] if rows else None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _create_engine(self) -> AsyncEngine:
+        if not self._is_sqlite:
+            return create_async_engine(
+                self._url,
+                echo=self._echo,
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                pool_recycle=1800,
+            )
+        if self._in_memory:
+            engine = create_async_engine(self._url, echo=self._echo, poolclass=StaticPool)
+        else:
+            assert self._url.database is not None
+            Path(self._url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # WAL readers never block on the writer; a few connections cover concurrent reads.
+            engine = create_async_engine(self._url, echo=self._echo, pool_size=5, max_overflow=5)
+        in_memory = self._in_memory
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # Take transaction control from the driver: we emit BEGIN ourselves (see _on_begin).
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            pragmas = ["PRAGMA foreign_keys=ON", f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}"]
+            if not in_memory:
+                pragmas += ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"]
+            for pragma in pragmas:
+                cursor.execute(pragma)
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the write lock up front, so a transaction that reads first and then
+            # writes cannot fail on a lock upgrade (which the busy timeout does not cover).
+            # Reads run in autocommit (no BEGIN/ROLLBACK round trips through the driver's thread);
+            # the few multi-statement reads tolerate a commit landing between their statements.
+            if conn.get_execution_options().get("sx_write"):
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction, committed on success."""
+        engine = self._write_engine
+        if engine is None:
+            raise RuntimeError("the store is not started: await store.start() first")
+        if self._write_lock is None:
+            async with engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (one transaction, rolled back at the end)."""
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("the store is not started: await store.start() first")
+        if self._read_lock is None:
+            async with engine.connect() as conn:
+                yield conn
+            return
+        async with self._read_lock, engine.connect() as conn:
+            yield conn
+
+    def _insert(self, table: sa.Table) -> sqlite_dialect.Insert | pg_dialect.Insert:
+        return sqlite_dialect.insert(table) if self._is_sqlite else pg_dialect.insert(table)

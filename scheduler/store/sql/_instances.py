@@ -1,0 +1,231 @@
+"""Job instances (`InstanceStore`) on SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus
+from sx.scheduler.store._errors import NotFoundError
+from sx.scheduler.store._interfaces import InstanceStore
+from sx.scheduler.store._records import Instance, InstanceChange, NewInstance, Page
+from sx.scheduler.store.sql import _tables as tables
+from sx.scheduler.store.sql._engine import SqlStoreBase, is_foreign_key_violation
+from sx.scheduler.store.sql._rows import (
+    check_aware,
+    check_new_instance,
+    check_page,
+    created_instance,
+    instance_from_row,
+    new_instance_values,
+    utc_now,
+)
+from sx.scheduler.store.sql._tables import UtcDateTime
+
+__all__ = ["SqlInstances"]
+
+_FINISHED: Final = tuple(s for s in InstanceStatus if s.finished)
+
+# -- hot statements, built once ----------------------------------------------------------------------
+# Building a statement per call costs more than running it: a new statement object has to be walked
+# again for its compiled-cache key. These are built once and bound per call.
+_t_instances = tables.instances
+_GET_INSTANCE: Final = sa.select(_t_instances).where(_t_instances.c.id == sa.bindparam("b_id"))
+_COUNT_ACTIVE: Final = (
+    sa.select(sa.func.count())
+    .select_from(_t_instances)
+    .where(
+        _t_instances.c.job_id == sa.bindparam("b_job_id"),
+        _t_instances.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]),
+    )
+)
+_INSERT_INSTANCE: Final = sa.insert(_t_instances).returning(_t_instances.c.id)
+_STATUS_IN: Final = _t_instances.c.status.in_(sa.bindparam("b_statuses", expanding=True))
+_GET_INSTANCE_IF: Final = _GET_INSTANCE.where(_STATUS_IN)
+# The SET clause is the columns named in the parameters.
+_UPDATE_INSTANCE: Final = (
+    sa.update(_t_instances).where(_t_instances.c.id == sa.bindparam("b_id")).returning(*_t_instances.c)
+)
+_UPDATE_INSTANCE_IF: Final = _UPDATE_INSTANCE.where(_STATUS_IN)
+
+
+_CHANGE_FIELDS: Final = (
+    "status",
+    "start_time",
+    "end_time",
+    "worker_id",
+    "worker_addr",
+    "executor",
+    "result",
+    "progress",
+    "timeout_alarmed",
+)
+
+
+def _instance_change_params(
+    instance_id: int, change: InstanceChange, only_if_status: Sequence[InstanceStatus] | None
+) -> dict[str, Any]:
+    """The bind parameters of _UPDATE_INSTANCE(_IF) for one change: the id, the guard, the set fields."""
+    params: dict[str, Any] = {"b_id": instance_id}
+    if only_if_status is not None:
+        params["b_statuses"] = [int(s) for s in only_if_status]
+    for name in _CHANGE_FIELDS:
+        value = getattr(change, name)
+        if value is not None:
+            if isinstance(value, datetime):
+                check_aware(f"change.{name}", value)
+            params[name] = int(value) if name == "status" else value
+    return params
+
+
+class SqlInstances(SqlStoreBase, InstanceStore):
+    """`InstanceStore` on SQL."""
+
+    async def create_instance(self, new: NewInstance) -> Instance:
+        check_new_instance(new)
+        created_at = utc_now()
+        values = new_instance_values(new, created_at)
+        try:
+            instance_id: int = await self._write_sync(
+                lambda conn: conn.execute(_INSERT_INSTANCE, values).scalar_one()
+            )
+        except IntegrityError as exc:
+            if is_foreign_key_violation(exc):
+                raise NotFoundError(f"job_id={new.job_id!r}: no such job") from None
+            raise
+        return created_instance(instance_id, new, created_at)
+
+    async def get_instance(self, instance_id: int) -> Instance | None:
+        row = await self._fetch_one(_GET_INSTANCE, {"b_id": instance_id})
+        return None if row is None else instance_from_row(row)
+
+    async def list_instances(
+        self,
+        job_id: int,
+        *,
+        statuses: Sequence[InstanceStatus] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> Page[Instance]:
+        """A job's instances, newest (highest id) first; ``since <= schedule_time <= until``."""
+        check_page(offset, limit)
+        check_aware("since", since)
+        check_aware("until", until)
+        t = tables.instances
+        where: list[sa.ColumnElement[bool]] = [t.c.job_id == job_id]
+        if statuses is not None:
+            where.append(t.c.status.in_([int(s) for s in statuses]))
+        if since is not None:
+            where.append(t.c.schedule_time >= sa.literal(since, UtcDateTime()))
+        if until is not None:
+            where.append(t.c.schedule_time <= sa.literal(until, UtcDateTime()))
+        async with self._read() as conn:
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
+            rows = (
+                await conn.execute(
+                    sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit)
+                )
+            ).all()
+        return Page(items=[instance_from_row(r) for r in rows], total=total)
+
+    async def instances_with_status(
+        self, statuses: Sequence[InstanceStatus], *, limit: int = 1000, group_id: str | None = None
+    ) -> list[Instance]:
+        check_page(0, limit)
+        t = tables.instances
+        query = sa.select(t).where(t.c.status.in_([int(s) for s in statuses]))
+        if group_id is not None:
+            query = query.where(t.c.group_id == group_id)
+        async with self._read() as conn:
+            rows = (await conn.execute(query.order_by(t.c.id).limit(limit))).all()
+        return [instance_from_row(r) for r in rows]
+
+    async def update_instance(
+        self,
+        instance_id: int,
+        change: InstanceChange,
+        *,
+        only_if_status: Sequence[InstanceStatus] | None = None,
+    ) -> Instance | None:
+        params = _instance_change_params(instance_id, change, only_if_status)
+        row: sa.Row[Any] | None
+        if len(params) == (1 if only_if_status is None else 2):  # nothing to set: a guarded read
+            row = await self._fetch_one(_GET_INSTANCE if only_if_status is None else _GET_INSTANCE_IF, params)
+        else:
+            update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
+            row = await self._write_sync(lambda conn: conn.execute(update, params).one_or_none())
+        return None if row is None else instance_from_row(row)
+
+    async def update_instances(
+        self,
+        changes: Sequence[tuple[int, InstanceChange]],
+        *,
+        only_if_status: Sequence[InstanceStatus] | None = None,
+    ) -> dict[int, Instance | None]:
+        update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
+        found: dict[int, Instance | None] = {}
+        for start in range(0, len(changes), 500):  # bounded transactions
+            chunk = [
+                _instance_change_params(i, change, only_if_status)
+                for i, change in changes[start : start + 500]
+            ]
+
+            def work(conn: Connection, chunk: list[dict[str, Any]] = chunk) -> list[sa.Row[Any] | None]:
+                return [conn.execute(update, params).one_or_none() for params in chunk]
+
+            rows = await self._write_sync(work)
+            found.update(
+                {
+                    params["b_id"]: None if row is None else instance_from_row(row)
+                    for params, row in zip(chunk, rows, strict=True)
+                }
+            )
+        return found
+
+    async def count_active_instances(self, job_id: int) -> int:
+        # A bounded read: the (job_id, status) index holds just the job's active instances.
+        row = await self._fetch_one(_COUNT_ACTIVE, {"b_job_id": job_id})
+        assert row is not None  # COUNT always answers one row
+        return int(row[0])
+
+    async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
+        t = tables.instances
+        counts: dict[int, int] = {}
+        for start in range(0, len(job_ids), 500):  # bounded IN lists
+            chunk = list(job_ids[start : start + 500])
+            query = (
+                sa.select(t.c.job_id, sa.func.count())
+                .where(t.c.job_id.in_(chunk), t.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]))
+                .group_by(t.c.job_id)
+            )
+            async with self._read() as conn:
+                counts.update({int(row[0]): int(row[1]) for row in await conn.execute(query)})
+        return counts
+
+    async def find_retry(self, instance_id: int) -> Instance | None:
+        t = tables.instances
+        query = sa.select(t).where(t.c.retry_of == instance_id).order_by(t.c.id).limit(1)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else instance_from_row(row)
+
+    async def prune_instances(self, job_id: int, keep: int) -> int:
+        if keep <= 0:
+            return 0  # keeping no limit: history is kept whole
+        t = tables.instances
+        finished = [t.c.job_id == job_id, t.c.status.in_([int(s) for s in _FINISHED])]
+        # The newest finished instance beyond `keep`: it and everything older go.
+        boundary = sa.select(t.c.id).where(*finished).order_by(t.c.id.desc()).offset(keep).limit(1)
+        async with self._write() as conn:
+            oldest_pruned = (await conn.execute(boundary)).scalar_one_or_none()
+            if oldest_pruned is None:
+                return 0
+            result = await conn.execute(sa.delete(t).where(*finished, t.c.id <= oldest_pruned))
+        return result.rowcount

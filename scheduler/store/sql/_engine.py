@@ -36,6 +36,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from sx.scheduler.store._records import Page
+
 __all__ = ["SqlStoreBase", "is_foreign_key_violation", "normalize_url", "sqlite_url", "sqlstate"]
 
 _T = TypeVar("_T")
@@ -310,6 +312,29 @@ class SqlStoreBase:
         if len(rows) > 1:
             raise sa.exc.MultipleResultsFound("Multiple rows were found when one or none was required")
         return rows[0] if rows else None
+
+    async def _read_page(
+        self,
+        table: sa.Table,
+        where: Sequence[sa.ColumnElement[bool]],
+        *,
+        order_by: sa.ColumnElement[Any],
+        offset: int,
+        limit: int,
+        record: Callable[[sa.Row[Any]], _T],
+    ) -> Page[_T]:
+        """One page of ``table``'s rows matching ``where`` as records, with the total count, read in one
+        connection (the count and the page see the same rows)."""
+        async with self._read() as conn:
+            total = (
+                await conn.execute(sa.select(sa.func.count()).select_from(table).where(*where))
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    sa.select(table).where(*where).order_by(order_by).offset(offset).limit(limit)
+                )
+            ).all()
+        return Page(items=[record(row) for row in rows], total=int(total))
 
     async def __aenter__(self) -> Self:
         await self.start()

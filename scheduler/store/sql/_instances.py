@@ -126,14 +126,9 @@ class SqlInstances(SqlStoreBase, InstanceStore):
             where.append(t.c.schedule_time >= sa.literal(since, UtcDateTime()))
         if until is not None:
             where.append(t.c.schedule_time <= sa.literal(until, UtcDateTime()))
-        async with self._read() as conn:
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
-            rows = (
-                await conn.execute(
-                    sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit)
-                )
-            ).all()
-        return Page(items=[instance_from_row(r) for r in rows], total=total)
+        return await self._read_page(
+            t, where, order_by=t.c.id.desc(), offset=offset, limit=limit, record=instance_from_row
+        )
 
     async def instances_with_status(
         self, statuses: Sequence[InstanceStatus], *, limit: int = 1000, group_id: str | None = None

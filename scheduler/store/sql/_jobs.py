@@ -127,12 +127,9 @@ class SqlJobs(SqlStoreBase, JobStore):
         where = [t.c.namespace == namespace, t.c.group_id == group_id]
         if name_contains:
             where.append(t.c.name.icontains(name_contains, autoescape=True))
-        async with self._read() as conn:
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
-            rows = (
-                await conn.execute(sa.select(t).where(*where).order_by(t.c.id).offset(offset).limit(limit))
-            ).all()
-        return Page(items=[job_from_row(r) for r in rows], total=total)
+        return await self._read_page(
+            t, where, order_by=t.c.id, offset=offset, limit=limit, record=job_from_row
+        )
 
     async def update_job(
         self,

@@ -126,14 +126,9 @@ class SqlParallelTasks(SqlStoreBase, ParallelTaskStore):
             where.append(t.c.status.in_([int(s) for s in statuses]))
         if task_ids is not None:
             where.append(t.c.task_id.in_(list(task_ids)))
-        async with self._read() as conn:
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
-            rows = (
-                await conn.execute(
-                    sa.select(t).where(*where).order_by(t.c.task_id).offset(offset).limit(limit)
-                )
-            ).all()
-        return Page(items=[task_from_row(r) for r in rows], total=int(total))
+        return await self._read_page(
+            t, where, order_by=t.c.task_id, offset=offset, limit=limit, record=task_from_row
+        )
 
     async def count_tasks(self, instance_id: int) -> dict[TaskStatus, int]:
         t = tables.tasks

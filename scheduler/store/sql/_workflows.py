@@ -113,12 +113,9 @@ class SqlWorkflows(SqlStoreBase, WorkflowStore):
         check_page(offset, limit)
         t = tables.workflows
         where = [t.c.namespace == namespace, t.c.group_id == group_id]
-        async with self._read() as conn:
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
-            rows = (
-                await conn.execute(sa.select(t).where(*where).order_by(t.c.id).offset(offset).limit(limit))
-            ).all()
-        return Page(items=[workflow_from_row(r) for r in rows], total=total)
+        return await self._read_page(
+            t, where, order_by=t.c.id, offset=offset, limit=limit, record=workflow_from_row
+        )
 
     async def update_workflow(
         self,
@@ -271,14 +268,9 @@ class SqlWorkflows(SqlStoreBase, WorkflowStore):
         where = [t.c.workflow_id == workflow_id]
         if statuses:
             where.append(t.c.status.in_([int(s) for s in statuses]))
-        async with self._read() as conn:
-            total = (await conn.execute(sa.select(sa.func.count()).select_from(t).where(*where))).scalar_one()
-            rows = (
-                await conn.execute(
-                    sa.select(t).where(*where).order_by(t.c.id.desc()).offset(offset).limit(limit)
-                )
-            ).all()
-        return Page(items=[wf_instance_from_row(r) for r in rows], total=total)
+        return await self._read_page(
+            t, where, order_by=t.c.id.desc(), offset=offset, limit=limit, record=wf_instance_from_row
+        )
 
     async def active_workflow_instance_ids(self, *, limit: int = 10_000) -> list[int]:
         check_page(0, limit)

@@ -20,8 +20,7 @@ from sx.cli._support import (
     ExitCode,
     run_async,
 )
-from sx.protos._auth import make_proof, task_caller_subject
-from sx.protos._options import channel_options
+from sx.protos import channel_options, make_proof, task_caller_subject
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.worker import WorkerSettings
 

@@ -15,7 +15,7 @@ from sx.cli._support import (
 from sx.processors._config_file import load_settings
 from sx.processors._errors import SxError
 from sx.processors._registry import ProcessorDefinition
-from sx.protos._options import channel_credentials
+from sx.protos import channel_credentials
 from sx.worker import WorkerSettings
 
 __all__ = [

@@ -15,7 +15,7 @@ from sx.protos._auth import (
 )
 from sx.protos._options import MAX_MESSAGE_BYTES, channel_credentials, channel_options, server_options
 from sx.protos._peer_auth import PeerAuthInterceptor, peer_channel
-from sx.protos._signing import sign_request
+from sx.protos.signing import sign_request
 
 __all__ = [
     "MAX_MESSAGE_BYTES",

@@ -25,7 +25,7 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sx.processors._errors import SxError
-from sx.protos._options import server_options
+from sx.protos import server_options
 from sx.scheduler._clock import Clock, RealClock
 from sx.scheduler._settings import SchedulerSettings, is_loopback
 from sx.scheduler.api import AccessKeys, Authenticator, Services, create_app

@@ -209,9 +209,9 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
     return found
 
 
-# sx.processors and sx.protos are the shared base of this one distribution: the scheduler, the worker and
-# the CLI use their internals (enums, result helpers, proofs, signing). Users import sx.processors' face.
-SHARED_BASE = ("sx.processors", "sx.protos")
+# sx.processors is the shared base of this one distribution: the scheduler, the worker and the CLI use its
+# internals (enums, result helpers, spec limits) that its face, made for job authors, does not offer.
+SHARED_BASE = ("sx.processors",)
 
 
 def test_private_modules_are_imported_only_by_their_package_and_its_tests() -> None:

@@ -19,7 +19,7 @@ import grpc
 from grpc import aio
 
 from sx.processors._errors import SxError
-from sx.protos._options import channel_options
+from sx.protos import channel_options
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 __all__ = [

@@ -19,8 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from sx.processors._registry import Registry, default_registry
-from sx.protos import PeerAuthInterceptor
-from sx.protos._options import channel_credentials, server_options
+from sx.protos import PeerAuthInterceptor, channel_credentials, server_options
 from sx.protos.v1 import peer_pb2_grpc, scheduler_pb2
 from sx.worker._connection import SchedulerConnection, WorkerRejected
 from sx.worker._hooks import HookRunner

@@ -3,7 +3,7 @@
 A scheduler with no access key is open: it accepts unsigned requests, so a first key can be created
 through the API. Once any key exists every OpenAPI request must be signed by an enabled key, dated
 within ``max_skew`` of the scheduler's clock and carry a nonce not seen before; a key reaches only its
-own namespace. The canonicalization is ``sx.protos._signing``, the same code our client signs with.
+own namespace. The canonicalization is ``sx.protos.signing``, the same code our client signs with.
 
 The key management functions (``create_access_key`` and friends) are what the CLI calls; the
 admin endpoints reach them through ``AccessKeys``.
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sx.protos import _signing
+from sx.protos import signing
 from sx.scheduler._clock import Clock
 from sx.scheduler._errors import Forbidden, NotFound, Unauthorized
 from sx.scheduler.jobs import require_namespace
@@ -127,42 +127,40 @@ class Authenticator:
                 "request is not signed: access keys exist, so an Authorization header is required"
             )
         try:
-            parsed = _signing.parse_authorization(authorization)
+            parsed = signing.parse_authorization(authorization)
         except ValueError as exc:
             raise Unauthorized(f"Authorization: {exc}") from exc
         key = await self.store.get_access_key(parsed.key_id)
         if key is None or not key.enabled:
             raise Unauthorized(f"Credential={parsed.key_id[:64]!r}: unknown or disabled access key")
-        missing = [h for h in _signing.REQUIRED_SIGNED_HEADERS if h not in parsed.signed_headers]
+        missing = [h for h in signing.REQUIRED_SIGNED_HEADERS if h not in parsed.signed_headers]
         if missing:
             raise Unauthorized(f"SignedHeaders: must include {', '.join(missing)}")
-        payload_hash = _signing.hash_payload(request.body)
-        if request.headers.get(_signing.CONTENT_HASH_HEADER, "").strip().lower() != payload_hash:
-            raise Unauthorized(f"{_signing.CONTENT_HASH_HEADER}: does not match the body's SHA-256")
-        canonical = _signing.canonical_request(
+        payload_hash = signing.hash_payload(request.body)
+        if request.headers.get(signing.CONTENT_HASH_HEADER, "").strip().lower() != payload_hash:
+            raise Unauthorized(f"{signing.CONTENT_HASH_HEADER}: does not match the body's SHA-256")
+        canonical = signing.canonical_request(
             request.method, request.path, request.query, request.headers, parsed.signed_headers, payload_hash
         )
-        expected = _signing.compute_signature(key.secret, canonical)
+        expected = signing.compute_signature(key.secret, canonical)
         if not hmac.compare_digest(expected, parsed.signature.lower()):
             raise Unauthorized("Signature: does not match the request")
         # The date and nonce are signed, so they are checked only once the signature holds.
-        date_text = request.headers.get(_signing.DATE_HEADER, "")
+        date_text = request.headers.get(signing.DATE_HEADER, "")
         try:
-            signed_at = _signing.parse_date(date_text)
+            signed_at = signing.parse_date(date_text)
         except ValueError as exc:
-            raise Unauthorized(
-                f"{_signing.DATE_HEADER}={date_text[:40]!r}: not yyyy-MM-ddTHH:mm:ssZ"
-            ) from exc
+            raise Unauthorized(f"{signing.DATE_HEADER}={date_text[:40]!r}: not yyyy-MM-ddTHH:mm:ssZ") from exc
         now = self.clock.now()
         if abs(now - signed_at) > self.max_skew:
             raise Unauthorized(
-                f"{_signing.DATE_HEADER}={date_text!r}: more than {int(self.max_skew.total_seconds() // 60)} "
+                f"{signing.DATE_HEADER}={date_text!r}: more than {int(self.max_skew.total_seconds() // 60)} "
                 "minutes from the scheduler's clock"
             )
-        nonce = request.headers.get(_signing.NONCE_HEADER, "").strip()
+        nonce = request.headers.get(signing.NONCE_HEADER, "").strip()
         if not nonce or len(nonce) > 128:
-            raise Unauthorized(f"{_signing.NONCE_HEADER}: must be 1 to 128 characters")
+            raise Unauthorized(f"{signing.NONCE_HEADER}: must be 1 to 128 characters")
         # Remember the nonce until the date could no longer pass the skew check.
         if not await self.store.remember_nonce(f"{key.key_id}:{nonce}", signed_at + self.max_skew * 2):
-            raise Unauthorized(f"{_signing.NONCE_HEADER}={nonce!r}: replayed request")
+            raise Unauthorized(f"{signing.NONCE_HEADER}={nonce!r}: replayed request")
         return key

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import grpc
 
 from sx.processors._enums import TaskStatus
-from sx.protos._auth import check_proof, task_caller_subject
+from sx.protos import check_proof, task_caller_subject
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler.dispatch._registry import WorkerKey
 from sx.scheduler.dispatch._state import DispatchState

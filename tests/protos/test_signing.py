@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sx.protos import _signing as s
+from sx.protos import signing as s
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.protos._options import MAX_MESSAGE_BYTES, channel_credentials, channel_options, server_options
+from sx.protos import MAX_MESSAGE_BYTES, channel_credentials, channel_options, server_options
 
 
 def test_options_set_keepalive_and_message_sizes() -> None:

@@ -30,8 +30,7 @@ from sx.processors import (
     current_context,
     processor,
 )
-from sx.protos import peer_channel
-from sx.protos._auth import PEER_AUTH_HEADER, make_proof, peer_subject
+from sx.protos import PEER_AUTH_HEADER, make_proof, peer_channel, peer_subject
 from sx.protos.v1 import common_pb2, peer_pb2, peer_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from sx.worker import Worker, WorkerRejected, WorkerSettings
 

@@ -31,7 +31,7 @@ import httpx
 from sx.processors._enums import InstanceStatus, TaskStatus
 from sx.processors._spec import JobSpec
 from sx.processors._workflow import WorkflowSpec
-from sx.protos._signing import sign_request
+from sx.protos import sign_request
 from sx.worker.openapi._errors import (
     ConflictError,
     NotFoundError,

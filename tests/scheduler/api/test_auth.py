@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sx.protos._signing import sign_request
+from sx.protos import sign_request
 from sx.scheduler._clock import ManualClock
 from sx.scheduler.api import Forbidden, NotFound, Unauthorized
 from sx.scheduler.api._auth import (

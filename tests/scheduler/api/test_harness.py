@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import uvicorn
 
-from sx.protos._signing import sign_request
+from sx.protos import sign_request
 from sx.scheduler._clock import ManualClock
 from sx.scheduler.api import Authenticator, Services, create_app
 from sx.scheduler.jobs import InstanceEvents, JobService

@@ -118,6 +118,12 @@ class SchedulerConnection:
         """Reports not yet acknowledged by the scheduler."""
         return len(self._unacked)
 
+    @property
+    def reporting_instance_ids(self) -> list[int]:
+        """Instances whose reports the scheduler has not acknowledged yet (they are re-sent on a
+        reconnect, so this worker still answers for them)."""
+        return list(dict.fromkeys(report.instance_id for report in self._unacked.values()))
+
     def report(self, report: scheduler_pb2.InstanceReport) -> str:
         """Queue ``report`` for delivery (now, or after reconnecting); returns its delivery id."""
         delivery_id = uuid.uuid4().hex

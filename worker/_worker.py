@@ -315,8 +315,15 @@ class Worker:
             processors=self.registry.names,
             capacity=self.settings.concurrency,
             version=_version(),
-            running_instance_ids=self.running_instance_ids,
+            running_instance_ids=self._held_instance_ids(),
         )
+
+    def _held_instance_ids(self) -> list[int]:
+        """What this worker answers for at registration: the instances it runs, and those whose final
+        report the scheduler has not acknowledged (a scheduler that restarted before applying it must
+        not send the instance to another worker; the report follows the registration)."""
+        reporting = self._connection.reporting_instance_ids if self._connection is not None else []
+        return list(dict.fromkeys([*self.running_instance_ids, *reporting]))
 
     def heartbeat_message(self) -> scheduler_pb2.Heartbeat:
         """This worker's load, sent every heartbeat interval."""

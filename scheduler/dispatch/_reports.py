@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
+from sx.scheduler._crash_points import crash_point
 from sx.scheduler.dispatch._registry import Assignment, WorkerSession
 from sx.scheduler.dispatch._state import DispatchState, kill_message, mark_draining, same_group
 from sx.scheduler.store import Instance, InstanceChange, InstanceStore
@@ -50,6 +51,7 @@ class InstanceReports:
 
     async def on_report(self, session: WorkerSession, report: scheduler_pb2.InstanceReport) -> None:
         """Apply one report (once per delivery id) and acknowledge it."""
+        crash_point("dispatch.report")
         applied = self._state.delivered.setdefault(session.key, OrderedDict())
         delivery_id = report.delivery_id
         if delivery_id and delivery_id in applied:

@@ -3,8 +3,11 @@
 Each pass takes the due instances of the waiting queue in schedule order and, for each, submits it to
 the next worker that serves its processor and has room, leaves it waiting (workers at capacity, or none
 yet within the no-worker grace) or fails it (its job is gone, every worker refused it, no worker came).
-The pass's submissions are then recorded READY in one store call. Every ``waiting_rescan`` the store's
-WAITING instances are read again, for any whose creator could not hand it over.
+The pass's submissions are recorded READY in one store call and only then sent, so a scheduler killed
+at any step of a pass never leaves an instance that a worker runs marked WAITING (which its restart
+would send again): it finds it READY and gives it back to the worker that lists it as running, or
+submits it again when no worker does. Every ``waiting_rescan`` the store's WAITING instances are read
+again, for any whose creator could not hand it over.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from typing import Protocol
 from sx.processors._enums import InstanceStatus
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
+from sx.scheduler._crash_points import crash_point
 from sx.scheduler.dispatch._instance_spec import build_instance_spec, processor_of, wants_worker_list
 from sx.scheduler.dispatch._registry import Assignment, WorkerSession
 from sx.scheduler.dispatch._reports import InstanceReports
-from sx.scheduler.dispatch._state import RECOVERY_LIMIT, DispatchState, Waiting, kill_message
+from sx.scheduler.dispatch._state import RECOVERY_LIMIT, DispatchState, Waiting
 from sx.scheduler.store import InstanceChange, InstanceStore, Job, JobStore
 
 __all__ = ["Submission", "SubmissionStore"]
@@ -39,11 +43,16 @@ _IDLE = timedelta(seconds=60)
 
 @dataclass(frozen=True, slots=True)
 class _Submitted:
-    """An instance sent to a worker in this dispatch pass, its READY write still to make."""
+    """An instance assigned to a worker in this dispatch pass: recorded READY, then sent."""
 
-    instance_id: int
+    entry: Waiting
     job_id: int
     session: WorkerSession
+    message: scheduler_pb2.SchedulerMessage
+
+    @property
+    def instance_id(self) -> int:
+        return self.entry.instance.id
 
 
 class Submission:
@@ -112,7 +121,7 @@ class Submission:
         try:
             next_at = await self._submit_due(due, jobs, now, next_at, submitted)
         finally:
-            await self._mark_ready(submitted)
+            await self._record_and_send(submitted)
         return next_at
 
     async def _submit_due(
@@ -147,8 +156,8 @@ class Submission:
     async def _submit(
         self, entry: Waiting, job: Job, now: datetime, submitted: list[_Submitted]
     ) -> datetime | None:
-        """Submit one instance (its READY write joins ``submitted``), fail it, or leave it waiting
-        (returning when to look again)."""
+        """Assign one instance to a worker (it joins ``submitted``, to be recorded READY and sent), fail
+        it, or leave it waiting (returning when to look again)."""
         state = self._state
         registry = state.registry
         instance = entry.instance
@@ -185,17 +194,19 @@ class Submission:
         spec = build_instance_spec(job, instance, workers=workers)
         session.assigned[instance.id] = Assignment(instance.id, job.id)
         state.owner[instance.id] = session.key
-        session.send(scheduler_pb2.SchedulerMessage(submit=scheduler_pb2.SubmitInstance(instance=spec)))
-        log.info("instance %d of job %d submitted to worker %s", instance.id, job.id, session.worker_id)
-        submitted.append(_Submitted(instance.id, job.id, session))
+        message = scheduler_pb2.SchedulerMessage(submit=scheduler_pb2.SubmitInstance(instance=spec))
+        submitted.append(_Submitted(entry, job.id, session, message))
         return None
 
-    async def _mark_ready(self, submitted: list[_Submitted]) -> None:
-        """Record the pass's submissions as READY in one store call (a write per instance made a pass
-        over many due instances as slow as that many transactions). The worker's reply may already have
-        moved an instance on; one that ended meanwhile is killed on its worker."""
+    async def _record_and_send(self, submitted: list[_Submitted]) -> None:
+        """Record the pass's assignments READY in one store call, then send them. Writing first makes a
+        crash between the two harmless (the restart finds them READY and asks their workers); one write
+        per pass rather than per instance keeps a pass over many due instances as fast as one
+        transaction. An instance that ended during the write (stopped) is dropped unsent; if the write
+        fails, nothing was sent and the instances go back to the queue."""
         if not submitted:
             return
+        crash_point("dispatch.assigned")
         changes = [
             (
                 s.instance_id,
@@ -208,17 +219,27 @@ class Submission:
             )
             for s in submitted
         ]
-        updated = await self._store.update_instances(
-            changes, only_if_status=(InstanceStatus.WAITING, InstanceStatus.READY)
-        )
+        state = self._state
+        try:
+            updated = await self._store.update_instances(
+                changes, only_if_status=(InstanceStatus.WAITING, InstanceStatus.READY)
+            )
+        except BaseException:
+            for s in submitted:
+                if s.instance_id in s.session.assigned:
+                    state.release(s.instance_id)
+                    state.waiting.setdefault(s.instance_id, s.entry)
+            raise
+        crash_point("dispatch.recorded")
         for s in submitted:
-            if updated.get(s.instance_id) is not None:
-                continue
-            assignment = s.session.assigned.get(s.instance_id)
-            if assignment is None or assignment.accepted:
-                continue  # already ended here, or accepted: the RUNNING write made this same check
-            current = await self._store.get_instance(s.instance_id)
-            if (current is None or current.status.finished) and s.instance_id in s.session.assigned:
-                self._state.release(s.instance_id)
-                self._state.forget(s.instance_id)
-                s.session.send(kill_message(s.instance_id, s.job_id, "the instance has already finished"))
+            if s.instance_id not in s.session.assigned:
+                continue  # stopped, or its worker went, while the write ran: the stop path saw to it
+            if updated.get(s.instance_id) is None:
+                state.release(s.instance_id)
+                state.forget(s.instance_id)
+                continue  # it ended meanwhile: never sent, nothing to undo on a worker
+            s.session.send(s.message)
+            log.info(
+                "instance %d of job %d submitted to worker %s", s.instance_id, s.job_id, s.session.worker_id
+            )
+            crash_point("dispatch.sent")

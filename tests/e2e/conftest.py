@@ -160,8 +160,11 @@ class Cluster:
 
     # -- scheduler ---------------------------------------------------------------------------------
 
-    def start_scheduler(self, *, heartbeat_timeout: float | None = None) -> None:
-        """Start ``sx-worker serve`` (on the ports of the previous run, if there was one)."""
+    def start_scheduler(
+        self, *, heartbeat_timeout: float | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """Start ``sx-worker serve`` (on the ports of the previous run, if there was one), with ``env``
+        added to its environment."""
         args = [sx_worker(), "serve", "--data-dir", str(self.folder / "scheduler")]
         if self.http_url:
             args += [
@@ -172,13 +175,14 @@ class Cluster:
             ]
         else:
             args += ["--http-port", "0", "--grpc-port", "0"]
-        env = clean_env(
+        scheduler_env = clean_env(
             SX_HEARTBEAT_INTERVAL="1",
             SX_HEARTBEAT_TIMEOUT=str(heartbeat_timeout or self.heartbeat_timeout),
             SX_NO_WORKER_GRACE="10",
+            **(env or {}),
         )
         self._serial += 1
-        proc = spawn(f"scheduler-{self._serial}", args, folder=self.folder, env=env)
+        proc = spawn(f"scheduler-{self._serial}", args, folder=self.folder, env=scheduler_env)
         self.scheduler = proc
 
         def ready() -> re.Match[str] | None:

@@ -112,6 +112,14 @@ class NeverByTime(Processor):
         record("e2e.idle", **_run_info(ctx))
 
 
+@processor(name="e2e.tick", max_concurrency=1000)
+class Tick(Processor):
+    """Records each run: the crash tests count runs per instance."""
+
+    async def process(self, ctx: JobContext) -> None:
+        record("e2e.tick", **_run_info(ctx))
+
+
 @processor(name="e2e.broadcast")
 class EveryWorker(BroadcastProcessor):
     """Each worker returns its sharding id and pid; post_process lists them all."""

@@ -38,7 +38,7 @@ HEARTBEAT_TIMEOUT = 10.0
 _delivery_ids = itertools.count(1)
 
 
-async def eventually(check: Callable[[], Awaitable[bool] | bool], *, within: float = 10.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool] | bool], *, within: float = 30.0) -> None:
     """Poll ``check`` until it holds, failing after ``within`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within

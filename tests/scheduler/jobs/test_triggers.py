@@ -23,7 +23,7 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 NS, GROUP = "ns", "g"
 
 
-async def eventually(predicate: Callable[[], bool], *, within: float = 10.0) -> None:
+async def eventually(predicate: Callable[[], bool], *, within: float = 30.0) -> None:
     """Poll until ``predicate`` holds (real time), failing after ``within`` seconds."""
     deadline = time.monotonic() + within
     while not predicate():

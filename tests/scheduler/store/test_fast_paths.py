@@ -19,7 +19,7 @@ from sx.scheduler.store.sql import SqlStore, _access, sqlite_url
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
-async def _eventually(ask: Callable[[], Awaitable[bool]], expected: bool, *, within: float = 10.0) -> None:
+async def _eventually(ask: Callable[[], Awaitable[bool]], expected: bool, *, within: float = 30.0) -> None:
     """Wait until ``ask()`` answers ``expected`` (a cached answer expires in its own time)."""
     deadline = time.monotonic() + within
     while (answer := await ask()) is not expected:

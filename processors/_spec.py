@@ -36,11 +36,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -57,13 +60,21 @@ from sx.processors._errors import DefinitionError
 from sx.processors._schedule import Schedule, api, parse_time_type, to_definition_error
 
 __all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_CONCURRENCY",
+    "MAX_CONSUMER_SIZE",
     "MAX_CONTENT_BYTES",
     "MAX_DATA_OFFSET",
+    "MAX_INTERVAL",
+    "MAX_PAGE_SIZE",
     "MAX_PARAMETERS_BYTES",
+    "MAX_QUEUE_SIZE",
+    "MAX_TIMEOUT",
     "Contact",
     "JobSpec",
     "MapOptions",
     "MonitorOptions",
+    "stored_definitions",
 ]
 
 MAX_NAME_CHARS: Final = 100
@@ -74,9 +85,44 @@ MAX_PARAMETERS_BYTES: Final = 10_000
 MAX_CALENDAR_CHARS: Final = 100
 MAX_DATA_OFFSET: Final = 10 * 366 * 24 * 3600
 MAX_DISPATCHER_SIZE: Final = 200
+MAX_CONCURRENCY: Final = 1_000_000
+MAX_ATTEMPTS: Final = 100
+"""Retries of an instance (``maxAttempt``) or of a subtask (``taskMaxAttempt``)."""
+MAX_INTERVAL: Final = 30 * 24 * 3600
+"""Seconds between retries (``attemptInterval``, ``taskAttemptInterval``): 30 days."""
+MAX_TIMEOUT: Final = 365 * 24 * 3600
+"""Seconds an instance may run before its timeout alarm or kill: a year."""
+MAX_PAGE_SIZE: Final = 10_000
+MAX_CONSUMER_SIZE: Final = 1_000
+MAX_QUEUE_SIZE: Final = 10_000_000
+
+_reading_stored: ContextVar[bool] = ContextVar("sx_reading_stored_definitions", default=False)
+
+
+@contextmanager
+def stored_definitions() -> Iterator[None]:
+    """Validate definitions read back from the store: upper bounds added after they were written do not
+    apply to them, so whatever was stored can always be read back and listed."""
+    token = _reading_stored.set(True)
+    try:
+        yield
+    finally:
+        _reading_stored.reset(token)
+
+
+def _at_most(limit: int) -> AfterValidator:
+    """An upper bound checked on new definitions, not on stored ones (see ``stored_definitions``)."""
+
+    def check(value: int) -> int:
+        if value > limit and not _reading_stored.get():
+            raise ValueError(f"must be at most {limit}")
+        return value
+
+    return AfterValidator(check)
+
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_INT_TEXT = re.compile(r"\s*[+-]?\d{1,30}\s*")
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")  # ASCII digits only, as for ids
 _FLAT_CONTACT = re.compile(r"contactInfo(?:\.(\d+)|\[(\d+)\])\.(\w+)")
 _CONTACT_KEYS = {"userPhone": "user_phone", "userName": "user_name"}
 _JOB_TYPE_ALIASES = {"golang": JobType.GO}
@@ -106,17 +152,17 @@ class Contact(_WireModel):
 class MapOptions(_WireModel):
     """Advanced options of the map modes (parallel, grid, batch): the OpenAPI's ``mapTaskXAttrs``."""
 
-    page_size: Annotated[StrictInt, Field(ge=1)] = 100
+    page_size: Annotated[StrictInt, Field(ge=1), _at_most(MAX_PAGE_SIZE)] = 100
     """Subtasks pulled at a time."""
-    consumer_size: Annotated[StrictInt, Field(ge=1)] = 5
+    consumer_size: Annotated[StrictInt, Field(ge=1), _at_most(MAX_CONSUMER_SIZE)] = 5
     """Subtasks run at once on one worker for one trigger."""
-    queue_size: Annotated[StrictInt, Field(ge=1)] = 10_000
+    queue_size: Annotated[StrictInt, Field(ge=1), _at_most(MAX_QUEUE_SIZE)] = 10_000
     """Upper bound of the subtask queue cache."""
     dispatcher_size: Annotated[StrictInt, Field(ge=1, le=MAX_DISPATCHER_SIZE)] = 5
     """Subtask dispatchers."""
-    task_max_attempt: Annotated[StrictInt, Field(ge=0)] = 0
+    task_max_attempt: Annotated[StrictInt, Field(ge=0), _at_most(MAX_ATTEMPTS)] = 0
     """Retries of a failed subtask."""
-    task_attempt_interval: Annotated[StrictInt, Field(ge=0)] = 0
+    task_attempt_interval: Annotated[StrictInt, Field(ge=0), _at_most(MAX_INTERVAL)] = 0
     """Seconds between those retries."""
 
 
@@ -125,7 +171,7 @@ class MonitorOptions(_WireModel):
 
     timeout_enable: StrictBool = False
     """Alarm when an instance runs longer than ``timeout``."""
-    timeout: Annotated[StrictInt, Field(ge=1)] = 7200
+    timeout: Annotated[StrictInt, Field(ge=1), _at_most(MAX_TIMEOUT)] = 7200
     """Seconds."""
     timeout_kill_enable: StrictBool = False
     """Stop an instance that runs longer than ``timeout``."""
@@ -150,9 +196,9 @@ class JobSpec(_WireModel):
     execute_mode: ExecuteMode = ExecuteMode.STANDALONE
     parameters: StrictStr = ""
     """Job parameters the processor reads at run time."""
-    max_concurrency: Annotated[StrictInt, Field(ge=1)] = 1
-    max_attempt: Annotated[StrictInt, Field(ge=0)] = 0
-    attempt_interval: Annotated[StrictInt, Field(ge=0)] = 30
+    max_concurrency: Annotated[StrictInt, Field(ge=1), _at_most(MAX_CONCURRENCY)] = 1
+    max_attempt: Annotated[StrictInt, Field(ge=0), _at_most(MAX_ATTEMPTS)] = 0
+    attempt_interval: Annotated[StrictInt, Field(ge=0), _at_most(MAX_INTERVAL)] = 30
     """Seconds between retries of a failed instance."""
     schedule: Schedule = api()
     calendar: Annotated[StrictStr, Field(max_length=MAX_CALENDAR_CHARS)] = ""

@@ -1,7 +1,10 @@
 """Reading OpenAPI parameters: query string, form body or JSON body, merged (the body wins).
 
 Values arrive as strings (query, form) or JSON values; the typed getters accept both and raise
-BadRequest naming the field and the offending value, so bad input never becomes a server error.
+BadRequest naming the field and the offending value, so bad input never becomes a server error. Rules
+every parameter follows whatever its kind: text is valid Unicode (no lone surrogate, which a JSON
+``\\udfff`` escape can carry and which no store or protocol can hold); a JSON body nests at most
+``MAX_JSON_DEPTH`` levels.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ __all__ = [
     "DATE_FORMAT",
     "LONG_MAX",
     "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "MAX_TEXT_CHARS",
     "ParamDoc",
     "Params",
@@ -27,6 +31,7 @@ __all__ = [
 ]
 
 MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32
 MAX_TEXT_CHARS = 100_000
 LONG_MAX = 2**63 - 1
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -80,10 +85,45 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
             value = json.loads(text)
         except ValueError as exc:
             raise BadRequest("body", text, f"is not valid JSON ({exc})") from exc
+        except RecursionError:
+            raise BadRequest("body", text, f"nests more than {MAX_JSON_DEPTH} levels") from None
+        if _depth(value) > MAX_JSON_DEPTH:
+            raise BadRequest("body", text, f"nests more than {MAX_JSON_DEPTH} levels")
         if not isinstance(value, dict):
             raise BadRequest("body", text, "must be a JSON object of parameters")
         return value
     return _pairs_to_dict(parse_qsl(text, keep_blank_values=True))
+
+
+def _depth(value: Any) -> int:
+    """How many levels of arrays and objects ``value`` nests (0 for a scalar)."""
+    deepest, level, stack = 0, 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def _check_unicode(name: str, value: Any) -> None:
+    """BadRequest naming ``name`` when any text in ``value`` holds a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(name, item, "is not valid Unicode (it holds a lone surrogate)") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def parse_query(query: str) -> dict[str, Any]:
@@ -94,6 +134,10 @@ class Params:
     """A request's merged parameters with typed getters."""
 
     def __init__(self, values: Mapping[str, Any]) -> None:
+        for name, value in values.items():
+            shown = str(name).encode("utf-8", "backslashreplace").decode("utf-8")  # errors name it safely
+            _check_unicode(shown, name)
+            _check_unicode(shown, value)
         self.values: dict[str, Any] = dict(values)
 
     @classmethod

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from sx.processors._enums import InstanceStatus
+from sx.processors._result import describe_exception, shorten_head
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler._crash_points import crash_point
@@ -138,7 +139,17 @@ class Submission:
             if waiting.get(instance.id) is not entry:
                 continue  # killed or claimed during an await of this pass
             if instance.job_id not in jobs:
-                jobs[instance.job_id] = await self._store.get_job(instance.job_id)
+                try:
+                    jobs[instance.job_id] = await self._store.get_job(instance.job_id)
+                except Exception as exc:  # one unreadable definition must not stall the pass
+                    log.exception("job %d of instance %d cannot be read", instance.job_id, instance.id)
+                    waiting.pop(instance.id, None)
+                    await self._reports.fail(
+                        instance.id,
+                        shorten_head(f"job {instance.job_id} cannot be read: {describe_exception(exc)}"),
+                        system_failure=False,
+                    )
+                    continue
             job = jobs[instance.job_id]
             if waiting.get(instance.id) is not entry:
                 continue
@@ -191,7 +202,16 @@ class Submission:
         if wants_worker_list(job):
             eligible = registry.eligible(instance.namespace, instance.group_id, processor)
             workers = [(s.worker_id, s.address) for s in eligible]
-        spec = build_instance_spec(job, instance, workers=workers)
+        try:
+            spec = build_instance_spec(job, instance, workers=workers)
+        except Exception as exc:  # a definition the protocol cannot carry must not stall the pass
+            log.exception("instance %d of job %d cannot be sent to a worker", instance.id, job.id)
+            await self._reports.fail(
+                instance.id,
+                shorten_head(f"cannot be sent to a worker: {describe_exception(exc)}"),
+                system_failure=False,
+            )
+            return None
         session.assigned[instance.id] = Assignment(instance.id, job.id)
         state.owner[instance.id] = session.key
         message = scheduler_pb2.SchedulerMessage(submit=scheduler_pb2.SubmitInstance(instance=spec))

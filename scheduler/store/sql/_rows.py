@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
 from sx.processors._schedule import Schedule
-from sx.processors._spec import JobSpec
+from sx.processors._spec import JobSpec, stored_definitions
 from sx.scheduler.store._records import (
     Alarm,
     Calendar,
@@ -80,7 +80,8 @@ def dump_spec(spec: JobSpec) -> tuple[str, int]:
 def _load_spec(text: str) -> JobSpec:
     # Specs rarely change and JobSpec is frozen: parse each distinct text once (due_jobs reads
     # thousands of jobs per tick).
-    return JobSpec.model_validate(json.loads(text))
+    with stored_definitions():
+        return JobSpec.model_validate(json.loads(text))
 
 
 def job_from_row(row: sa.Row[Any]) -> Job:

@@ -90,3 +90,105 @@ async def test_oversized_body_is_refused(api: Api) -> None:
         "/openapi/v1/job/create", content=b"a" * (1024 * 1024 + 1), headers={"content-type": "text/plain"}
     )
     assert response.status_code == 400 and "body" in response.json()["message"]
+
+
+async def _post_json(api: Api, path: str, text: str) -> tuple[int, dict[str, Any]]:
+    response = await api.client.post(
+        path, content=text.encode(), headers={"content-type": "application/json"}
+    )
+    return response.status_code, response.json()
+
+
+async def test_a_lone_surrogate_is_refused_in_any_parameter_and_nothing_is_stored(api: Api) -> None:
+    before = await api.store.list_jobs("ns1", "g1")
+    job = '{"namespace": "ns1", "groupId": "g1", "name": "s", "jobType": "python", "className": "a:B", '
+    status, body = await _post_json(
+        api, "/openapi/v1/job/create", job + '"timeType": 100, "parameters": "\\udfff"}'
+    )
+    assert status == 400 and "parameters" in body["message"] and "surrogate" in body["message"], body
+    keep = before.items[0].id
+    status, body = await _post_json(
+        api,
+        "/openapi/v1/job/execute",
+        f'{{"namespace": "ns1", "groupId": "g1", "jobId": {keep}, "instanceParameters": "ok \\ud800 then"}}',
+    )
+    assert status == 400 and "instanceParameters" in body["message"], body
+    status, body = await _post_json(
+        api, "/openapi/v1/job/list", '{"namespace": "ns1", "groupId": "g1", "\\udfff": 1}'
+    )
+    assert status == 400, body
+    after = await api.store.list_jobs("ns1", "g1")
+    assert [j.id for j in after.items] == [j.id for j in before.items]
+    # What is stored can always be read back and listed.
+    listed = await api.client.post("/openapi/v1/job/list", json={"namespace": "ns1", "groupId": "g1"})
+    assert listed.status_code == 200
+
+
+async def test_json_nested_deeper_than_the_limit_is_a_400_naming_the_body(api: Api) -> None:
+    for depth in (33, 20_000):
+        text = '{"namespace": "ns1", "x": ' + "[" * depth + "]" * depth + "}"
+        status, body = await _post_json(api, "/openapi/v1/job/list", text)
+        assert status == 400 and "body" in body["message"] and "nests more than 32" in body["message"], body
+    status, _ = await _post_json(
+        api, "/openapi/v1/job/list", '{"namespace": "ns1", "groupId": "g1", "x": [[1]]}'
+    )
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("maxConcurrency", "١٢"),  # Arabic-Indic digits: refused as they are in ids
+        ("maxConcurrency", 2**63),
+        ("maxConcurrency", 1_000_001),
+        ("maxAttempt", 10**30),
+        ("maxAttempt", 101),
+        ("attemptInterval", 10**12),
+        ("timeout", 10**18),
+        ("pageSize", 10**9),
+        ("consumerSize", 10**9),
+        ("queueSize", 10**9),
+        ("taskMaxAttempt", 10**6),
+        ("taskAttemptInterval", 10**12),
+    ],
+)
+async def test_numbers_outside_their_documented_range_are_refused_naming_the_field(
+    api: Api, field: str, value: object
+) -> None:
+    extra: dict[str, Any] = {field: value}
+    if field == "timeout":
+        extra["timeoutEnable"] = True
+        extra["timeoutKillEnable"] = True
+    response = await api.client.post(
+        "/openapi/v1/job/create",
+        json={"namespace": "ns1", "groupId": "g1", **API_JOB, "name": "big", **extra},
+    )
+    body = response.json()
+    assert response.status_code == 400 and field in body["message"], body
+
+
+async def test_the_largest_values_in_range_are_stored_and_read_back(api: Api) -> None:
+    extra: dict[str, Any] = {
+        "maxConcurrency": 1_000_000,
+        "maxAttempt": 100,
+        "attemptInterval": 30 * 24 * 3600,
+    }
+    job_id = await api.create_job(name="edges", **extra)
+    info = await api.ok("/openapi/v1/job/get", namespace="ns1", groupId="g1", jobId=job_id)
+    assert {k: info[k] for k in extra} == extra
+
+
+async def test_a_job_stored_before_the_bounds_existed_is_still_read_back_and_listed(api: Api) -> None:
+    keep = (await api.store.list_jobs("ns1", "g1")).items[0]
+    old = await api.store.create_job(
+        namespace="ns1",
+        group_id="g1",
+        spec=keep.spec.model_copy(update={"name": "from-an-older-version", "max_concurrency": 2**63 - 1}),
+        enabled=False,
+        managed=False,
+        next_fire_time=None,
+    )
+    info = await api.ok("/openapi/v1/job/get", namespace="ns1", groupId="g1", jobId=old.id)
+    assert info["maxConcurrency"] == 2**63 - 1
+    listed = await api.ok("/openapi/v1/job/list", namespace="ns1", groupId="g1")
+    assert old.id in [job["jobId"] for job in listed["jobs"]]

@@ -112,3 +112,27 @@ async def test_waiting_instance_created_behind_the_dispatchers_back_is_dispatche
     await setup.advance_keeping(worker, 25)
     await eventually(lambda: [s.instance_id for s in worker.submits] == [instance.id])
     await setup.wait_status(instance.id, InstanceStatus.RUNNING)
+
+
+async def test_an_instance_the_protocol_cannot_carry_fails_alone_and_the_pass_goes_on(setup: Setup) -> None:
+    await setup.start_dispatcher()
+    worker = await setup.worker("w1")
+    # A definition stored before the API bounded its numbers: max_attempt does not fit the wire's int32.
+    good = setup.job
+    bad = await setup.store.create_job(
+        namespace=good.namespace,
+        group_id=good.group_id,
+        spec=good.spec.model_copy(update={"name": "too-big", "max_attempt": 10**30}),
+        enabled=True,
+        managed=False,
+        next_fire_time=None,
+    )
+    poisoned = await setup.new_instance(job=bad)
+    fine = await setup.new_instance(job=good)
+    assert setup.dispatcher is not None
+    await setup.dispatcher.instance_created(poisoned)
+    await setup.dispatcher.instance_created(fine)
+    failed = await setup.wait_status(poisoned.id, InstanceStatus.FAILED)
+    assert failed.result.startswith("cannot be sent to a worker: ValueError"), failed.result
+    await eventually(lambda: [s.instance_id for s in worker.submits] == [fine.id])
+    await setup.wait_finished([(poisoned.id, False)])

@@ -37,7 +37,7 @@ from sx.scheduler.api._services import Services
 from sx.scheduler.store import AccessKey, DuplicateError
 from sx.scheduler.store import NotFoundError as StoreNotFoundError
 
-__all__ = ["ENDPOINTS", "create_app"]
+__all__ = ["ENDPOINTS", "ERROR_RESPONSES", "create_app"]
 
 log = logging.getLogger("sx.scheduler.api")
 
@@ -123,6 +123,7 @@ def create_app(services: Services, *, auth: Authenticator) -> FastAPI:
                     description=_operation_description(endpoint),
                     tags=[endpoint.tag],
                     openapi_extra=_openapi_extra(endpoint, method),
+                    responses=ERROR_RESPONSES,
                 )
 
     async def health(request: Request) -> Response:
@@ -139,10 +140,37 @@ def create_app(services: Services, *, auth: Authenticator) -> FastAPI:
         message = f"{request.method} {request.url.path}: " + (
             "no such path" if status == 404 else "only GET and POST are allowed" if status == 405 else "error"
         )
-        return envelope(_new_request_id(), code=code, message=message)
+        response = envelope(_new_request_id(), code=code, message=message)
+        if status == 405:
+            response.headers["Allow"] = "GET, POST"
+        return response
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     return app
+
+
+_ERROR_ENVELOPE: dict[str, Any] = {
+    "type": "object",
+    "required": ["code", "success", "message", "requestId", "data"],
+    "properties": {
+        "code": {"type": "integer", "description": "The HTTP status, repeated."},
+        "success": {"type": "boolean", "enum": [False]},
+        "message": {"type": "string", "description": "What was wrong, naming the field and its value."},
+        "requestId": {"type": "string"},
+        "data": {"nullable": True, "description": "Always null on an error."},
+    },
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": meaning, "content": {"application/json": {"schema": _ERROR_ENVELOPE}}}
+    for status, meaning in (
+        (400, "An invalid parameter (named in the message)"),
+        (401, "Unauthenticated: a missing or bad signature"),
+        (403, "Forbidden: the access key's namespace does not cover the request"),
+        (404, "Not found: no such namespace, group, job, instance or workflow"),
+        (409, "Conflict: the name is taken, or the state forbids the action"),
+    )
+}
+"""The error answers every operation may give, each the envelope with ``success`` false."""
 
 
 def _new_request_id() -> str:

@@ -101,6 +101,11 @@ async def test_health_docs_and_openapi_document(api: Api) -> None:
             assert set(document["paths"][path]) == {"get", "post"}, path
             operation = document["paths"][path]["post"]
             assert operation["tags"] == [endpoint.tag]
+            for method in ("get", "post"):
+                errors = document["paths"][path][method]["responses"]
+                assert {"400", "401", "403", "404", "409"} <= set(errors), (path, method)
+                schema = errors["400"]["content"]["application/json"]["schema"]
+                assert schema["required"] == ["code", "success", "message", "requestId", "data"]
             if endpoint.extension:
                 assert "Extension" in operation["description"]
     create = document["paths"]["/openapi/v1/job/create"]
@@ -119,6 +124,7 @@ async def test_unknown_path_and_method_get_an_envelope(api: Api) -> None:
     assert response.headers["x-request-id"] == body["requestId"]
     response = await api.client.put("/openapi/v1/job/create")
     assert response.status_code == 405 and response.json()["code"] == 405
+    assert response.headers["allow"] == "GET, POST"
 
 
 async def test_request_ids_are_fresh(api: Api) -> None:

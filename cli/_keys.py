@@ -8,8 +8,8 @@ from typing import Any
 import click
 
 from sx.cli._support import CliError, ExitCode, emit, run_async
-from sx.processors._config_file import load_settings
-from sx.processors._errors import SxError
+from sx.processors import SxError
+from sx.processors.engine import load_settings
 
 __all__ = ["create", "delete", "keys", "list_keys", "store_options", "with_store_options"]
 

@@ -12,7 +12,7 @@ from sx.cli._support import (
     emit,
     import_targets,
 )
-from sx.processors._registry import default_registry
+from sx.processors import default_registry
 
 __all__ = ["list_processors"]
 

@@ -12,9 +12,8 @@ from sx.cli._support import (
     CliError,
     ExitCode,
 )
-from sx.processors._config_file import load_settings
-from sx.processors._errors import SxError
-from sx.processors._registry import ProcessorDefinition
+from sx.processors import ProcessorDefinition, SxError
+from sx.processors.engine import load_settings
 from sx.protos import channel_credentials
 from sx.worker import WorkerSettings
 

@@ -25,10 +25,8 @@ from sx.cli._support import (
     run_async,
     setup_logging,
 )
-from sx.processors._config_file import load_settings
-from sx.processors._errors import SxError
-from sx.processors._registry import ProcessorDefinition, default_registry
-from sx.processors._workflow import default_workflows
+from sx.processors import ProcessorDefinition, SxError, default_registry, default_workflows
+from sx.processors.engine import load_settings
 from sx.worker import WorkerSettings
 
 __all__ = ["banner", "run"]

@@ -18,8 +18,8 @@ from sx.cli._support import (
     run_async,
     setup_logging,
 )
-from sx.processors._config_file import load_settings
-from sx.processors._errors import SxError
+from sx.processors import SxError
+from sx.processors.engine import load_settings
 
 __all__ = ["serve"]
 

@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from sx.processors._errors import SxError
+from sx.processors import SxError
 
 __all__ = [
     "CliError",

@@ -5,9 +5,13 @@ from __future__ import annotations
 import click
 
 from sx.cli._support import CliError, ExitCode, import_targets, run_async, setup_logging
-from sx.processors._errors import DefinitionError
-from sx.processors._registry import ProcessorDefinition, default_registry
-from sx.processors._workflow import WorkflowSpec, default_workflows
+from sx.processors import (
+    DefinitionError,
+    ProcessorDefinition,
+    WorkflowSpec,
+    default_registry,
+    default_workflows,
+)
 from sx.worker.openapi import (
     AuthError,
     OpenApiClient,

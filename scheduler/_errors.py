@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from sx.processors._errors import DefinitionError, SxError
+from sx.processors import DefinitionError, SxError
 
 __all__ = ["BadRequest", "Conflict", "Forbidden", "NotFound", "ServiceError", "Unauthorized"]
 

@@ -24,7 +24,7 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from sx.processors._errors import SxError
+from sx.processors import SxError
 from sx.protos import server_options
 from sx.scheduler._clock import Clock, RealClock
 from sx.scheduler._settings import SchedulerSettings, is_loopback

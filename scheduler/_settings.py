@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from sx.processors._config_file import load_settings
+from sx.processors.engine import load_settings
 
 __all__ = ["SchedulerSettings", "is_loopback"]
 

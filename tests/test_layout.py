@@ -209,11 +209,6 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
     return found
 
 
-# sx.processors is the shared base of this one distribution: the scheduler, the worker and the CLI use its
-# internals (enums, result helpers, spec limits) that its face, made for job authors, does not offer.
-SHARED_BASE = ("sx.processors",)
-
-
 def test_private_modules_are_imported_only_by_their_package_and_its_tests() -> None:
     wrong = []
     for path in [*product_files(), *outside_files()]:
@@ -227,11 +222,7 @@ def test_private_modules_are_imported_only_by_their_package_and_its_tests() -> N
                 continue
             if me is not None and (me == owner or me.startswith(owner + ".")):
                 continue
-            if me is not None and owner.startswith(SHARED_BASE):
-                continue
             if tested is not None and (owner == tested or owner.startswith(tested + ".")):
-                continue
-            if tested is not None and owner.startswith(SHARED_BASE) and tested in FOLDERS.values():
                 continue
             wrong.append(f"{rel}:{line}: imports {target}, private to {owner}")
     assert not wrong, "use the package's face instead:\n" + "\n".join(wrong)

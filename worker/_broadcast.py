@@ -7,9 +7,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from sx.processors._context import JobContext
-from sx.processors._enums import InstanceStatus, TaskStatus
-from sx.processors._result import ProcessResult, shorten_head
+from sx.processors import InstanceStatus, JobContext, ProcessResult, TaskStatus
+from sx.processors.engine import shorten_head
 from sx.protos.v1 import common_pb2, peer_pb2
 from sx.worker._convert import TaskInfo, context_for
 from sx.worker._hooks import HookRunner, Resolved

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import grpc
 from grpc import aio
 
-from sx.processors._errors import SxError
+from sx.processors import SxError
 from sx.protos import channel_options
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 

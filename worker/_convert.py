@@ -8,9 +8,18 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sx.processors._codec import JSON_CODEC, Codec
-from sx.processors._context import JobContext, TaskMapper, UpstreamData
-from sx.processors._enums import ROOT_TASK_NAME, ExecuteMode, InstanceStatus, JobType, TaskStatus
+from sx.processors import (
+    ROOT_TASK_NAME,
+    Codec,
+    ExecuteMode,
+    InstanceStatus,
+    JobContext,
+    JobType,
+    TaskMapper,
+    TaskStatus,
+    UpstreamData,
+)
+from sx.processors.engine import JSON_CODEC
 from sx.protos.v1 import common_pb2, peer_pb2, scheduler_pb2
 
 __all__ = [

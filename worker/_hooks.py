@@ -12,15 +12,19 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sx.processors._codec import JSON_CODEC, Codec
-from sx.processors._context import JobContext
-from sx.processors._enums import JobType
-from sx.processors._errors import RegistryError
-from sx.processors._invoke import invoke
-from sx.processors._kinds import Processor
-from sx.processors._registry import ProcessorDefinition, Registry
-from sx.processors._result import ProcessResult, describe_exception
-from sx.processors._scripts import script_processor_for
+from sx.processors import (
+    Codec,
+    JobContext,
+    JobType,
+    Processor,
+    ProcessorDefinition,
+    ProcessResult,
+    Registry,
+    RegistryError,
+    invoke,
+    script_processor_for,
+)
+from sx.processors.engine import JSON_CODEC, describe_exception
 from sx.protos.v1 import common_pb2
 from sx.worker._convert import execute_mode_of, job_type_of
 

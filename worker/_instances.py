@@ -11,10 +11,8 @@ from dataclasses import dataclass
 
 from grpc import aio
 
-from sx.processors._context import JobContext
-from sx.processors._enums import ExecuteMode, InstanceStatus
-from sx.processors._registry import Registry
-from sx.processors._result import describe_exception
+from sx.processors import ExecuteMode, InstanceStatus, JobContext, Registry
+from sx.processors.engine import describe_exception
 from sx.protos.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from sx.worker._broadcast import BroadcastMaster
 from sx.worker._convert import context_for, execute_mode_of, instance_report, now_ms

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sx.processors._enums import InstanceStatus
-from sx.processors._result import describe_exception
+from sx.processors import InstanceStatus
+from sx.processors.engine import describe_exception
 
 __all__ = ["Outcome", "error_text"]
 

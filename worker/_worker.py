@@ -18,7 +18,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from sx.processors._registry import Registry, default_registry
+from sx.processors import Registry, default_registry
 from sx.protos import PeerAuthInterceptor, channel_credentials, server_options
 from sx.protos.v1 import peer_pb2_grpc, scheduler_pb2
 from sx.worker._connection import SchedulerConnection, WorkerRejected

@@ -21,10 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from sx.processors._enums import InstanceStatus
-from sx.processors._errors import SxError
-from sx.processors._kinds import Processor
-from sx.processors._registry import ProcessorDefinition, Registry, default_registry, definition_of
+from sx.processors import (
+    InstanceStatus,
+    Processor,
+    ProcessorDefinition,
+    Registry,
+    SxError,
+    default_registry,
+    definition_of,
+)
 from sx.scheduler import SchedulerServer, SchedulerSettings
 from sx.worker._settings import WorkerSettings
 from sx.worker._worker import Worker

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from sx.processors._errors import DefinitionError
+from sx.processors import DefinitionError
 from sx.scheduler._errors import BadRequest, ServiceError
 from sx.scheduler.api import (
     _admin_routes,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sx.processors._enums import InstanceStatus
+from sx.processors import InstanceStatus
 from sx.scheduler._errors import BadRequest
 from sx.scheduler.api._auth import check_namespace
 from sx.scheduler.api._call import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sx.processors._enums import InstanceStatus
+from sx.processors import InstanceStatus
 from sx.scheduler.api._call import ADDRESS, JOB_ID, PAGE, Call, Endpoint, Reply
 from sx.scheduler.api._params import ParamDoc
 from sx.scheduler.api._views import job_config_info, page_view

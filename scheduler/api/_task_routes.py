@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sx.processors._enums import TaskStatus
+from sx.processors import TaskStatus
 from sx.scheduler._errors import BadRequest
 from sx.scheduler.api._call import ADDRESS, JOB_ID, PAGE, Call, Endpoint
 from sx.scheduler.api._params import ParamDoc

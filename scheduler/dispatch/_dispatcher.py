@@ -19,8 +19,8 @@ from typing import Protocol
 
 import grpc
 
-from sx.processors._enums import InstanceStatus
-from sx.processors._result import killed_result
+from sx.processors import InstanceStatus
+from sx.processors.engine import killed_result
 from sx.protos.v1 import scheduler_pb2_grpc
 from sx.scheduler._clock import Clock
 from sx.scheduler.dispatch._registry import WorkerInfo

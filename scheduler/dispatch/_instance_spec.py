@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sx.processors._enums import ExecuteMode
+from sx.processors import ExecuteMode
 from sx.protos.v1 import common_pb2
 from sx.scheduler.store import Instance, Job
 

@@ -12,7 +12,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus
+from sx.processors import InstanceStatus
+from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler._crash_points import crash_point

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import grpc
 
-from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, ExecuteMode, InstanceStatus
+from sx.processors import ExecuteMode, InstanceStatus
+from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler.dispatch._registry import Assignment, WorkerKey, WorkerSession

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sx.processors._enums import InstanceStatus
+from sx.processors import InstanceStatus
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler.dispatch._registry import Assignment, WorkerKey, WorkerRegistry, WorkerSession

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sx.processors._enums import InstanceStatus
-from sx.processors._result import describe_exception, shorten_head
+from sx.processors import InstanceStatus
+from sx.processors.engine import describe_exception, shorten_head
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler._crash_points import crash_point

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from sx.processors._enums import TaskStatus
+from sx.processors import TaskStatus
 from sx.protos import check_proof, task_caller_subject
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler.dispatch._registry import WorkerKey

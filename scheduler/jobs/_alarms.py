@@ -16,8 +16,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from sx.processors._errors import SxError
-from sx.processors._spec import Contact
+from sx.processors import Contact, SxError
 from sx.scheduler.store import Alarm, AlarmStore, Instance, Job
 
 __all__ = [

@@ -13,8 +13,8 @@ import logging
 from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
-from sx.processors._result import is_killed
+from sx.processors import InstanceStatus, TimeType, TriggerType
+from sx.processors.engine import is_killed
 from sx.scheduler._clock import Clock
 from sx.scheduler._loops import Loop
 from sx.scheduler.jobs._alarms import AlarmRouter

@@ -16,10 +16,8 @@ from functools import lru_cache
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus, TriggerType
-from sx.processors._errors import DefinitionError
-from sx.processors._result import killed_result
-from sx.processors._spec import JobSpec
+from sx.processors import DefinitionError, InstanceStatus, JobSpec, TriggerType
+from sx.processors.engine import ACTIVE_INSTANCE_STATUSES, killed_result
 from sx.scheduler._clock import Clock
 from sx.scheduler._errors import BadRequest, Conflict, NotFound
 from sx.scheduler.jobs._events import InstanceEvents

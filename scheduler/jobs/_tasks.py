@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus
+from sx.processors import ExecuteMode, InstanceStatus, TaskStatus
 from sx.scheduler._errors import BadRequest, Conflict, NotFound
 from sx.scheduler.jobs._lookup import page_offset
 from sx.scheduler.jobs._service import JobService

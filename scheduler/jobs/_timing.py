@@ -12,10 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from sx.processors._cron import CronExpression
-from sx.processors._enums import TimeType
-from sx.processors._errors import DefinitionError
-from sx.processors._spec import JobSpec
+from sx.processors import CronExpression, DefinitionError, JobSpec, TimeType
 from sx.scheduler.store import Calendar
 
 __all__ = [

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
-from sx.processors._enums import InstanceStatus, MisfirePolicy, TimeType, TriggerType
+from sx.processors import InstanceStatus, MisfirePolicy, TimeType, TriggerType
 from sx.scheduler._clock import Clock
 from sx.scheduler._loops import Loop
 from sx.scheduler.jobs._hooks import OnCreated

@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from sx.processors._enums import InstanceStatus, TaskStatus
-from sx.processors._spec import JobSpec
+from sx.processors import InstanceStatus, JobSpec, TaskStatus
 from sx.scheduler.store._records import (
     AccessKey,
     Alarm,

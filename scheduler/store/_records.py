@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
-from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
-from sx.processors._schedule import Schedule
-from sx.processors._spec import JobSpec
+from sx.processors import InstanceStatus, JobSpec, Schedule, TaskStatus, TimeType, TriggerType
 
 __all__ = [
     "AccessKey",

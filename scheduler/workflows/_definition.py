@@ -12,11 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
-from sx.processors._enums import TimeType
-from sx.processors._errors import DefinitionError
-from sx.processors._schedule import Schedule, parse_time_type
-from sx.processors._spec import JobSpec
-from sx.processors._workflow import MAX_WORKFLOW_NODES, check_dag
+from sx.processors import DefinitionError, JobSpec, Schedule, TimeType
+from sx.processors.engine import MAX_WORKFLOW_NODES, check_dag, parse_time_type
 from sx.scheduler._errors import BadRequest
 from sx.scheduler.jobs import next_fire_time, zone_or_default
 from sx.scheduler.store import JobStore, WorkflowDef

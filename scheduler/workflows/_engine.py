@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus, TriggerType
-from sx.processors._workflow import check_dag
+from sx.processors import InstanceStatus, TriggerType
+from sx.processors.engine import ACTIVE_INSTANCE_STATUSES, check_dag
 from sx.scheduler._clock import Clock
 from sx.scheduler._errors import Conflict, NotFound
 from sx.scheduler.jobs import InstanceEvents

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta, tzinfo
 
-from sx.processors._enums import TriggerType
+from sx.processors import TriggerType
 from sx.scheduler._clock import Clock
 from sx.scheduler._errors import BadRequest
 from sx.scheduler._loops import Loop

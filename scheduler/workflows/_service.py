@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import tzinfo
 from typing import Any, Protocol
 
-from sx.processors._enums import InstanceStatus, TriggerType
-from sx.processors._workflow import check_dag
+from sx.processors import InstanceStatus, TriggerType
+from sx.processors.engine import check_dag
 from sx.scheduler._clock import Clock
 from sx.scheduler._errors import BadRequest, Conflict, NotFound
 from sx.scheduler.jobs import (

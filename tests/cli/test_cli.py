@@ -14,8 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from sx.cli._main import main
-from sx.processors._registry import Registry, use_registry
-from sx.processors._workflow import use_workflows
+from sx.processors import Registry, use_registry, use_workflows
 from sx.scheduler import SchedulerServer, SchedulerSettings, SchedulerStartError
 
 DEADLINE = 60.0

@@ -14,8 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from sx.cli._sync import sync
-from sx.processors._registry import use_registry
-from sx.processors._workflow import use_workflows
+from sx.processors import use_registry, use_workflows
 from sx.worker.openapi import JobInfo, WorkflowInfo
 from tests.worker.openapi.test_client import GROUP, NS, client_for, threaded_scheduler
 

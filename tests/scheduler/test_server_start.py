@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.processors._enums import InstanceStatus
-from sx.processors._spec import JobSpec
+from sx.processors import InstanceStatus, JobSpec
 from sx.scheduler import SchedulerServer
 from sx.scheduler._settings import SchedulerSettings
 from sx.scheduler.store import InstanceChange

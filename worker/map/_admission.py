@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sx.processors._enums import ExecuteMode
+from sx.processors import ExecuteMode
 from sx.protos.v1 import peer_pb2
 from sx.worker.map._progress import MapProgress
 from sx.worker.map._store import TaskStore

@@ -14,10 +14,8 @@ import dataclasses
 import functools
 from collections.abc import Callable
 
-from sx.processors._context import JobContext
-from sx.processors._enums import TaskStatus
-from sx.processors._errors import CancelledError, SxError
-from sx.processors._result import ProcessResult, describe_exception
+from sx.processors import CancelledError, JobContext, ProcessResult, SxError, TaskStatus
+from sx.processors.engine import describe_exception
 from sx.protos.v1 import peer_pb2
 from sx.worker._convert import ContextFactory, TaskInfo
 from sx.worker._hooks import HookRunner

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from sx.processors._enums import ROOT_TASK_NAME, TaskStatus
+from sx.processors import ROOT_TASK_NAME, TaskStatus
 from sx.worker.map._store import ROOT_TASK_ID, TaskRecord, TaskStore
 
 __all__ = ["FileTaskStore", "task_file_path"]

@@ -41,9 +41,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sx.processors._context import JobContext
-from sx.processors._enums import REDUCE_TASK_NAME, ROOT_TASK_NAME, InstanceStatus, TaskStatus
-from sx.processors._result import ProcessResult, shorten_head
+from sx.processors import (
+    REDUCE_TASK_NAME,
+    ROOT_TASK_NAME,
+    InstanceStatus,
+    JobContext,
+    ProcessResult,
+    TaskStatus,
+)
+from sx.processors.engine import shorten_head
 from sx.protos.v1 import common_pb2, peer_pb2
 from sx.worker._convert import TaskInfo, context_for, execute_mode_of
 from sx.worker._hooks import HookRunner, Resolved

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from sx.processors._enums import ROOT_TASK_NAME, TaskStatus
+from sx.processors import ROOT_TASK_NAME, TaskStatus
 from sx.worker.map._store import ROOT_TASK_ID, TaskRecord, TaskStore
 
 __all__ = ["MemoryTaskStore"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from sx.processors._enums import REDUCE_TASK_NAME
+from sx.processors import REDUCE_TASK_NAME
 
 __all__ = ["Counter", "MapProgress"]
 

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from sx.processors._enums import ROOT_TASK_NAME, TaskStatus
+from sx.processors import ROOT_TASK_NAME, TaskStatus
 from sx.protos import make_proof, task_caller_subject
 from sx.protos.v1 import scheduler_pb2
 from sx.worker.map._store import ROOT_TASK_ID, TaskRecord, TaskStore

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sx.processors._enums import TaskStatus
+from sx.processors import TaskStatus
 
 __all__ = ["ROOT_TASK_ID", "TaskRecord", "TaskStore"]
 

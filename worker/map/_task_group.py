@@ -9,8 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sx.processors._context import JobContext
-from sx.processors._enums import TaskStatus
+from sx.processors import JobContext, TaskStatus
 from sx.protos.v1 import common_pb2
 from sx.worker._convert import ContextFactory, TaskInfo
 from sx.worker._hooks import HookRunner, Resolved

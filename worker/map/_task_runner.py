@@ -19,9 +19,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from sx.processors._enums import TaskStatus
-from sx.processors._registry import Registry
-from sx.processors._result import ProcessResult, describe_exception
+from sx.processors import ProcessResult, Registry, TaskStatus
+from sx.processors.engine import describe_exception
 from sx.protos.v1 import peer_pb2
 from sx.worker._convert import TaskInfo, context_for, execute_mode_of
 from sx.worker._hooks import HookRunner, SubmitRefused, resolve

@@ -28,9 +28,7 @@ from typing import Any, Final
 
 import httpx
 
-from sx.processors._enums import InstanceStatus, TaskStatus
-from sx.processors._spec import JobSpec
-from sx.processors._workflow import WorkflowSpec
+from sx.processors import InstanceStatus, JobSpec, TaskStatus, WorkflowSpec
 from sx.protos import sign_request
 from sx.worker.openapi._errors import (
     ConflictError,

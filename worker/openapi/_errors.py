@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from sx.processors._errors import SxError
+from sx.processors import SxError
 
 __all__ = [
     "AuthError",

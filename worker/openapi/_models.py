@@ -14,9 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from sx.processors._enums import InstanceStatus, TaskStatus
-from sx.processors._spec import JobSpec
-from sx.processors._workflow import WorkflowSpec
+from sx.processors import InstanceStatus, JobSpec, TaskStatus, WorkflowSpec
 
 __all__ = [
     "AccessKeyInfo",

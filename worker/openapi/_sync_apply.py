@@ -25,9 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sx.processors._registry import ProcessorDefinition
-from sx.processors._spec import JobSpec
-from sx.processors._workflow import WorkflowSpec
+from sx.processors import JobSpec, ProcessorDefinition, WorkflowSpec
 from sx.worker.openapi._client import OpenApiClient
 from sx.worker.openapi._errors import ConflictError, InvalidRequestError, NotFoundError, OpenApiError
 from sx.worker.openapi._sync_plan import (

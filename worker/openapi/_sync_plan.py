@@ -16,11 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
-from sx.processors._enums import TimeType
-from sx.processors._errors import DefinitionError
-from sx.processors._registry import ProcessorDefinition
-from sx.processors._spec import JobSpec
-from sx.processors._workflow import WorkflowSpec
+from sx.processors import DefinitionError, JobSpec, ProcessorDefinition, TimeType, WorkflowSpec
 from sx.worker.openapi._client import OpenApiClient
 from sx.worker.openapi._models import JobInfo, WorkflowInfo
 

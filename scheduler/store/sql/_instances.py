@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from sx.processors._enums import ACTIVE_INSTANCE_STATUSES, InstanceStatus
+from sx.processors import InstanceStatus
+from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
 from sx.scheduler.store._errors import NotFoundError
 from sx.scheduler.store._interfaces import InstanceStore
 from sx.scheduler.store._records import Instance, InstanceChange, NewInstance, Page

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sx.processors._spec import JobSpec
+from sx.processors import JobSpec
 from sx.scheduler.store._errors import DuplicateError, NotFoundError, StoreError
 from sx.scheduler.store._interfaces import JobStore
 from sx.scheduler.store._records import Fire, Instance, Job, NewInstance, Page

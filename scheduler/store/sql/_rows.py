@@ -13,9 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
-from sx.processors._schedule import Schedule
-from sx.processors._spec import JobSpec, stored_definitions
+from sx.processors import InstanceStatus, JobSpec, Schedule, TaskStatus, TimeType, TriggerType
+from sx.processors.engine import stored_definitions
 from sx.scheduler.store._records import (
     Alarm,
     Calendar,

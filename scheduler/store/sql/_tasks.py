@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from sx.processors._enums import TaskStatus
+from sx.processors import TaskStatus
 from sx.scheduler.store._errors import NotFoundError
 from sx.scheduler.store._interfaces import ParallelTaskStore
 from sx.scheduler.store._records import NewTask, Page, Task, TaskStatusChange

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sx.processors._enums import InstanceStatus
+from sx.processors import InstanceStatus
 from sx.scheduler.store._errors import DuplicateError, NotFoundError
 from sx.scheduler.store._interfaces import WorkflowStore
 from sx.scheduler.store._records import (

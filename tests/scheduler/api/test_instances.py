@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.processors._enums import InstanceStatus
+from sx.processors import InstanceStatus
 from sx.scheduler.store import InstanceChange
 from tests.scheduler.api.test_harness import CRON_JOB, Api, running_api
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.processors._enums import InstanceStatus, TriggerType
+from sx.processors import InstanceStatus, TriggerType
 from tests.scheduler.api.test_harness import API_JOB, CRON_JOB, Api, running_api
 
 ADDR = {"namespace": "ns1", "groupId": "g1"}

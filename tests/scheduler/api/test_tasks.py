@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.processors._enums import InstanceStatus, TaskStatus
+from sx.processors import InstanceStatus, TaskStatus
 from sx.scheduler.store import InstanceChange, NewInstance, NewTask, TaskStatusChange
 from tests.scheduler.api.test_harness import Api, running_api
 

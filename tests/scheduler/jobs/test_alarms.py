@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from sx.processors._schedule import cron
-from sx.processors._spec import Contact, JobSpec, MonitorOptions
+from sx.processors import Contact, JobSpec, MonitorOptions, cron
 from sx.scheduler.jobs._alarms import (
     AlarmDeliveryError,
     AlarmMessage,

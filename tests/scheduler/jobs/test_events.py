@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from sx.processors._enums import InstanceStatus, TriggerType
-from sx.processors._schedule import api
-from sx.processors._spec import JobSpec
+from sx.processors import InstanceStatus, JobSpec, TriggerType, api
 from sx.scheduler._clock import ManualClock
 from sx.scheduler.jobs import InstanceEvents, Lifecycle
 from sx.scheduler.store import Instance, InstanceChange, Job, NewInstance, Store

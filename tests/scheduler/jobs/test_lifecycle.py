@@ -8,9 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
-from sx.processors._schedule import api, fixed_rate, second_delay
-from sx.processors._spec import JobSpec, MonitorOptions
+from sx.processors import (
+    InstanceStatus,
+    JobSpec,
+    MonitorOptions,
+    TimeType,
+    TriggerType,
+    api,
+    fixed_rate,
+    second_delay,
+)
 from sx.scheduler._clock import ManualClock
 from sx.scheduler.jobs._alarms import AlarmRouter, LogChannel
 from sx.scheduler.jobs._lifecycle import Lifecycle

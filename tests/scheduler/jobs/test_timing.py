@@ -7,10 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sx.processors._enums import MisfirePolicy
-from sx.processors._errors import DefinitionError
-from sx.processors._schedule import api, cron, fixed_rate, second_delay
-from sx.processors._spec import JobSpec
+from sx.processors import DefinitionError, JobSpec, MisfirePolicy, api, cron, fixed_rate, second_delay
 from sx.scheduler.jobs._timing import data_time, job_zone, latest_missed_fire, next_fire_time
 from sx.scheduler.store import Calendar
 

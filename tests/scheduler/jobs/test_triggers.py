@@ -10,9 +10,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sx.processors._enums import InstanceStatus, MisfirePolicy, TimeType, TriggerType
-from sx.processors._schedule import api, cron, fixed_rate, second_delay
-from sx.processors._spec import JobSpec
+from sx.processors import (
+    InstanceStatus,
+    JobSpec,
+    MisfirePolicy,
+    TimeType,
+    TriggerType,
+    api,
+    cron,
+    fixed_rate,
+    second_delay,
+)
 from sx.scheduler._clock import ManualClock
 from sx.scheduler.jobs._timing import next_fire_time
 from sx.scheduler.jobs._triggers import TriggerEngine, rejected_result

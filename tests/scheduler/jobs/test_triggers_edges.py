@@ -9,9 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sx.processors._enums import MisfirePolicy
-from sx.processors._schedule import cron, fixed_rate
-from sx.processors._spec import JobSpec
+from sx.processors import JobSpec, MisfirePolicy, cron, fixed_rate
 from sx.scheduler._clock import ManualClock
 from sx.scheduler.store import Store
 from sx.scheduler.store.sql import SqlStore, sqlite_url

@@ -12,9 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
-from sx.processors._schedule import cron
-from sx.processors._spec import JobSpec
+from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType, cron
 from sx.scheduler.store import (
     AccessKey,
     Calendar,

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
-from sx.processors._spec import JobSpec
+from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType
 from sx.scheduler.store import AccessKey, Group, InstanceChange, Namespace, NewInstance
 from sx.scheduler.store.sql import SqlStore, _access, sqlite_url
 

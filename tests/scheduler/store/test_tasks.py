@@ -6,8 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sx.processors._enums import InstanceStatus, TaskStatus, TimeType, TriggerType
-from sx.processors._spec import JobSpec
+from sx.processors import InstanceStatus, JobSpec, TaskStatus, TimeType, TriggerType
 from sx.scheduler.store import Instance, NewInstance, NewTask, NotFoundError, TaskStatusChange
 from sx.scheduler.store.sql import SqlStore
 

@@ -7,9 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sx.processors._enums import InstanceStatus, TimeType, TriggerType
-from sx.processors._schedule import api, fixed_rate
-from sx.processors._spec import JobSpec
+from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType, api, fixed_rate
 from sx.scheduler.store import (
     DuplicateError,
     Job,

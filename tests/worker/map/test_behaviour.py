@@ -22,8 +22,17 @@ from typing import Any
 
 import pytest
 
-from sx.processors import JobContext, MapProcessor, MapReduceProcessor, Registry, processor
-from sx.processors._enums import REDUCE_TASK_NAME, ROOT_TASK_NAME, InstanceStatus, TaskStatus
+from sx.processors import (
+    REDUCE_TASK_NAME,
+    ROOT_TASK_NAME,
+    InstanceStatus,
+    JobContext,
+    MapProcessor,
+    MapReduceProcessor,
+    Registry,
+    TaskStatus,
+    processor,
+)
 from sx.protos.v1 import peer_pb2, scheduler_pb2
 from sx.worker import Worker
 from sx.worker._peer import PeerService

@@ -10,8 +10,15 @@ from typing import Any, ClassVar
 
 import pytest
 
-from sx.processors import JobContext, MapProcessor, MapReduceProcessor, Registry, processor
-from sx.processors._enums import ROOT_TASK_NAME, TaskStatus
+from sx.processors import (
+    ROOT_TASK_NAME,
+    JobContext,
+    MapProcessor,
+    MapReduceProcessor,
+    Registry,
+    TaskStatus,
+    processor,
+)
 from sx.protos.v1 import common_pb2, scheduler_pb2
 from sx.worker import Worker
 from sx.worker.map import MapMaster, task_file_path

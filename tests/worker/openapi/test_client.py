@@ -21,9 +21,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from sx.processors._enums import ExecuteMode, JobType
-from sx.processors._schedule import api, cron, fixed_rate
-from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
+from sx.processors import (
+    Contact,
+    ExecuteMode,
+    JobSpec,
+    JobType,
+    MapOptions,
+    MonitorOptions,
+    api,
+    cron,
+    fixed_rate,
+)
 from sx.worker.openapi import (
     AuthError,
     ConflictError,

@@ -8,12 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from sx.processors._context import JobContext
-from sx.processors._enums import JobType
-from sx.processors._kinds import MapProcessor, Processor
-from sx.processors._registry import Registry, processor
-from sx.processors._schedule import cron, second_delay
-from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
+from sx.processors import (
+    Contact,
+    JobContext,
+    JobSpec,
+    JobType,
+    MapOptions,
+    MapProcessor,
+    MonitorOptions,
+    Processor,
+    Registry,
+    cron,
+    processor,
+    second_delay,
+)
 from sx.worker.openapi import Action, OpenApiClient, Outcome, SyncOptions, plan_sync, sync_definitions
 from tests.worker.openapi.test_client import client_for, full_spec, live_scheduler
 

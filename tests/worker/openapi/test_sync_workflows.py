@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sx.processors import JobContext, Processor, Registry, WorkflowRegistry, processor, workflow
-from sx.processors._spec import JobSpec
+from sx.processors import JobContext, JobSpec, Processor, Registry, WorkflowRegistry, processor, workflow
 from sx.worker.openapi import Action, Outcome, SyncOptions, apply_plan, plan_sync, sync_definitions
 from sx.worker.testing import LocalScheduler
 

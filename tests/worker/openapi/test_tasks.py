@@ -13,8 +13,7 @@ from typing import assert_type
 
 import pytest
 
-from sx.processors._enums import ExecuteMode, InstanceStatus, TaskStatus
-from sx.processors._spec import JobSpec
+from sx.processors import ExecuteMode, InstanceStatus, JobSpec, TaskStatus
 from sx.scheduler import SchedulerServer
 from sx.scheduler.store import InstanceChange, NewTask, TaskStatusChange
 from sx.worker.openapi import (

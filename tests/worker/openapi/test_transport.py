@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sx.processors._spec import JobSpec
+from sx.processors import JobSpec
 from sx.scheduler import SchedulerServer
 from sx.scheduler.api import create_app
 from sx.worker.openapi import AuthError, NotFoundError, OpenApiClient, UnavailableError

@@ -13,7 +13,8 @@ Instance path through the store::
                           +-- worker lost (stream gone past the heartbeat timeout) --> FAILED, retried
 
 A worker whose stream breaks keeps its instances for one heartbeat timeout: if it reconnects and lists
-them in ``running_instance_ids`` they stay its own; otherwise they are failed as lost (accepted ones)
+them in ``running_instance_ids`` (those it runs, and those whose final report it still owes) they stay
+its own; otherwise they are failed as lost (accepted ones)
 or submitted again (ones it never accepted). A restarted scheduler treats the READY and RUNNING
 instances it finds in the store the same way.
 
@@ -26,7 +27,8 @@ RUNNING reports may carry progress (map masters send one every few seconds); it 
 Where each transition lives:
 
 - WAITING -> READY, and FAILED for no worker within the grace, a job gone or every worker refusing:
-  ``_submission`` (`Submission`: submit round robin, then one READY write per pass).
+  ``_submission`` (`Submission`: choose workers round robin, record the pass READY in one write, and
+  only then send, so a crash never leaves an instance a worker has marked WAITING).
 - READY -> RUNNING (submit accepted, RUNNING report, progress), RUNNING -> SUCCESS | FAILED (final
   report), a refused submit back to the queue: ``_reports`` (`InstanceReports`, which also holds the
   FAILED and back-to-WAITING writes the other parts use, and calls ``on_finished``).

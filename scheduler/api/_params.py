@@ -10,7 +10,7 @@ every parameter follows whatever its kind: text is valid Unicode (no lone surrog
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
@@ -95,35 +95,32 @@ def parse_body(body: bytes, content_type: str) -> dict[str, Any]:
     return _pairs_to_dict(parse_qsl(text, keep_blank_values=True))
 
 
-def _depth(value: Any) -> int:
-    """How many levels of arrays and objects ``value`` nests (0 for a scalar)."""
-    deepest, level, stack = 0, 0, [(value, 1)]
+def _nested(value: Any) -> Iterator[tuple[Any, int]]:
+    """Every value inside ``value`` (object keys included) with the number of arrays and objects
+    around it, without recursion (a hostile body may nest deeply)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, level = stack.pop()
+        yield item, level
         if isinstance(item, dict):
-            deepest = max(deepest, level)
-            stack.extend((child, level + 1) for child in item.values())
+            stack.extend((child, level + 1) for child in (*item.keys(), *item.values()))
         elif isinstance(item, list):
-            deepest = max(deepest, level)
             stack.extend((child, level + 1) for child in item)
-    return deepest
+
+
+def _depth(value: Any) -> int:
+    """How many levels of arrays and objects ``value`` nests (0 for a scalar)."""
+    return max(level + isinstance(item, dict | list) for item, level in _nested(value))
 
 
 def _check_unicode(name: str, value: Any) -> None:
     """BadRequest naming ``name`` when any text in ``value`` holds a lone surrogate."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
+    for item, _ in _nested(value):
         if isinstance(item, str):
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
                 raise BadRequest(name, item, "is not valid Unicode (it holds a lone surrogate)") from None
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def parse_query(query: str) -> dict[str, Any]:

@@ -4,6 +4,13 @@
 names the exit statuses scripts can rely on.
 """
 
+import os
+
+# Workers fork only to exec scripts, and uvloop forks with gRPC's fork handlers armed: those handlers
+# (made for fork without exec) crashed such a child when another thread was inside gRPC. They stay off
+# unless the environment asks for them; gRPC reads this when it is first imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from sx.cli._main import main
 from sx.cli._support import ExitCode
 

@@ -107,7 +107,14 @@ class SchedulerServer:
         )
         hand_over = self.dispatcher.instance_created
         stop_instance = self.dispatcher.stop_instance
-        self.engine = TriggerEngine(store, clock=clock, default_tz=tz, on_created=hand_over_each(hand_over))
+        self.engine = TriggerEngine(
+            store,
+            clock=clock,
+            default_tz=tz,
+            on_created=hand_over_each(hand_over),
+            # Workers that were connected come back within one heartbeat timeout, or are lost.
+            recovery=settings.heartbeat_timeout,
+        )
         self.lifecycle = Lifecycle(
             store,
             clock=clock,

@@ -1,9 +1,10 @@
 """Worker stream sessions: registration, attach and detach, orphans, liveness, and resuming lost masters.
 
 A worker whose stream breaks keeps its instances for one heartbeat timeout (they become its *orphans*):
-if it reconnects and lists them in ``running_instance_ids`` they stay its own; otherwise the liveness
-loop fails them as lost (accepted ones) or puts them back to WAITING (ones it never accepted). A lost
-batch-mode instance is submitted again under its id instead, up to ``MAX_MASTER_RESUMES`` times.
+if it reconnects and lists them in ``running_instance_ids`` they stay its own. The ones it does not
+list, or all of them when it has not come back by the deadline, are lost: accepted ones fail, ones it
+never accepted go back to WAITING. A lost batch-mode instance is submitted again under its id instead,
+up to ``MAX_MASTER_RESUMES`` times.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import grpc
 
 from sx.processors import ExecuteMode, InstanceStatus
 from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
+from sx.protos import new_nonce, registration_proof
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler.dispatch._registry import Assignment, WorkerKey, WorkerSession
 from sx.scheduler.dispatch._reports import InstanceReports
 from sx.scheduler.dispatch._state import DispatchState, Orphans, kill_message, mark_draining, same_group
-from sx.scheduler.store import AccessStore, Instance, InstanceChange, InstanceStore, JobStore
+from sx.scheduler.store import AccessStore, Group, Instance, InstanceChange, InstanceStore, JobStore
 
 __all__ = ["MAX_MASTER_RESUMES", "SessionStore", "WorkerSessions"]
 
@@ -67,22 +69,48 @@ class WorkerSessions:
         return self._heartbeat_timeout.total_seconds()
 
     # -- registration --------------------------------------------------------------------------
-    async def authenticate(self, register: scheduler_pb2.Register, context: Any) -> None:
-        """Abort the stream unless the register message is complete and carries the group's app key."""
+    # Challenge-response: the worker proves the group's app key without sending it (sx.protos._auth).
+    async def challenge(self, register: scheduler_pb2.Register, context: Any) -> scheduler_pb2.Challenge:
+        """Abort the stream unless the register message is complete and names a group; otherwise the
+        challenge (a fresh nonce) the worker must answer with a proof of the group's app key."""
         for name in ("namespace", "group_id", "worker_id", "address"):
             if not getattr(register, name):
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT, f"register.{name} is empty: every worker must send it"
                 )
-        group = await self._store.get_group(register.namespace, register.group_id)
+        if not register.client_nonce:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "register.client_nonce is empty: the worker predates challenge-response registration"
+                " (upgrade it to this scheduler's version)",
+            )
+        await self._group_of(register, context)
+        return scheduler_pb2.Challenge(server_nonce=new_nonce())
+
+    async def authenticate(
+        self,
+        register: scheduler_pb2.Register,
+        challenge: scheduler_pb2.Challenge,
+        answer: scheduler_pb2.ChallengeAnswer,
+        context: Any,
+    ) -> None:
+        """Abort the stream unless ``answer`` proves the group's app key for this register message and
+        this challenge."""
+        group = await self._group_of(register, context)
         where = f"group {register.group_id!r} in namespace {register.namespace!r}"
-        if group is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{where} does not exist")
-            return
-        if not register.app_key:
+        if not answer.proof:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"app key for {where} is missing")
-        if not hmac.compare_digest(register.app_key.encode(), group.app_key.encode()):
+        expected = registration_proof(group.app_key, register, challenge.server_nonce)
+        if not hmac.compare_digest(answer.proof, expected):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"app key for {where} is wrong")
+
+    async def _group_of(self, register: scheduler_pb2.Register, context: Any) -> Group:
+        group = await self._store.get_group(register.namespace, register.group_id)
+        if group is None:
+            where = f"group {register.group_id!r} in namespace {register.namespace!r}"
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{where} does not exist")
+            raise AssertionError("abort raises")
+        return group
 
     def new_session(self, register: scheduler_pb2.Register) -> WorkerSession:
         now = self._clock.now()
@@ -171,9 +199,17 @@ class WorkerSessions:
                 ),
                 only_if_status=ACTIVE_INSTANCE_STATUSES,
             )
-        orphans = state.orphans.get(key)
-        if orphans is not None and not orphans.assigned:
-            del state.orphans[key]
+        orphans = state.orphans.pop(key, None)
+        if orphans is not None and orphans.assigned:
+            # The worker has just listed all it runs or still has to report: whatever else it held is
+            # gone now, so nothing waits a heartbeat timeout (holding its job's maxConcurrency) for it.
+            log.warning(
+                "worker %s came back without %d instance(s) it held: %s",
+                session.worker_id,
+                len(orphans.assigned),
+                sorted(orphans.assigned),
+            )
+            await self._lose(key, orphans)
         log.info(
             "worker %s (%s) registered in group %s of namespace %s: processors %s, capacity %d, %d running",
             session.worker_id,

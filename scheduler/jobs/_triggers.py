@@ -53,6 +53,10 @@ class TriggerEngine:
     another replica are noticed even without ``wake()``. Fires due within ``prefetch`` seconds are
     loaded and planned ahead (up to ``prefetch_batches`` batches), so they are claimed as soon as
     they are due; each claim is one store call of at most ``batch_size`` fires.
+
+    For ``recovery`` seconds after start, while workers come back to a restarted scheduler, a fire
+    that finds its job's maxConcurrency taken follows the job's misfire policy (it does not run, with a
+    warning) instead of ending REJECTED: the instances in the way are there because of the downtime.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class TriggerEngine:
         prefetch: float = 0.5,
         prefetch_batches: int = 10,
         error_backoff: float = 1.0,
+        recovery: float = 0.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be at least 1")
@@ -84,6 +89,8 @@ class TriggerEngine:
         self._idle_poll = timedelta(seconds=idle_poll)
         self._prefetch = timedelta(seconds=max(0.0, prefetch))
         self._prefetch_batches = max(1, prefetch_batches)
+        self._recovery = timedelta(seconds=max(0.0, recovery))
+        self._recovering_until = clock.now()
         self._loop = Loop(
             "sx-trigger-engine",
             self._cycle,
@@ -104,6 +111,8 @@ class TriggerEngine:
 
     async def start(self) -> None:
         """Start the loop (idempotent)."""
+        if not self._loop.running:
+            self._recovering_until = self._clock.now() + self._recovery
         self._loop.start()
 
     async def stop(self) -> None:
@@ -204,28 +213,12 @@ class TriggerEngine:
             if time_type == TimeType.SECOND_DELAY:
                 # The next one is armed when this instance ends (see Lifecycle).
                 following = None
-            elif now - due > self._grace:
-                latest, following = latest_missed_fire(
-                    spec, due, now, default_tz=self._default_tz, calendar=calendar
-                )
-                if spec.misfire == MisfirePolicy.SKIP:
-                    wants_instance = False
-                    # Work that will not happen: say so where operators look, never silently.
-                    logger.warning(
-                        "job %d missed its fires since %s: skipped (misfirePolicy skip)",
-                        job.id,
-                        due.isoformat(),
-                    )
-                else:
-                    schedule_time = latest
-                    logger.warning(
-                        "job %d missed its fires since %s: running once for %s",
-                        job.id,
-                        due.isoformat(),
-                        latest.isoformat(),
-                    )
             else:
-                following = next_fire_time(spec, due, default_tz=self._default_tz, calendar=calendar)
+                following = None
+                if now - due <= self._grace:
+                    following = next_fire_time(spec, due, default_tz=self._default_tz, calendar=calendar)
+                if now - due > self._grace or (following is not None and following <= now):
+                    schedule_time, following, wants_instance = self._misfire(job, due, now, calendar)
         except Exception:
             # A job whose schedule cannot be evaluated must not stall the others: park it.
             logger.exception("job %d: cannot compute its next fire time; it will not fire again", job.id)
@@ -244,6 +237,38 @@ class TriggerEngine:
             )
         return _Plan(Fire(job.id, due, following, instance), wants_instance=wants_instance)
 
+    def _misfire(
+        self, job: Job, due: datetime, now: datetime, calendar: Calendar | None
+    ) -> tuple[datetime, datetime | None, bool]:
+        """Fires of ``job`` from ``due`` on were missed (the scheduler was down or behind): one decision
+        for all of them rather than a burst. Returns the schedule time to run, the next fire time, and
+        whether to run at all. The latest missed fire runs when it is within the grace (it is on time);
+        the older ones are skipped, or with misfirePolicy run_once stand for that one run, which runs
+        even when the latest fire was beyond the grace too."""
+        spec = job.spec
+        latest, following = latest_missed_fire(spec, due, now, default_tz=self._default_tz, calendar=calendar)
+        on_time = now - latest <= self._grace
+        since = due.isoformat()
+        if spec.misfire == MisfirePolicy.SKIP and not on_time:
+            # Work that will not happen: say so where operators look, never silently.
+            logger.warning("job %d missed its fires since %s: skipped (misfirePolicy skip)", job.id, since)
+            return latest, following, False
+        if spec.misfire == MisfirePolicy.SKIP:
+            logger.warning(
+                "job %d missed its fires since %s: skipped (misfirePolicy skip) but the one at %s (on time)",
+                job.id,
+                since,
+                latest.isoformat(),
+            )
+        else:
+            logger.warning(
+                "job %d missed its fires since %s: running once for %s (misfirePolicy run_once)",
+                job.id,
+                since,
+                latest.isoformat(),
+            )
+        return latest, following, True
+
     async def _apply_concurrency(self, jobs: Sequence[Job], plans: list[_Plan]) -> None:
         wanted = [
             (i, job) for i, (job, plan) in enumerate(zip(jobs, plans, strict=True)) if plan.wants_instance
@@ -251,11 +276,25 @@ class TriggerEngine:
         if not wanted:
             return
         active = await self._store.count_active_instances_by_job([job.id for _, job in wanted])
+        recovering = self._clock.now() < self._recovering_until
         for i, job in wanted:
             limit = job.spec.max_concurrency
             if active.get(job.id, 0) < limit:
                 continue
             fire = plans[i].fire
             assert fire.instance is not None
+            if recovering:
+                # Instances from before the restart hold the limit until their workers are back (or
+                # are found lost): the downtime was ours, so the fire follows the misfire policy.
+                plans[i] = _Plan(Fire(fire.job_id, fire.due, fire.next_fire_time, None), wants_instance=False)
+                logger.warning(
+                    "job %d: fire at %s not run (misfirePolicy %s): its instances from before the "
+                    "scheduler's restart hold maxConcurrency %d while workers come back",
+                    job.id,
+                    fire.instance.schedule_time.isoformat(),
+                    MisfirePolicy(job.spec.misfire).value,
+                    limit,
+                )
+                continue
             rejected = replace(fire.instance, status=InstanceStatus.REJECTED, result=rejected_result(limit))
             plans[i] = _Plan(Fire(fire.job_id, fire.due, fire.next_fire_time, rejected), wants_instance=True)

@@ -57,6 +57,7 @@ def events(folder: Path, job: str) -> list[dict[str, Any]]:
 def _run_info(ctx: JobContext) -> dict[str, Any]:
     return {
         "instance": ctx.instance_id,
+        "job_id": ctx.job_id,
         "attempt": ctx.attempt,
         "schedule": ctx.schedule_time.timestamp(),
         "worker": ctx.worker_addr,

@@ -151,6 +151,29 @@ async def test_restarted_dispatcher_dispatches_waiting_and_reclaims_running(setu
     assert done.worker_addr == worker.address
 
 
+async def test_a_worker_back_after_a_restart_frees_what_it_does_not_list_at_once(setup: Setup) -> None:
+    await setup.start_dispatcher()
+    await setup.stop_dispatcher()
+    # Held by w1 when the scheduler died: one sent but never accepted, one running, one it still runs.
+    sent = await setup.new_instance(status=InstanceStatus.READY)
+    ran = await setup.new_instance(status=InstanceStatus.RUNNING)
+    kept = await setup.new_instance(status=InstanceStatus.RUNNING)
+    for held in (sent, ran, kept):
+        await setup.store.update_instance(held.id, InstanceChange(worker_id="w1", worker_addr="old:1"))
+
+    await setup.start_dispatcher()
+    worker = ProtocolWorker(setup.target, worker_id="w1")
+    setup.workers.append(worker)
+    await worker.connect(running_instance_ids=(kept.id,))
+    # No clock move: nothing waits a heartbeat timeout for instances the worker said it has not.
+    lost = await setup.wait_status(ran.id, InstanceStatus.FAILED)
+    assert lost.result == f"worker w1 ({lost.worker_addr}) lost"
+    await eventually(lambda: [s.instance_id for s in worker.submits] == [sent.id])
+    await setup.wait_status(sent.id, InstanceStatus.RUNNING)
+    assert await setup.status_of(kept.id) is InstanceStatus.RUNNING
+    assert setup.finished_ids() == [(ran.id, True)]
+
+
 async def test_worker_told_to_kill_an_instance_that_already_finished(setup: Setup) -> None:
     await setup.start_dispatcher()
     finished = await setup.new_instance(status=InstanceStatus.FAILED)

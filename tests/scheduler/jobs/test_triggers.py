@@ -268,6 +268,60 @@ async def test_small_lateness_is_not_a_misfire(store: Store) -> None:
     assert (await store.get_job(job.id)).next_fire_time == T0 + timedelta(seconds=20)  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("policy", [MisfirePolicy.RUN_ONCE, MisfirePolicy.SKIP])
+async def test_fires_missed_within_the_grace_make_one_run_not_a_burst(
+    store: Store, policy: MisfirePolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    await prepare(store)
+    clock = ManualClock(T0)
+    spec = JobSpec(class_name="demo:Noop", name="every-second", schedule=fixed_rate(1), misfire=policy)
+    job = await add_job(store, clock, spec)
+    # Down 4.5 s (less than the 5 s grace): the fires at T0+1 .. T0+4 are all due at the restart.
+    await clock.advance(4.5)
+    h = Harness(store, clock)
+    await h.engine.start()
+    try:
+        await h.settle()
+        made = await all_instances(store, job.id)
+        # The latest one is on time and runs under either policy; the older ones are not a burst.
+        assert [(i.schedule_time, i.status) for i in made] == [
+            (T0 + timedelta(seconds=4), InstanceStatus.WAITING)
+        ]
+        assert (await store.get_job(job.id)).next_fire_time == T0 + timedelta(seconds=5)  # type: ignore[union-attr]
+        said = "skipped (misfirePolicy skip)" if policy == MisfirePolicy.SKIP else "running once for"
+        assert any(f"job {job.id} missed its fires since" in m and said in m for m in caplog.messages)
+    finally:
+        await h.engine.stop()
+
+
+@pytest.mark.parametrize("policy", [MisfirePolicy.RUN_ONCE, MisfirePolicy.SKIP])
+async def test_after_a_restart_a_fire_blocked_by_maxconcurrency_follows_the_misfire_policy(
+    store: Store, policy: MisfirePolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    await prepare(store)
+    clock = ManualClock(T0)
+    spec = JobSpec(class_name="demo:Noop", name="blocked", schedule=fixed_rate(1), misfire=policy)
+    job = await add_job(store, clock, spec)
+    h = Harness(store, clock)
+    h.engine = TriggerEngine(store, clock=clock, default_tz=UTC, on_created=h._on_created, recovery=10)
+    await h.engine.start()
+    try:
+        await h.advance(1)  # fires T0+1: WAITING, as if no worker had come back yet
+        for _ in range(3):
+            await h.advance(1)
+        made = await all_instances(store, job.id)
+        assert [i.status for i in made] == [InstanceStatus.WAITING]
+        said = f"not run (misfirePolicy {policy.value}): its instances from before the scheduler's restart"
+        assert sum(f"job {job.id}: fire at" in m and said in m for m in caplog.messages) == 3
+        # Past the recovery window, an instance at the limit rejects fires as always.
+        await h.advance(7)
+        made = await all_instances(store, job.id)
+        assert [i.status for i in made] == [InstanceStatus.WAITING, InstanceStatus.REJECTED]
+        assert made[-1].schedule_time == T0 + timedelta(seconds=11)
+    finally:
+        await h.engine.stop()
+
+
 async def test_max_concurrency_rejects_with_reason(harness: Harness) -> None:
     spec = JobSpec(class_name="demo:Noop", name="busy", schedule=fixed_rate(10), max_concurrency=2)
     job = await add_job(harness.store, harness.clock, spec)

@@ -20,7 +20,7 @@ from sx.cli._support import (
     ExitCode,
     run_async,
 )
-from sx.protos import channel_options, make_proof, task_caller_subject
+from sx.protos import channel_options, sign_task_request
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.worker import WorkerSettings
 
@@ -101,16 +101,14 @@ async def _check_app_key(channel: aio.Channel, settings: WorkerSettings) -> str 
     where = f"group {settings.group_id!r} in namespace {settings.namespace!r}"
     if not settings.app_key:
         return f"app key for {where}: none is configured (--app-key or SX_APP_KEY)"
-    subject = task_caller_subject(settings.namespace, settings.group_id, CHECK_CALLER, 0)
     caller = scheduler_pb2.TaskCaller(
-        namespace=settings.namespace,
-        group_id=settings.group_id,
-        worker_id=CHECK_CALLER,
-        proof=make_proof(settings.app_key, subject),
+        namespace=settings.namespace, group_id=settings.group_id, worker_id=CHECK_CALLER
     )
+    request = scheduler_pb2.QueryTasksRequest(caller=caller, instance_id=0)
+    sign_task_request(settings.app_key, "QueryTasks", request)
     stub = scheduler_pb2_grpc.SchedulerStub(channel)
     try:
-        await stub.QueryTasks(scheduler_pb2.QueryTasksRequest(caller=caller, instance_id=0), timeout=5)
+        await stub.QueryTasks(request, timeout=5)
     except aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
             # The scheduler's reason comes last: "caller.proof: worker ... of group ...: <why>".

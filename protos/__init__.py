@@ -1,6 +1,6 @@
 """The wire protocol between workers and the scheduler and between workers (``v1``: the ``.proto`` files
-and the code generated from them), with what both sides need to speak it: app-key proofs on gRPC calls,
-channel and server options, and the ACS3-HMAC-SHA256 signing of OpenAPI requests.
+and the code generated from them), with what both sides need to speak it: app-key proofs on gRPC calls and
+at registration, channel and server options, and the ACS3-HMAC-SHA256 signing of OpenAPI requests.
 
 It is sx's own plumbing rather than an API for job authors (they use ``sx.processors``).
 """
@@ -8,9 +8,15 @@ It is sx's own plumbing rather than an API for job authors (they use ``sx.proces
 from sx.protos._auth import (
     PEER_AUTH_HEADER,
     PROOF_WINDOW,
-    check_proof,
+    ProofChecker,
+    TaskRequest,
+    check_task_request,
     make_proof,
+    new_nonce,
+    payload_digest,
     peer_subject,
+    registration_proof,
+    sign_task_request,
     task_caller_subject,
 )
 from sx.protos._options import MAX_MESSAGE_BYTES, channel_credentials, channel_options, server_options
@@ -22,13 +28,19 @@ __all__ = [
     "PEER_AUTH_HEADER",
     "PROOF_WINDOW",
     "PeerAuthInterceptor",
+    "ProofChecker",
+    "TaskRequest",
     "channel_credentials",
     "channel_options",
-    "check_proof",
+    "check_task_request",
     "make_proof",
+    "new_nonce",
+    "payload_digest",
     "peer_channel",
     "peer_subject",
+    "registration_proof",
     "server_options",
     "sign_request",
+    "sign_task_request",
     "task_caller_subject",
 ]

@@ -104,6 +104,7 @@ class SchedulerServer:
             heartbeat_interval=settings.heartbeat_interval,
             heartbeat_timeout=settings.heartbeat_timeout,
             no_worker_grace=settings.no_worker_grace,
+            batch_resume_wait=settings.batch_resume_wait,
         )
         hand_over = self.dispatcher.instance_created
         stop_instance = self.dispatcher.stop_instance

@@ -35,6 +35,12 @@ class SchedulerSettings(BaseSettings):
     heartbeat_interval: float = Field(3.0, gt=0)
     heartbeat_timeout: float = Field(10.0, gt=0)
     no_worker_grace: float = Field(30.0, ge=0, description="seconds an instance waits for a worker")
+    batch_resume_wait: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a batch instance whose master was lost waits for a worker holding its "
+        "task file (to resume) before it starts over on another",
+    )
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None

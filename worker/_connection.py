@@ -3,6 +3,9 @@
 Reports are kept until the scheduler acknowledges them and are re-sent after every reconnect; the
 scheduler de-duplicates them by delivery id. The stream is re-opened with exponential backoff (0.1 s
 doubling to 5 s, with jitter) until the worker closes it; a refused registration ends the worker.
+
+Registration is challenge-response: Register carries a fresh nonce and no key, the scheduler answers a
+challenge, and the worker proves the group's app key with an HMAC over both nonces and its Register.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import grpc
 from grpc import aio
 
 from sx.processors import SxError
-from sx.protos import channel_options
+from sx.protos import channel_options, new_nonce, registration_proof
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 __all__ = [
@@ -73,6 +76,10 @@ class ConnectionHandler(Protocol):
 
     async def on_kill(self, kill: scheduler_pb2.KillInstance) -> None: ...
 
+    def on_forget_task_files(self, forget: scheduler_pb2.ForgetTaskFiles) -> None:
+        """Remove the batch task files of instances that ended (unless this worker runs them)."""
+        ...
+
 
 def backoff_delays(first: float = BACKOFF_FIRST, cap: float = BACKOFF_MAX) -> Any:
     """Endless reconnect delays: ``first`` doubling up to ``cap``, each with ±20 % jitter."""
@@ -90,11 +97,13 @@ class SchedulerConnection:
         *,
         target: str,
         handler: ConnectionHandler,
+        app_key: str,
         credentials: grpc.ChannelCredentials | None = None,
         connected: asyncio.Event | None = None,
     ) -> None:
         self._target = target
         self._handler = handler
+        self._app_key = app_key
         self._credentials = credentials
         self._unacked: OrderedDict[str, scheduler_pb2.InstanceReport] = OrderedDict()
         self._outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None] | None = None
@@ -207,25 +216,25 @@ class SchedulerConnection:
         writer: asyncio.Task[None] | None = None
         heartbeat: asyncio.Task[None] | None = None
         try:
-            await call.write(scheduler_pb2.WorkerMessage(register=self._handler.register_message()))
-            try:
-                first = await call.read()
-            except aio.AioRpcError as exc:
-                if exc.code() in _FATAL_CODES:
-                    raise WorkerRejected(exc.code().name, exc.details() or "") from None
-                raise
-            if first is aio.EOF:
-                code = await call.code()
-                if code in _FATAL_CODES:
-                    raise WorkerRejected(code.name, await call.details() or "")
-                log.warning("scheduler %s ended the stream before registering (%s)", self._target, code)
+            register = self._handler.register_message()
+            register.client_nonce = new_nonce()
+            await call.write(scheduler_pb2.WorkerMessage(register=register))
+            challenge = await self._reply(call, "challenge", "Register")
+            if challenge is None:
                 return False
-            if first.WhichOneof("body") != "registered":
-                log.warning("scheduler %s answered Register with %s", self._target, first.WhichOneof("body"))
+            # An empty key sends an empty proof: the scheduler then says the key is missing.
+            proof = (
+                registration_proof(self._app_key, register, challenge.challenge.server_nonce)
+                if self._app_key
+                else b""
+            )
+            await call.write(scheduler_pb2.WorkerMessage(answer=scheduler_pb2.ChallengeAnswer(proof=proof)))
+            welcome = await self._reply(call, "registered", "the challenge answer")
+            if welcome is None:
                 return False
-            self.registered = first.registered
+            self.registered = welcome.registered
             self.connects += 1
-            interval_ms = first.registered.heartbeat_interval_ms
+            interval_ms = welcome.registered.heartbeat_interval_ms
             interval = interval_ms / 1000 if interval_ms > 0 else DEFAULT_HEARTBEAT_INTERVAL
             # Swap in the new outbox and queue every unacknowledged report before anything new.
             self._outbox = outbox
@@ -237,7 +246,7 @@ class SchedulerConnection:
             log.info(
                 "registered with scheduler %s as %s (%d report(s) to re-send)",
                 self._target,
-                first.registered.worker_id,
+                welcome.registered.worker_id,
                 len(self._unacked),
             )
             writer = asyncio.create_task(self._write(call, outbox), name="sx-scheduler-writer")
@@ -256,6 +265,28 @@ class SchedulerConnection:
             if self._outbox is outbox:
                 self._outbox = None
             call.cancel()
+
+    async def _reply(self, call: Any, kind: str, to: str) -> scheduler_pb2.SchedulerMessage | None:
+        """The scheduler's next message during registration when it is a ``kind``; None (after a
+        warning) when it is not or the stream ended; raises ``WorkerRejected`` when it refused."""
+        try:
+            message = await call.read()
+        except aio.AioRpcError as exc:
+            if exc.code() in _FATAL_CODES:
+                raise WorkerRejected(exc.code().name, exc.details() or "") from None
+            raise
+        if message is aio.EOF:
+            code = await call.code()
+            if code in _FATAL_CODES:
+                raise WorkerRejected(code.name, await call.details() or "")
+            log.warning("scheduler %s ended the stream before registering (%s)", self._target, code)
+            return None
+        got = message.WhichOneof("body")
+        if got != kind:
+            log.warning("scheduler %s answered %s with %s, not %s", self._target, to, got, kind)
+            return None
+        reply: scheduler_pb2.SchedulerMessage = message
+        return reply
 
     async def _read(self, call: Any, outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None]) -> None:
         while True:
@@ -279,6 +310,8 @@ class SchedulerConnection:
                 outbox.put_nowait(scheduler_pb2.WorkerMessage(submit_reply=reply))
             elif body == "kill":
                 self._spawn(self._handler.on_kill(message.kill))
+            elif body == "forget_task_files":
+                self._handler.on_forget_task_files(message.forget_task_files)
             else:
                 log.warning("scheduler %s sent an unexpected %s", self._target, body)
 

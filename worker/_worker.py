@@ -26,9 +26,7 @@ from sx.worker._hooks import HookRunner
 from sx.worker._instances import SHUTDOWN_RESULT, Instances, Intervals
 from sx.worker._peer import PeerClients, PeerService, StatusReceiver
 from sx.worker._settings import WorkerSettings, default_worker_id
-from sx.worker.map import (
-    TaskRunner,
-)
+from sx.worker.map import TaskRunner, held_task_files, remove_task_file, task_file_path
 
 log = logging.getLogger("sx.worker")
 
@@ -154,7 +152,11 @@ class Worker:
         try:
             await self._start_server()
             self._connection = SchedulerConnection(
-                target=self.settings.server, handler=self, credentials=credentials, connected=self._connected
+                target=self.settings.server,
+                handler=self,
+                app_key=self.settings.app_key,
+                credentials=credentials,
+                connected=self._connected,
             )
             log.info(
                 "worker %s serving peers on %s, scheduler %s, concurrency %d, processors: %s",
@@ -217,9 +219,9 @@ class Worker:
                 await self._run_task
 
     async def _start_server(self) -> None:
-        server = aio.server(
-            options=server_options(), interceptors=[PeerAuthInterceptor(app_key=self.settings.app_key)]
-        )
+        # Peers sign their calls for the address this worker advertises (set once the port is bound).
+        auth = PeerAuthInterceptor(app_key=self.settings.app_key, address=lambda: self._address)
+        server = aio.server(options=server_options(), interceptors=[auth])
         assert self._tasks is not None
         service = PeerService(tasks=self._tasks, masters=self._master_of, worker_id=self.worker_id)
         peer_pb2_grpc.add_PeerServicer_to_server(service, server)
@@ -308,7 +310,6 @@ class Worker:
         return scheduler_pb2.Register(
             namespace=self.settings.namespace,
             group_id=self.settings.group_id,
-            app_key=self.settings.app_key,
             worker_id=self.worker_id,
             address=self._address,
             labels=self.settings.labels,
@@ -316,6 +317,7 @@ class Worker:
             capacity=self.settings.concurrency,
             version=_version(),
             running_instance_ids=self._held_instance_ids(),
+            task_file_instance_ids=held_task_files(self.settings.data_dir),
         )
 
     def _held_instance_ids(self) -> list[int]:
@@ -349,6 +351,18 @@ class Worker:
         """Stop an instance this worker is the master of; it then reports FAILED "killed"."""
         if self._instances is not None:
             await self._instances.kill(kill)
+
+    def on_forget_task_files(self, forget: scheduler_pb2.ForgetTaskFiles) -> None:
+        """The scheduler says these instances ended (elsewhere, or while this worker was away): their
+        batch task files would only fill the disk. A file of an instance this worker runs stays."""
+        running = set(self.running_instance_ids)
+        for instance_id in forget.instance_ids:
+            if instance_id in running:
+                continue
+            path = task_file_path(self.settings.data_dir, instance_id)
+            if path.exists():
+                remove_task_file(path)
+                log.info("removed the task file of instance %d, which ended elsewhere", instance_id)
 
     # -- running instances -------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 isort:skip_file
 The worker<->worker protocol. The worker an instance is submitted to is its master: it starts
 tasks on the group's workers (itself included), which report task statuses back in batches;
-subtasks mapped anywhere are sent to the master.
+subtasks mapped anywhere are sent to the master. Every call carries, in its x-sx-peer-auth metadata, a
+proof of the group's app key made for that method, request and called worker, accepted once
+(sx.protos._peer_auth).
 """
 
 from collections import abc as _abc

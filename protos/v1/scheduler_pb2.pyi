@@ -3,9 +3,12 @@
 isort:skip_file
 The worker<->scheduler protocol: one long-lived bidirectional stream per worker.
 
-The worker opens Connect and sends Register first. The scheduler answers Registered, or ends the
-stream with UNAUTHENTICATED (wrong or missing app key) or INVALID_ARGUMENT. Then the worker sends
-heartbeats and instance reports; the scheduler sends submissions, kills and report acknowledgements.
+The worker opens Connect and sends Register first (its identity and a nonce, never the app key). The
+scheduler answers a Challenge (its own nonce); the worker sends ChallengeAnswer, an HMAC of both nonces
+and the Register keyed with the group's app key (sx.protos._auth.registration_proof). The scheduler
+answers Registered, or ends the stream with UNAUTHENTICATED (unknown group, wrong or missing proof of
+the app key) or INVALID_ARGUMENT. Then the worker sends heartbeats and instance reports; the scheduler
+sends submissions, kills and report acknowledgements.
 Reports carry a delivery id: the worker keeps each report until it is acknowledged and re-sends it
 after a reconnect; the scheduler de-duplicates by delivery id.
 """
@@ -35,6 +38,7 @@ class WorkerMessage(_message.Message):
     REPORT_FIELD_NUMBER: _builtins.int
     SUBMIT_REPLY_FIELD_NUMBER: _builtins.int
     DEREGISTER_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___Register: ...
     @_builtins.property
@@ -45,6 +49,8 @@ class WorkerMessage(_message.Message):
     def submit_reply(self) -> Global___SubmitReply: ...
     @_builtins.property
     def deregister(self) -> Global___Deregister: ...
+    @_builtins.property
+    def answer(self) -> Global___ChallengeAnswer: ...
     def __init__(
         self,
         *,
@@ -53,12 +59,13 @@ class WorkerMessage(_message.Message):
         report: Global___InstanceReport | None = ...,
         submit_reply: Global___SubmitReply | None = ...,
         deregister: Global___Deregister | None = ...,
+        answer: Global___ChallengeAnswer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["register", "heartbeat", "report", "submit_reply", "deregister"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["register", "heartbeat", "report", "submit_reply", "deregister", "answer"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -90,7 +97,6 @@ class Register(_message.Message):
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
     GROUP_ID_FIELD_NUMBER: _builtins.int
-    APP_KEY_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     ADDRESS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
@@ -98,15 +104,20 @@ class Register(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     RUNNING_INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    CLIENT_NONCE_FIELD_NUMBER: _builtins.int
+    TASK_FILE_INSTANCE_IDS_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     group_id: _builtins.str
-    app_key: _builtins.str
     worker_id: _builtins.str
     address: _builtins.str
     """host:port where peers reach this worker's Peer service."""
     capacity: _builtins.int
     """How many instances and subtasks it runs at once."""
     version: _builtins.str
+    client_nonce: _builtins.bytes
+    """Random bytes of this registration, mixed into the answer to the challenge so a scheduler (or an
+    impostor) cannot choose everything the worker signs.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -117,12 +128,17 @@ class Register(_message.Message):
     def running_instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """Instances this worker is still running from before a reconnect."""
 
+    @_builtins.property
+    def task_file_instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Instances whose batch task files this worker holds in its data folder: a lost master's instance
+        resumes on a worker that holds its file.
+        """
+
     def __init__(
         self,
         *,
         namespace: _builtins.str = ...,
         group_id: _builtins.str = ...,
-        app_key: _builtins.str = ...,
         worker_id: _builtins.str = ...,
         address: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
@@ -130,14 +146,37 @@ class Register(_message.Message):
         capacity: _builtins.int = ...,
         version: _builtins.str = ...,
         running_instance_ids: _abc.Iterable[_builtins.int] | None = ...,
+        client_nonce: _builtins.bytes = ...,
+        task_file_instance_ids: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "app_key", b"app_key", "capacity", b"capacity", "group_id", b"group_id", "labels", b"labels", "namespace", b"namespace", "processors", b"processors", "running_instance_ids", b"running_instance_ids", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "client_nonce", b"client_nonce", "group_id", b"group_id", "labels", b"labels", "namespace", b"namespace", "processors", b"processors", "running_instance_ids", b"running_instance_ids", "task_file_instance_ids", b"task_file_instance_ids", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Register: _TypeAlias = Register  # noqa: Y015
+
+@_typing.final
+class ChallengeAnswer(_message.Message):
+    """The worker's answer to the scheduler's Challenge: proof of the app key, bound to this stream's nonces."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROOF_FIELD_NUMBER: _builtins.int
+    proof: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        proof: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChallengeAnswer: _TypeAlias = ChallengeAnswer  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
@@ -274,6 +313,8 @@ class SchedulerMessage(_message.Message):
     SUBMIT_FIELD_NUMBER: _builtins.int
     KILL_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
+    CHALLENGE_FIELD_NUMBER: _builtins.int
+    FORGET_TASK_FILES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered: ...
     @_builtins.property
@@ -282,6 +323,10 @@ class SchedulerMessage(_message.Message):
     def kill(self) -> Global___KillInstance: ...
     @_builtins.property
     def ack(self) -> Global___ReportAck: ...
+    @_builtins.property
+    def challenge(self) -> Global___Challenge: ...
+    @_builtins.property
+    def forget_task_files(self) -> Global___ForgetTaskFiles: ...
     def __init__(
         self,
         *,
@@ -289,16 +334,62 @@ class SchedulerMessage(_message.Message):
         submit: Global___SubmitInstance | None = ...,
         kill: Global___KillInstance | None = ...,
         ack: Global___ReportAck | None = ...,
+        challenge: Global___Challenge | None = ...,
+        forget_task_files: Global___ForgetTaskFiles | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "kill", b"kill", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "kill", b"kill", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["registered", "submit", "kill", "ack"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["registered", "submit", "kill", "ack", "challenge", "forget_task_files"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___SchedulerMessage: _TypeAlias = SchedulerMessage  # noqa: Y015
+
+@_typing.final
+class ForgetTaskFiles(_message.Message):
+    """Sent once, after Register: fresh random bytes the worker's answer must cover (a recorded answer is
+    worth nothing on another stream).
+    The batch task files of these instances are of no more use (the instances ended): remove them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        instance_ids: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetTaskFiles: _TypeAlias = ForgetTaskFiles  # noqa: Y015
+
+@_typing.final
+class Challenge(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_NONCE_FIELD_NUMBER: _builtins.int
+    server_nonce: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        server_nonce: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["server_nonce", b"server_nonce"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Challenge: _TypeAlias = Challenge  # noqa: Y015
 
 @_typing.final
 class Registered(_message.Message):
@@ -406,8 +497,9 @@ class TaskCaller(_message.Message):
     group_id: _builtins.str
     worker_id: _builtins.str
     proof: _builtins.str
-    """Proof of the group's app key for this caller and the request's instance (sx.protos._auth):
-    worker ids are not secret, so the scheduler checks it on every task-store call.
+    """Proof of the group's app key for this caller, method and request (sx.protos._auth.sign_task_request:
+    an HMAC over a SHA-256 of the request without this field, a time and a nonce). Worker ids are not
+    secret, so the scheduler checks it on every task-store call and accepts each proof once.
     """
     def __init__(
         self,

@@ -3,9 +3,12 @@
 isort:skip_file
 The worker<->scheduler protocol: one long-lived bidirectional stream per worker.
 
-The worker opens Connect and sends Register first. The scheduler answers Registered, or ends the
-stream with UNAUTHENTICATED (wrong or missing app key) or INVALID_ARGUMENT. Then the worker sends
-heartbeats and instance reports; the scheduler sends submissions, kills and report acknowledgements.
+The worker opens Connect and sends Register first (its identity and a nonce, never the app key). The
+scheduler answers a Challenge (its own nonce); the worker sends ChallengeAnswer, an HMAC of both nonces
+and the Register keyed with the group's app key (sx.protos._auth.registration_proof). The scheduler
+answers Registered, or ends the stream with UNAUTHENTICATED (unknown group, wrong or missing proof of
+the app key) or INVALID_ARGUMENT. Then the worker sends heartbeats and instance reports; the scheduler
+sends submissions, kills and report acknowledgements.
 Reports carry a delivery id: the worker keeps each report until it is acknowledged and re-sends it
 after a reconnect; the scheduler de-duplicates by delivery id.
 """

@@ -63,6 +63,7 @@ class Dispatcher:
         heartbeat_interval: float = 3.0,
         heartbeat_timeout: float = 10.0,
         no_worker_grace: float = 30.0,
+        batch_resume_wait: float = 30.0,
         waiting_rescan: float = _WAITING_RESCAN,
         scheduler_id: str | None = None,
     ) -> None:
@@ -77,8 +78,9 @@ class Dispatcher:
                 f"heartbeat_timeout={heartbeat_timeout!r}: must not be shorter than "
                 f"heartbeat_interval={heartbeat_interval!r}"
             )
-        if no_worker_grace < 0:
-            raise ValueError(f"no_worker_grace={no_worker_grace!r}: must be 0 or more seconds")
+        for name, value in (("no_worker_grace", no_worker_grace), ("batch_resume_wait", batch_resume_wait)):
+            if value < 0:
+                raise ValueError(f"{name}={value!r}: must be 0 or more seconds")
         if waiting_rescan <= 0:
             raise ValueError(f"waiting_rescan={waiting_rescan!r}: must be more than 0 seconds")
         self._store = store
@@ -93,6 +95,7 @@ class Dispatcher:
             reports=self._reports,
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=timedelta(seconds=heartbeat_timeout),
+            batch_resume_wait=timedelta(seconds=batch_resume_wait),
             scheduler_id=self.scheduler_id,
         )
         self._submission = Submission(

@@ -186,9 +186,16 @@ class WorkerRegistry:
         return [s for s in self.live(namespace, group_id) if s.serves(processor)]
 
     def pick(
-        self, namespace: str, group_id: str, processor: str, *, exclude: frozenset[str] = frozenset()
+        self,
+        namespace: str,
+        group_id: str,
+        processor: str,
+        *,
+        exclude: frozenset[str] = frozenset(),
+        only: frozenset[str] | None = None,
     ) -> WorkerSession | None:
-        """The next worker, round robin, that serves the processor and is below its capacity."""
+        """The next worker, round robin, that serves the processor and is below its capacity (and is
+        one of the worker ids ``only``, when given)."""
         candidates = self.live(namespace, group_id)
         if not candidates:
             return None
@@ -198,6 +205,8 @@ class WorkerRegistry:
             index = (start + offset) % len(candidates)
             session = candidates[index]
             if session.worker_id in exclude or not session.serves(processor) or not session.has_room():
+                continue
+            if only is not None and session.worker_id not in only:
                 continue
             self._cursor[group_key] = index + 1
             return session

@@ -41,23 +41,23 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     ) -> AsyncIterator[scheduler_pb2.SchedulerMessage]:
         sessions = self._sessions
         messages: AsyncIterator[scheduler_pb2.WorkerMessage] = request_iterator.__aiter__()
-        try:
-            first = await asyncio.wait_for(anext(messages), timeout=sessions.register_timeout)
-        except StopAsyncIteration:
+        first = await self._expect(messages, "register", "the first message", context)
+        if first is None:
             return
-        except TimeoutError:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no register message arrived in time")
+        register = first.register
+        # Registration is challenge-response: the app key itself never travels.
+        challenge = await sessions.challenge(register, context)
+        yield scheduler_pb2.SchedulerMessage(challenge=challenge)
+        second = await self._expect(messages, "answer", "the answer to the challenge", context)
+        if second is None:
             return
-        kind = first.WhichOneof("body")
-        if kind != "register":
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"the first message must be register, got {kind}"
-            )
-        await sessions.authenticate(first.register, context)
-        session = sessions.new_session(first.register)
+        await sessions.authenticate(register, challenge, second.answer, context)
+        session = sessions.new_session(register)
         reader: asyncio.Task[None] | None = None
         try:
-            await sessions.attach(session, list(first.register.running_instance_ids))
+            await sessions.attach(
+                session, list(register.running_instance_ids), list(register.task_file_instance_ids)
+            )
             yield sessions.registered_message(session)
             reader = asyncio.create_task(sessions.read_loop(session, messages))
             while True:
@@ -72,11 +72,28 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 reader.cancel()
             sessions.detach(session, grace=True)
 
+    async def _expect(
+        self, messages: AsyncIterator[scheduler_pb2.WorkerMessage], kind: str, what: str, context: Any
+    ) -> scheduler_pb2.WorkerMessage | None:
+        """The next message, which must be a ``kind`` and arrive within the register timeout; None when
+        the worker ended the stream first."""
+        try:
+            message = await asyncio.wait_for(anext(messages), timeout=self._sessions.register_timeout)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{what} did not arrive in time")
+            return None
+        got = message.WhichOneof("body")
+        if got != kind:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} must be {kind}, got {got}")
+        return message
+
     # -- the server-side subtask store of parallel instances -------------------------------------
     async def LoadTasks(
         self, request: scheduler_pb2.LoadTasksRequest, context: Any
     ) -> scheduler_pb2.LoadTasksReply:
-        tasks = await self._tasks.load_tasks(request.caller, request.instance_id, context)
+        tasks = await self._tasks.load_tasks(request, context)
         return scheduler_pb2.LoadTasksReply(tasks=tasks)
 
     async def CreateTasks(
@@ -94,4 +111,4 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     async def QueryTasks(
         self, request: scheduler_pb2.QueryTasksRequest, context: Any
     ) -> scheduler_pb2.QueryTasksReply:
-        return await self._tasks.query_tasks(request.caller, request.instance_id, context)
+        return await self._tasks.query_tasks(request, context)

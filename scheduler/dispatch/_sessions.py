@@ -25,7 +25,14 @@ from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler.dispatch._registry import Assignment, WorkerKey, WorkerSession
 from sx.scheduler.dispatch._reports import InstanceReports
-from sx.scheduler.dispatch._state import DispatchState, Orphans, kill_message, mark_draining, same_group
+from sx.scheduler.dispatch._state import (
+    DispatchState,
+    Orphans,
+    forget_task_files_message,
+    kill_message,
+    mark_draining,
+    same_group,
+)
 from sx.scheduler.store import AccessStore, Group, Instance, InstanceChange, InstanceStore, JobStore
 
 __all__ = ["MAX_MASTER_RESUMES", "SessionStore", "WorkerSessions"]
@@ -54,12 +61,14 @@ class WorkerSessions:
         heartbeat_interval: float,
         heartbeat_timeout: timedelta,
         scheduler_id: str,
+        batch_resume_wait: timedelta = timedelta(seconds=30),
     ) -> None:
         self._store = store
         self._clock = clock
         self._state = state
         self._reports = reports
         self._heartbeat_interval = heartbeat_interval
+        self._batch_resume_wait = batch_resume_wait
         self._heartbeat_timeout = heartbeat_timeout
         self._scheduler_id = scheduler_id
 
@@ -156,11 +165,15 @@ class WorkerSessions:
             session.close("UNAVAILABLE", message)
 
     # -- attach and detach ---------------------------------------------------------------------
-    async def attach(self, session: WorkerSession, running_instance_ids: list[int]) -> None:
-        """Make the session live and give it back the instances it says it still runs."""
+    async def attach(
+        self, session: WorkerSession, running_instance_ids: list[int], task_file_ids: Iterable[int] = ()
+    ) -> None:
+        """Make the session live and give it back the instances it says it still runs; note the batch task
+        files it holds (where those instances resume), or tell it to remove the ones of ended instances."""
         state = self._state
         key = session.key
         now = self._clock.now()
+        await self._note_task_files(session, task_file_ids)
         old = state.registry.add(session)
         if old is not None:
             # The same worker opened a new stream before the old one was seen to break.
@@ -222,6 +235,18 @@ class WorkerSessions:
         )
         state.dispatch_wake.set()
         state.liveness_wake.set()
+
+    async def _note_task_files(self, session: WorkerSession, instance_ids: Iterable[int]) -> None:
+        state = self._state
+        stale: list[int] = []
+        for instance_id in instance_ids:
+            instance = await self._store.get_instance(instance_id)
+            if instance is None or instance.status.finished or not same_group(session, instance):
+                stale.append(instance_id)
+            else:
+                state.task_files.setdefault(instance_id, set()).add(session.key)
+        if stale:
+            session.send(forget_task_files_message(stale))
 
     def _orphan(self, session: WorkerSession, *, deadline: datetime) -> None:
         """Move a gone session's instances aside until the worker reconnects or the deadline passes."""
@@ -371,15 +396,24 @@ class WorkerSessions:
             resumes.pop(instance_id, None)
             return False
         resumes[instance_id] = count + 1
+        # Its task file is on the lost master's disk: the instance waits a while for that worker (or
+        # another that holds the file) to come back and resume, rather than start over elsewhere.
+        state = self._state
+        state.task_files.setdefault(instance_id, set()).add(key)
+        until = self._clock.now() + self._batch_resume_wait
+        state.resume_until[instance_id] = until
         if await self._reports.back_to_waiting(instance_id, ACTIVE_INSTANCE_STATUSES) is None:
             resumes.pop(instance_id, None)
+            state.resume_until.pop(instance_id, None)
             return False
         log.warning(
-            "instance %d: master %s (%s) lost; submitting it again (resume %d of %d)",
+            "instance %d: master %s (%s) lost; submitting it again (resume %d of %d) to a worker holding "
+            "its task file, or to any after %s",
             instance_id,
             key.worker_id,
             address,
             count + 1,
             MAX_MASTER_RESUMES,
+            until.isoformat(),
         )
         return True

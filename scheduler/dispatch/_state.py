@@ -24,6 +24,7 @@ __all__ = [
     "DispatchState",
     "Orphans",
     "Waiting",
+    "forget_task_files_message",
     "kill_message",
     "mark_draining",
     "same_group",
@@ -58,6 +59,13 @@ def kill_message(instance_id: int, job_id: int, reason: str) -> scheduler_pb2.Sc
     )
 
 
+def forget_task_files_message(instance_ids: list[int]) -> scheduler_pb2.SchedulerMessage:
+    """Tell a worker the batch task files of these instances are of no more use (they ended)."""
+    return scheduler_pb2.SchedulerMessage(
+        forget_task_files=scheduler_pb2.ForgetTaskFiles(instance_ids=instance_ids)
+    )
+
+
 def same_group(session: WorkerSession, instance: Instance) -> bool:
     """A worker only runs, reports and takes over instances of its own namespace and group."""
     return (instance.namespace, instance.group_id) == (session.key.namespace, session.key.group_id)
@@ -88,6 +96,11 @@ class DispatchState:
         """Report delivery ids applied per worker (a replayed delivery is acknowledged, not applied)."""
         self.resumes: dict[int, int] = {}
         """Times a batch instance was submitted again after its master was lost."""
+        self.task_files: dict[int, set[WorkerKey]] = {}
+        """Per batch instance, the workers that hold its task file (its lost master, or ones that said so
+        when they registered): where it resumes rather than starts over."""
+        self.resume_until: dict[int, datetime] = {}
+        """Per batch instance whose master was lost, until when it waits for a worker holding its file."""
         self.dispatch_wake = asyncio.Event()
         self.liveness_wake = asyncio.Event()
 
@@ -117,10 +130,16 @@ class DispatchState:
         return assignment
 
     def forget(self, instance_id: int) -> None:
-        """Drop the per-instance records of an instance leaving the dispatcher (its owner aside)."""
+        """Drop the per-instance records of an instance leaving the dispatcher (its owner aside); workers
+        that hold a task file of it are told to remove it."""
         self.waiting.pop(instance_id, None)
         self.refused.pop(instance_id, None)
         self.resumes.pop(instance_id, None)
+        self.resume_until.pop(instance_id, None)
+        for key in self.task_files.pop(instance_id, ()):
+            session = self.registry.get(key)
+            if session is not None:
+                session.send(forget_task_files_message([instance_id]))
 
     def holds(self, key: WorkerKey, instance_id: int) -> bool:
         """Whether this worker is connected now and holds the instance."""

@@ -174,7 +174,12 @@ class Submission:
         instance = entry.instance
         processor = processor_of(job)
         refused = state.refused.get(instance.id, {})
-        session = registry.pick(instance.namespace, instance.group_id, processor, exclude=frozenset(refused))
+        holders = self._task_file_holders(instance.id, now)
+        session = registry.pick(
+            instance.namespace, instance.group_id, processor, exclude=frozenset(refused), only=holders
+        )
+        if session is None and holders is not None:
+            return state.resume_until[instance.id]  # a holder of its task file may come back until then
         if session is None:
             eligible = registry.eligible(instance.namespace, instance.group_id, processor)
             remaining = [s for s in eligible if s.worker_id not in refused]
@@ -217,6 +222,22 @@ class Submission:
         message = scheduler_pb2.SchedulerMessage(submit=scheduler_pb2.SubmitInstance(instance=spec))
         submitted.append(_Submitted(entry, job.id, session, message))
         return None
+
+    def _task_file_holders(self, instance_id: int, now: datetime) -> frozenset[str] | None:
+        """The workers a batch instance whose master was lost waits for (they hold its task file, so it
+        resumes there), or None once the wait is over or when it waits for none."""
+        state = self._state
+        until = state.resume_until.get(instance_id)
+        if until is None:
+            return None
+        if now >= until:
+            del state.resume_until[instance_id]
+            log.warning(
+                "instance %d: no worker holding its task file took it in time; it starts over on any worker",
+                instance_id,
+            )
+            return None
+        return frozenset(key.worker_id for key in state.task_files.get(instance_id, ()))
 
     async def _record_and_send(self, submitted: list[_Submitted]) -> None:
         """Record the pass's assignments READY in one store call, then send them. Writing first makes a

@@ -2,7 +2,8 @@
 QueryTasks).
 
 Only the worker holding an instance (its master) reads and writes the instance's tasks. Worker ids are
-not secret, so each call also carries a proof that the caller knows the group's app key.
+not secret, so each call also carries a proof that the caller knows the group's app key, made for that
+very request; each proof is accepted once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 import grpc
 
 from sx.processors import TaskStatus
-from sx.protos import check_proof, task_caller_subject
+from sx.protos import ProofChecker, TaskRequest, check_task_request
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler.dispatch._registry import WorkerKey
 from sx.scheduler.dispatch._state import DispatchState
@@ -38,12 +39,17 @@ class TaskRpcs:
     def __init__(self, store: TaskRpcStore, *, state: DispatchState) -> None:
         self._store = store
         self._state = state
+        self._proofs = ProofChecker()
 
-    async def _check_caller(self, caller: scheduler_pb2.TaskCaller, instance_id: int, context: Any) -> None:
+    async def _check_caller(self, rpc: str, request: TaskRequest, context: Any) -> None:
         # Worker ids are not secret: the caller proves it knows the group's app key.
+        caller, instance_id = request.caller, request.instance_id
         group = await self._store.get_group(caller.namespace, caller.group_id)
-        subject = task_caller_subject(caller.namespace, caller.group_id, caller.worker_id, instance_id)
-        why = "no such group" if group is None else check_proof(group.app_key, subject, caller.proof)
+        why = (
+            "no such group"
+            if group is None
+            else check_task_request(self._proofs, group.app_key, rpc, request)
+        )
         if why is not None:
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -57,10 +63,11 @@ class TaskRpcs:
             )
 
     async def load_tasks(
-        self, caller: scheduler_pb2.TaskCaller, instance_id: int, context: Any
+        self, request: scheduler_pb2.LoadTasksRequest, context: Any
     ) -> list[scheduler_pb2.StoredTask]:
         """Every task of the instance; a retry's first load takes over its predecessor's tasks."""
-        await self._check_caller(caller, instance_id, context)
+        await self._check_caller("LoadTasks", request, context)
+        instance_id = request.instance_id
         page = await self._store.list_tasks(instance_id, limit=_TASKS_LOAD_LIMIT)
         if page.total == 0:
             instance = await self._store.get_instance(instance_id)
@@ -91,7 +98,7 @@ class TaskRpcs:
         ]
 
     async def create_tasks(self, request: scheduler_pb2.CreateTasksRequest, context: Any) -> int:
-        await self._check_caller(request.caller, request.instance_id, context)
+        await self._check_caller("CreateTasks", request, context)
         news = [
             NewTask(
                 task_id=t.task_id,
@@ -105,7 +112,7 @@ class TaskRpcs:
         return await self._store.create_tasks(request.instance_id, news)
 
     async def update_tasks(self, request: scheduler_pb2.UpdateTasksRequest, context: Any) -> int:
-        await self._check_caller(request.caller, request.instance_id, context)
+        await self._check_caller("UpdateTasks", request, context)
         changes: list[TaskStatusChange] = []
         for group in request.groups:
             try:
@@ -132,9 +139,10 @@ class TaskRpcs:
         return await self._store.update_task_statuses(request.instance_id, changes)
 
     async def query_tasks(
-        self, caller: scheduler_pb2.TaskCaller, instance_id: int, context: Any
+        self, request: scheduler_pb2.QueryTasksRequest, context: Any
     ) -> scheduler_pb2.QueryTasksReply:
-        await self._check_caller(caller, instance_id, context)
+        await self._check_caller("QueryTasks", request, context)
+        instance_id = request.instance_id
         counts = await self._store.count_tasks(instance_id)
         reply = scheduler_pb2.QueryTasksReply(counts={int(s): n for s, n in counts.items()})
         if counts.get(TaskStatus.INIT):

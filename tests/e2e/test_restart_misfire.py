@@ -89,7 +89,7 @@ async def test_a_restarted_scheduler_applies_the_misfire_policy_and_rejects_no_f
         await eventually(ran_after_recovery, within=DEADLINE + RESTART_HEARTBEAT_TIMEOUT, what="runs after")
 
         async with OpenApiClient(cluster.http_url, namespace=NAMESPACE, group_id=GROUP, retries=5) as client:
-            instances: dict[int, list[InstanceDetail]] = {}
+            instances: dict[int, tuple[InstanceDetail, ...]] = {}
             for job_id in jobs:
                 instances[job_id] = (await client.list_instances(job_id, page_size=100)).instances
         rejected = {

@@ -1,8 +1,8 @@
 """The worker runtime against a minimal test scheduler speaking the real protocol over gRPC.
 
 ``StubScheduler`` is a real grpc.aio server on 127.0.0.1 built from the generated stubs: it accepts
-Register (checking the app key), sends submissions and kills, records every message, and acknowledges
-reports unless told not to.
+Register (challenging the worker to prove the app key), sends submissions and kills, records every
+message, and acknowledges reports unless told not to.
 """
 
 from __future__ import annotations
@@ -30,7 +30,16 @@ from sx.processors import (
     current_context,
     processor,
 )
-from sx.protos import PEER_AUTH_HEADER, make_proof, peer_channel, peer_subject
+from sx.protos import (
+    PEER_AUTH_HEADER,
+    PROOF_WINDOW,
+    make_proof,
+    new_nonce,
+    payload_digest,
+    peer_channel,
+    peer_subject,
+    registration_proof,
+)
 from sx.protos.v1 import common_pb2, peer_pb2, peer_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from sx.worker import Worker, WorkerRejected, WorkerSettings
 
@@ -66,6 +75,7 @@ class StubScheduler(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, *, ack: bool = True) -> None:
         self.ack = ack
         self.registers: list[scheduler_pb2.Register] = []
+        self.answers: list[scheduler_pb2.ChallengeAnswer] = []
         self.reports: list[scheduler_pb2.InstanceReport] = []
         self.replies: list[scheduler_pb2.SubmitReply] = []
         self.heartbeats: list[scheduler_pb2.Heartbeat] = []
@@ -86,7 +96,11 @@ class StubScheduler(scheduler_pb2_grpc.SchedulerServicer):
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"group {register.group_id} does not exist in namespace {register.namespace}",
             )
-        if register.app_key != APP_KEY:
+        challenge = scheduler_pb2.Challenge(server_nonce=new_nonce())
+        await context.write(scheduler_pb2.SchedulerMessage(challenge=challenge))
+        answer = (await context.read()).answer
+        self.answers.append(answer)
+        if answer.proof != registration_proof(APP_KEY, register, challenge.server_nonce):
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 f"app key for group {register.group_id} in namespace {register.namespace} is wrong",
@@ -343,7 +357,10 @@ async def test_registers_with_its_identity(endpoint: Endpoint) -> None:
         await asyncio.wait_for(worker.connected.wait(), DEADLINE)
         register = endpoint.scheduler.registers[0]
         assert register.worker_id == worker.worker_id
-        assert (register.namespace, register.group_id, register.app_key) == ("ns", "g", APP_KEY)
+        assert (register.namespace, register.group_id) == ("ns", "g")
+        # The key itself is in neither message the worker sent to register.
+        sent = register.SerializeToString() + endpoint.scheduler.answers[0].SerializeToString()
+        assert APP_KEY.encode() not in sent and len(register.client_nonce) >= 16
         assert register.address == worker.address
         assert dict(register.labels) == {"zone": "a"}
         assert "t.sync" in register.processors
@@ -590,20 +607,34 @@ async def test_peer_calls_without_a_valid_app_key_proof_are_refused(endpoint: En
     start = peer_pb2.StartTasksRequest(
         instance=spec("t.broadcast", execute_mode="broadcast"), tasks=[peer_pb2.TaskRequest(task_id=1)]
     )
+    other_request = peer_pb2.StartTasksRequest(
+        instance=start.instance, tasks=[peer_pb2.TaskRequest(task_id=2)]
+    )
+
+    def proof(*, key: str = APP_KEY, now: float | None = None, **call: str) -> str:
+        """A proof made with ``key`` for StartTasks of ``start`` on this worker, unless ``call`` says else."""
+        made = {"method": "/sx.v1.Peer/StartTasks", "subject": peer_subject(worker.address)}
+        made["digest"] = payload_digest(start)
+        made.update(call)
+        return make_proof(key, now=now, **made)
+
     try:
         async with aio.insecure_channel(worker.address) as channel:
             # The health service stays open to anyone.
             health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             peer = peer_pb2_grpc.PeerStub(channel)
-            stale = make_proof(APP_KEY, peer_subject("/sx.v1.Peer/StartTasks"), now=time.time() - 3600)
-            other_method = make_proof(APP_KEY, peer_subject("/sx.v1.Peer/CheckAlive"))
-            for metadata, why in [
-                ((), "no proof"),
-                (((PEER_AUTH_HEADER, APP_KEY),), "malformed"),
-                (((PEER_AUTH_HEADER, stale),), "window"),
-                (((PEER_AUTH_HEADER, other_method),), "does not match"),
+            for given, why in [
+                ("", "no proof"),
+                (APP_KEY, "malformed"),
+                (proof(now=time.time() - PROOF_WINDOW - 5), "window"),  # expired
+                (proof(now=time.time() + PROOF_WINDOW + 5), "window"),  # from too far ahead
+                (proof(key="not-the-key"), "does not match"),
+                (proof(method="/sx.v1.Peer/CheckAlive"), "does not match"),
+                (proof(subject=peer_subject("127.0.0.1:1")), "does not match"),  # for another worker
+                (proof(digest=payload_digest(other_request)), "does not match"),  # for another request
             ]:
+                metadata = ((PEER_AUTH_HEADER, given),) if given else ()
                 with pytest.raises(aio.AioRpcError) as refused:
                     await peer.StartTasks(start, metadata=metadata)
                 assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
@@ -618,6 +649,68 @@ async def test_peer_calls_without_a_valid_app_key_proof_are_refused(endpoint: En
         assert f"process-{start.instance.instance_id}" not in events
     finally:
         await worker.shutdown()
+
+
+class PeerTap(grpc.GenericRpcHandler):  # type: ignore[misc]  # grpc is untyped
+    """An on-path relay for Peer calls: forwards each call as it came and keeps what it saw (method,
+    proof header, request bytes), as a listener on a network without TLS would."""
+
+    def __init__(self, upstream: str) -> None:
+        self.channel = aio.insecure_channel(upstream)
+        self.calls: list[tuple[str, tuple[tuple[str, str], ...], bytes]] = []
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+
+        async def relay(request: bytes, context: Any) -> bytes:
+            metadata = tuple((k, v) for k, v in context.invocation_metadata() if k == PEER_AUTH_HEADER)
+            self.calls.append((method, metadata, request))
+            try:
+                reply: bytes = await self.channel.unary_unary(method)(request, metadata=metadata)
+                return reply
+            except aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "")
+                raise
+
+        return grpc.unary_unary_rpc_method_handler(relay)
+
+
+async def test_a_captured_peer_call_cannot_be_replayed_altered_or_redirected(endpoint: Endpoint) -> None:
+    # The worker advertises 127.0.0.2 and listens on 127.0.0.1: its peers reach it through the tap.
+    worker = await started(
+        endpoint, Worker(settings(endpoint, advertise_host="127.0.0.2"), registry=registry)
+    )
+    other = await started(endpoint, Worker(settings(endpoint), registry=registry))
+    port = worker.address.rpartition(":")[2]
+    tap = PeerTap(f"127.0.0.1:{port}")
+    relay = aio.server()
+    relay.add_generic_rpc_handlers((tap,))
+    relay.add_insecure_port(worker.address)
+    await relay.start()
+    try:
+        async with peer_channel(worker.address, app_key=APP_KEY) as channel:
+            alive = await peer_pb2_grpc.PeerStub(channel).CheckAlive(peer_pb2.CheckAliveRequest())
+        assert (alive.alive, alive.worker_id) == (True, worker.worker_id)  # the genuine call went through
+        [(method, metadata, body)] = tap.calls
+        assert method == "/sx.v1.Peer/CheckAlive" and metadata[0][0] == PEER_AUTH_HEADER
+        altered = peer_pb2.CheckAliveRequest(instance_id=12345, master=True).SerializeToString()
+        async with (
+            aio.insecure_channel(f"127.0.0.1:{port}") as direct,
+            aio.insecure_channel(other.address) as elsewhere,
+        ):
+            for channel, request, why in [
+                (direct, body, "was used before"),  # the same call again
+                (direct, altered, "does not match"),  # the captured proof on another request
+                (elsewhere, body, "does not match"),  # the same call to another worker of the group
+            ]:
+                with pytest.raises(aio.AioRpcError) as refused:
+                    await channel.unary_unary(method)(request, metadata=metadata)
+                assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                assert why in (refused.value.details() or "")
+    finally:
+        await relay.stop(None)
+        await tap.channel.close()
+        await asyncio.gather(worker.shutdown(), other.shutdown())
 
 
 # -- connection --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ masters start there (broadcast tasks too) and reports their statuses back.
 
 from sx.worker.map._admission import GRID_SOFT_CAP, PARALLEL_TASK_CAP
 from sx.worker.map._consumer import MapRefusedError
-from sx.worker.map._file_store import FileTaskStore, task_file_path
+from sx.worker.map._file_store import FileTaskStore, held_task_files, remove_task_file, task_file_path
 from sx.worker.map._master import MapMaster
 from sx.worker.map._memory_store import MemoryTaskStore
 from sx.worker.map._progress import MapProgress
@@ -30,5 +30,7 @@ __all__ = [
     "TaskRunner",
     "TaskStore",
     "TaskStoreStub",
+    "held_task_files",
+    "remove_task_file",
     "task_file_path",
 ]

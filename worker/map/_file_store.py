@@ -15,7 +15,7 @@ from pathlib import Path
 from sx.processors import ROOT_TASK_NAME, TaskStatus
 from sx.worker.map._store import ROOT_TASK_ID, TaskRecord, TaskStore
 
-__all__ = ["FileTaskStore", "task_file_path"]
+__all__ = ["FileTaskStore", "held_task_files", "remove_task_file", "task_file_path"]
 
 log = logging.getLogger("sx.worker")
 
@@ -41,9 +41,34 @@ _INIT = int(TaskStatus.INIT)
 _PULLED = int(TaskStatus.PULLED)
 
 
+_FILE_SUFFIXES = ("", "-wal", "-shm")
+"""A task file is SQLite's database file plus its write-ahead log and shared-memory files."""
+
+
 def task_file_path(data_dir: Path, instance_id: int) -> Path:
     """The batch task file of an instance under a worker's ``data_dir``."""
     return data_dir / "map" / f"instance-{instance_id}.sqlite"
+
+
+def held_task_files(data_dir: Path) -> list[int]:
+    """The instance ids whose batch task files are under ``data_dir`` (told to the scheduler at
+    registration: a lost master's instance resumes where its file is)."""
+    folder = data_dir / "map"
+    if not folder.is_dir():
+        return []
+    found: list[int] = []
+    for path in folder.glob("instance-*.sqlite"):
+        number = path.name.removeprefix("instance-").removesuffix(".sqlite")
+        if number.isascii() and number.isdigit():
+            found.append(int(number))
+    return sorted(found)
+
+
+def remove_task_file(path: Path) -> None:
+    """Remove a task file and SQLite's files beside it (missing ones are fine)."""
+    for suffix in _FILE_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
 
 
 class FileTaskStore(TaskStore):
@@ -180,6 +205,4 @@ class FileTaskStore(TaskStore):
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         if remove:
-            for suffix in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    Path(f"{self.path}{suffix}").unlink()
+            remove_task_file(self.path)

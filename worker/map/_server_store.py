@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import grpc
 
 from sx.processors import ROOT_TASK_NAME, TaskStatus
-from sx.protos import make_proof, task_caller_subject
+from sx.protos import sign_task_request
 from sx.protos.v1 import scheduler_pb2
 from sx.worker.map._store import ROOT_TASK_ID, TaskRecord, TaskStore
 
@@ -221,10 +221,8 @@ class ServerTaskStore(TaskStore):
 
     async def _call(self, method: str, request: Any) -> Any:
         request.caller.CopyFrom(self._caller)
-        # A fresh proof per call: it is only accepted for a few minutes.
-        c = self._caller
-        subject = task_caller_subject(c.namespace, c.group_id, c.worker_id, self.instance_id)
-        request.caller.proof = make_proof(self._app_key, subject)
+        # A fresh proof per call (a retry too): each is bound to its request and accepted once.
+        sign_task_request(self._app_key, method, request)
         return await getattr(self._stub, method)(request, timeout=_RPC_TIMEOUT)
 
     async def _write_loop(self) -> None:

@@ -60,7 +60,7 @@ def _held_ids(dispatcher: Dispatcher) -> set[int]:
     """Every instance id the dispatcher keeps a per-instance record of."""
     state = dispatcher._state
     held = set(state.waiting) | set(state.owner) | set(state.refused)
-    held |= set(state.resumes)
+    held |= set(state.resumes) | set(state.task_files) | set(state.resume_until)
     for orphans in state.orphans.values():
         held |= set(orphans.assigned)
     for session in state.registry.sessions():

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType
+from sx.protos import new_nonce, registration_proof
 from sx.protos.v1 import common_pb2, scheduler_pb2, scheduler_pb2_grpc
 from sx.scheduler._clock import ManualClock
 from sx.scheduler.dispatch import Dispatcher
@@ -83,33 +84,49 @@ class ProtocolWorker:
         self.reply = reply
         self.submits: list[common_pb2.InstanceSpec] = []
         self.kills: list[scheduler_pb2.KillInstance] = []
+        self.forgotten: list[int] = []
+        """Instances whose task files the scheduler told this worker to remove."""
         self.acks: list[str] = []
         self.registered: scheduler_pb2.Registered | None = None
+        self.exchange: (
+            tuple[scheduler_pb2.WorkerMessage, scheduler_pb2.SchedulerMessage, scheduler_pb2.WorkerMessage]
+            | None
+        ) = None
+        """The last registration as a listener on the wire saw it: Register, Challenge, ChallengeAnswer."""
         self.ended: grpc.aio.AioRpcError | None = None
         self._channel: grpc.aio.Channel | None = None
         self._call: Any = None
         self._reader: asyncio.Task[None] | None = None
 
-    async def connect(self, *, running_instance_ids: tuple[int, ...] = ()) -> scheduler_pb2.Registered:
+    async def connect(
+        self, *, running_instance_ids: tuple[int, ...] = (), task_file_instance_ids: tuple[int, ...] = ()
+    ) -> scheduler_pb2.Registered:
         self._channel = grpc.aio.insecure_channel(self.target)
         stub = scheduler_pb2_grpc.SchedulerStub(self._channel)
         self._call = stub.Connect()
         self.ended = None
-        await self._call.write(
-            scheduler_pb2.WorkerMessage(
-                register=scheduler_pb2.Register(
-                    namespace=self.namespace,
-                    group_id=self.group_id,
-                    app_key=self.app_key,
-                    worker_id=self.worker_id,
-                    address=self.address,
-                    processors=list(self.processors),
-                    capacity=self.capacity,
-                    version="test",
-                    running_instance_ids=list(running_instance_ids),
-                )
-            )
+        register = scheduler_pb2.Register(
+            namespace=self.namespace,
+            group_id=self.group_id,
+            worker_id=self.worker_id,
+            address=self.address,
+            processors=list(self.processors),
+            capacity=self.capacity,
+            version="test",
+            running_instance_ids=list(running_instance_ids),
+            task_file_instance_ids=list(task_file_instance_ids),
+            client_nonce=new_nonce(),
         )
+        sent = scheduler_pb2.WorkerMessage(register=register)
+        await self._call.write(sent)
+        challenge: scheduler_pb2.SchedulerMessage = await self._call.read()
+        assert challenge.WhichOneof("body") == "challenge", challenge
+        # An empty key answers with an empty proof, as the worker does.
+        nonce = challenge.challenge.server_nonce
+        proof = registration_proof(self.app_key, register, nonce) if self.app_key else b""
+        answer = scheduler_pb2.WorkerMessage(answer=scheduler_pb2.ChallengeAnswer(proof=proof))
+        self.exchange = (sent, challenge, answer)
+        await self._call.write(answer)
         first: scheduler_pb2.SchedulerMessage = await self._call.read()
         assert first.WhichOneof("body") == "registered", first
         self.registered = first.registered
@@ -136,6 +153,8 @@ class ProtocolWorker:
                     )
                 elif kind == "kill":
                     self.kills.append(message.kill)
+                elif kind == "forget_task_files":
+                    self.forgotten.extend(message.forget_task_files.instance_ids)
                 elif kind == "ack":
                     self.acks.append(message.ack.delivery_id)
         except grpc.aio.AioRpcError as exc:
@@ -185,7 +204,9 @@ class Setup:
     target: str = ""
     workers: list[ProtocolWorker] = field(default_factory=list)
 
-    async def start_dispatcher(self, *, no_worker_grace: float = 30.0) -> Dispatcher:
+    async def start_dispatcher(
+        self, *, no_worker_grace: float = 30.0, batch_resume_wait: float = 30.0
+    ) -> Dispatcher:
         async def on_finished(instance: Instance, system_failure: bool) -> None:
             self.finished.append((instance, system_failure))
 
@@ -196,6 +217,7 @@ class Setup:
             heartbeat_interval=1.0,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             no_worker_grace=no_worker_grace,
+            batch_resume_wait=batch_resume_wait,
             scheduler_id="test-scheduler",
         )
         server = grpc.aio.server()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from sx.processors import InstanceStatus
-from sx.scheduler.store import InstanceChange
+from sx.processors import ExecuteMode, InstanceStatus
+from sx.scheduler.store import Instance, InstanceChange
 from tests.scheduler.dispatch.test_harness import (
     APP_KEY,
     GROUP,
@@ -172,6 +172,54 @@ async def test_a_worker_back_after_a_restart_frees_what_it_does_not_list_at_once
     await setup.wait_status(sent.id, InstanceStatus.RUNNING)
     assert await setup.status_of(kept.id) is InstanceStatus.RUNNING
     assert setup.finished_ids() == [(ran.id, True)]
+
+
+# -- batch resume where the task file is -----------------------------------------------------------
+
+
+async def lost_batch_master(setup: Setup) -> tuple[Instance, ProtocolWorker, ProtocolWorker]:
+    """A batch instance whose master w-master was lost while w-other stayed: (instance, master, other)."""
+    batch = await setup.add_job("batch-job", class_name="demo", execute_mode=ExecuteMode.BATCH)
+    master = await setup.worker("w-master")
+    instance = await setup.dispatch(job=batch)
+    await setup.wait_status(instance.id, InstanceStatus.RUNNING)
+    other = await setup.worker("w-other")
+    await master.drop()
+    dispatcher = setup.dispatcher
+    assert dispatcher is not None
+    await eventually(lambda: [w.worker_id for w in dispatcher.live_workers(NS, GROUP)] == ["w-other"])
+    await setup.advance_keeping(other, HEARTBEAT_TIMEOUT + 1)
+    await setup.wait_status(instance.id, InstanceStatus.WAITING)  # submitted again, to resume
+    return instance, master, other
+
+
+async def test_a_lost_batch_master_is_waited_for_and_resumes_where_its_task_file_is(setup: Setup) -> None:
+    await setup.start_dispatcher(batch_resume_wait=30)
+    instance, master, other = await lost_batch_master(setup)
+    # The other worker has room, yet the instance waits for a worker that holds its task file.
+    await setup.advance_keeping(other, 10)
+    assert other.submits == []
+    await master.connect(task_file_instance_ids=(instance.id,))
+    await eventually(lambda: [s.instance_id for s in master.submits] == [instance.id, instance.id])
+    resumed = await setup.wait_status(instance.id, InstanceStatus.RUNNING)
+    assert resumed.worker_id == "w-master"
+    assert other.submits == []
+
+
+async def test_a_batch_instance_starts_over_after_the_wait_and_the_stale_file_is_forgotten(
+    setup: Setup,
+) -> None:
+    await setup.start_dispatcher(batch_resume_wait=30)
+    instance, master, other = await lost_batch_master(setup)
+    await setup.advance_keeping(other, 31)
+    await eventually(lambda: [s.instance_id for s in other.submits] == [instance.id])
+    await setup.wait_status(instance.id, InstanceStatus.RUNNING)
+    await other.report(instance.id, InstanceStatus.SUCCESS, "started over")
+    await setup.wait_status(instance.id, InstanceStatus.SUCCESS)
+    # The old master comes back with the file of an instance that ended elsewhere: it may remove it.
+    await master.connect(task_file_instance_ids=(instance.id,))
+    await eventually(lambda: master.forgotten == [instance.id])
+    assert master.submits[1:] == []
 
 
 async def test_worker_told_to_kill_an_instance_that_already_finished(setup: Setup) -> None:

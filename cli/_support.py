@@ -39,7 +39,8 @@ class ExitCode(IntEnum):
     OK = 0
     FAILED = 1
     USAGE = 2
-    """Bad configuration or arguments (``check`` reports a bad configuration as FAILED: it exits 0/1)."""
+    """Bad configuration or arguments, or a scheduler that cannot start as configured (e.g. another
+    holds its SQLite file). ``check`` reports a bad configuration as FAILED: it exits 0/1."""
     REJECTED = 3
     """The scheduler refused this worker (wrong app key, unknown group)."""
     UNREACHABLE = 4

@@ -45,7 +45,7 @@ from sx.scheduler.jobs import (
     WebhookChannel,
     hand_over_each,
 )
-from sx.scheduler.store import Store
+from sx.scheduler.store import InUseError, Store
 from sx.scheduler.store.sql import SqlStore, sqlite_url
 from sx.scheduler.workflows import WorkflowEngine, WorkflowFireLoop, WorkflowService
 
@@ -55,7 +55,8 @@ log = logging.getLogger("sx.scheduler")
 
 
 class SchedulerStartError(SxError):
-    """The scheduler cannot start as configured (e.g. it would listen remotely without access keys)."""
+    """The scheduler cannot start as configured (e.g. it would listen remotely without access keys, or
+    another scheduler holds its SQLite file)."""
 
 
 def local_zone() -> tzinfo:
@@ -93,7 +94,8 @@ class SchedulerServer:
         zone_name = settings.default_time_zone
         self.default_tz: tzinfo = ZoneInfo(zone_name) if zone_name else local_zone()
         url = settings.database_url or sqlite_url(settings.data_dir)
-        self.store: Store = SqlStore(url)
+        # Exclusive: on SQLite a second scheduler on the same file is refused at start.
+        self.store: Store = SqlStore(url, exclusive=True)
         clock, store, tz = self.clock, self.store, self.default_tz
         self.events = InstanceEvents()
         self.alarms = AlarmRouter(alarm_channels(settings), store)
@@ -180,7 +182,10 @@ class SchedulerServer:
         settings = self.settings
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.store.start()
+        try:
+            await self.store.start()
+        except InUseError as exc:
+            raise SchedulerStartError(str(exc)) from exc
         await self._check_exposure()
         await self._start_grpc()
         await self._start_http()

@@ -82,6 +82,8 @@ class HookRunner:
 
     def __init__(self, *, concurrency: int, thread_pool_size: int) -> None:
         self.concurrency = concurrency
+        self.thread_pool_size = thread_pool_size
+        """Threads blocking hooks run on (the map engine keeps one of them free of waits)."""
         self._slots = asyncio.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(max_workers=thread_pool_size, thread_name_prefix="sx-hook")
         self.running = 0

@@ -1,12 +1,12 @@
 """The scheduler's records and the store interfaces that hold them (``sql`` implements them).
 
 - ``_records``: the records, frozen dataclasses (``Job``, ``Instance``, ``Fire``, ``Page``, ...).
-- ``_errors``: ``StoreError`` and its ``DuplicateError`` and ``NotFoundError``.
+- ``_errors``: ``StoreError`` and its ``DuplicateError``, ``NotFoundError`` and ``InUseError``.
 - ``_interfaces``: one protocol per kind of record (``AccessStore``, ``JobStore``, ``InstanceStore``,
   ``CalendarStore``, ``AlarmStore``, ``WorkflowStore``, ``ParallelTaskStore``) and ``Store``, all of them.
 """
 
-from sx.scheduler.store._errors import DuplicateError, NotFoundError, StoreError
+from sx.scheduler.store._errors import DuplicateError, InUseError, NotFoundError, StoreError
 from sx.scheduler.store._interfaces import (
     AccessStore,
     AlarmStore,
@@ -50,6 +50,7 @@ __all__ = [
     "DuplicateError",
     "Fire",
     "Group",
+    "InUseError",
     "Instance",
     "InstanceChange",
     "InstanceStore",

@@ -1,15 +1,18 @@
-"""The store's errors: ``StoreError`` and the two every backend raises by name.
+"""The store's errors: ``StoreError`` and the ones raised by name.
 
 ::
 
     StoreError
     ├── DuplicateError   a row with the same unique key exists
-    └── NotFoundError    the row an update names does not exist
+    ├── NotFoundError    the row an update names does not exist
+    └── InUseError       the SQLite file is held by another scheduler
 """
 
 from __future__ import annotations
 
-__all__ = ["DuplicateError", "NotFoundError", "StoreError"]
+from pathlib import Path
+
+__all__ = ["DuplicateError", "InUseError", "NotFoundError", "StoreError"]
 
 
 class StoreError(Exception):
@@ -22,3 +25,13 @@ class DuplicateError(StoreError):
 
 class NotFoundError(StoreError):
     """The row an update names does not exist."""
+
+
+class InUseError(StoreError):
+    """The SQLite file is held by another scheduler (an exclusive store); ``pid`` is the holder's, None
+    when it could not be read."""
+
+    def __init__(self, message: str, *, database: Path, pid: int | None) -> None:
+        super().__init__(message)
+        self.database = database
+        self.pid = pid

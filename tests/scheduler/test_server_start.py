@@ -1,4 +1,5 @@
-"""A whole SchedulerServer: a failed start releases what it started; a restart picks up workflows."""
+"""A whole SchedulerServer: a failed start releases what it started; one SQLite file serves one
+scheduler; a restart picks up workflows."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from sx.processors import InstanceStatus, JobSpec
-from sx.scheduler import SchedulerServer
+from sx.scheduler import SchedulerServer, SchedulerStartError
 from sx.scheduler._settings import SchedulerSettings
-from sx.scheduler.store import InstanceChange
+from sx.scheduler.store import InstanceChange, InUseError
 from sx.scheduler.store.sql import SqlStore
 
 
@@ -41,6 +42,21 @@ async def test_failed_start_stops_the_parts_already_started(tmp_path: Path) -> N
     assert _sx_tasks() == []
     assert isinstance(server.store, SqlStore) and server.store._engine is None  # closed
     await server.stop()  # stopping again is harmless
+
+
+async def test_a_second_scheduler_on_the_same_sqlite_file_is_refused(tmp_path: Path) -> None:
+    settings = SchedulerSettings(data_dir=tmp_path, http_port=0, grpc_port=0)
+    async with SchedulerServer(settings) as first:
+        second = SchedulerServer(settings)
+        with pytest.raises(
+            SchedulerStartError, match=r"scheduler\.db is in use by another scheduler"
+        ) as refused:
+            await second.start()
+        assert isinstance(refused.value.__cause__, InUseError)
+        assert second.grpc_address == ""  # refused before opening a port
+        assert await first.store.has_access_keys() is False  # the first one goes on
+    async with SchedulerServer(settings):  # stopped: the file is free again
+        pass
 
 
 async def test_restart_advances_a_workflow_whose_node_end_was_not_recorded(tmp_path: Path) -> None:

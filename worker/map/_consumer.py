@@ -3,8 +3,12 @@
 Map tasks (parallel, grid, batch) wait in a per-instance queue drained by ``consumerSize`` consumers,
 retry locally (``taskMaxAttempt``; never the root) and send their ``ctx.map`` batches to the master
 through ``PeerMapper``. A map task waiting for room in the master's full queue gives its consumer slot
-and its hook slot back meanwhile (``Seat``): the tasks that drain the queue must be able to run. A sync
-hook waiting in ``ctx.map`` still holds its thread.
+and its hook slot back meanwhile (``Seat``): the tasks that drain the queue must be able to run.
+
+A blocking (``def``) hook keeps its thread while ``ctx.map`` waits, and threads are few: only
+``ThreadWaits`` of them may wait at once. Past that, ``ctx.map`` leaves the rest of its batches to be
+sent in the background and returns; the task still ends only once the master took them all, so no
+thread and no slot is held for it meanwhile, and the memory it holds is what the hook had mapped.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import inspect
 from collections.abc import Callable
 
 from sx.processors import CancelledError, JobContext, ProcessResult, SxError, TaskStatus
@@ -20,7 +25,7 @@ from sx.protos.v1 import peer_pb2
 from sx.worker._convert import ContextFactory, TaskInfo
 from sx.worker._hooks import HookRunner
 from sx.worker._peer import PeerClients
-from sx.worker.map._task_group import MAP_BATCH, RunningTask, Seat, TaskGroup
+from sx.worker.map._task_group import MAP_BATCH, WAITING_THREADS, RunningTask, Seat, TaskGroup, ThreadWaits
 
 __all__ = ["MapConsumers", "MapRefusedError", "PeerMapper"]
 
@@ -35,7 +40,9 @@ class PeerMapper:
     Batches are numbered from 0 for each run, so the master takes each batch of a task once even when
     the task runs again. The master takes what fits in its queue and says how much (``taken``); the
     rest is sent again, and meanwhile the task gives its slots back (``seat``) and the calls may wait
-    at the master for room (``wait``).
+    at the master for room (``wait``). When the seat may not be left (a thread that may not wait),
+    the rest goes on in the background (``backlog``) and ``map`` returns; a later ``map`` of the run
+    comes after it, and the consumer waits for it (``drain``) before the task ends.
     """
 
     def __init__(
@@ -46,19 +53,97 @@ class PeerMapper:
         self._worker_id = worker_id
         self._seat = seat
         self._seq = 0
+        self._backlog: asyncio.Task[None] | None = None
+
+    @property
+    def backlog(self) -> bool:
+        """Batches of this run are still being sent in the background."""
+        return self._backlog is not None
 
     async def map(self, ctx: JobContext, payloads: list[bytes], task_name: str) -> None:
+        first = self._seq
+        batches = [
+            (first + index, payloads[start : start + MAP_BATCH])
+            for index, start in enumerate(range(0, len(payloads), MAP_BATCH))
+        ]
+        self._seq += len(batches)
+        seat = self._seat
         try:
-            for start in range(0, len(payloads), MAP_BATCH):
-                seq = self._seq
-                self._seq += 1
-                await self._send(ctx, task_name, seq, payloads[start : start + MAP_BATCH])
+            if self._backlog is not None:
+                # Earlier batches still wait for room: these go after them, with this thread waiting
+                # for them if it may (a hook mapping in a loop is throttled), else in the background.
+                if seat is not None and not seat.leave():
+                    self._behind(ctx, task_name, batches, 0)
+                    return
+                await self.drain()
+            for index, (seq, batch) in enumerate(batches):
+                sent = await self._send(ctx, task_name, seq, batch, 0)
+                if sent < len(batch):
+                    self._behind(ctx, task_name, batches[index:], sent)
+                    return
         finally:
-            if self._seat is not None:
-                await self._seat.sit()
+            if seat is not None:
+                await seat.sit()
 
-    async def _send(self, ctx: JobContext, task_name: str, seq: int, batch: list[bytes]) -> None:
-        offset = 0
+    async def drain(self) -> None:
+        """Wait until the master took the batches sent in the background; raises what stopped them."""
+        backlog = self._backlog
+        if backlog is None:
+            return
+        try:
+            await backlog
+        finally:
+            if self._backlog is backlog:
+                self._backlog = None
+
+    def stop(self) -> None:
+        """The run is over: batches still in the background are not sent."""
+        backlog, self._backlog = self._backlog, None
+        if backlog is None:
+            return
+        if backlog.done():
+            if not backlog.cancelled():
+                backlog.exception()  # the run ended otherwise (killed): what stopped the batches is moot
+        else:
+            backlog.cancel()
+
+    def _behind(
+        self, ctx: JobContext, task_name: str, batches: list[tuple[int, list[bytes]]], offset: int
+    ) -> None:
+        """Send ``batches`` (the first from ``offset``) in the background, after those there already."""
+        before = self._backlog
+        self._backlog = asyncio.get_running_loop().create_task(
+            self._send_all(before, ctx, task_name, batches, offset),
+            name=f"sx-map-backlog-{ctx.instance_id}-{ctx.task_id}",
+        )
+
+    async def _send_all(
+        self,
+        before: asyncio.Task[None] | None,
+        ctx: JobContext,
+        task_name: str,
+        batches: list[tuple[int, list[bytes]]],
+        offset: int,
+    ) -> None:
+        if before is not None:
+            await before
+        for seq, batch in batches:
+            await self._send(ctx, task_name, seq, batch, offset, background=True)
+            offset = 0
+
+    async def _send(
+        self,
+        ctx: JobContext,
+        task_name: str,
+        seq: int,
+        batch: list[bytes],
+        offset: int,
+        *,
+        background: bool = False,
+    ) -> int:
+        """Send ``batch`` from ``offset`` until the master took it all, and return where it stopped: short
+        of the end only when the queue is full and the seat may not be left (the hook's thread may not
+        wait). A background send always waits at the master; it holds nothing the seat stands for."""
         errors = 0
         seat = self._seat
         while offset < len(batch):
@@ -72,7 +157,7 @@ class PeerMapper:
                 worker_id=self._worker_id,
                 batch_seq=seq,
                 offset=offset,
-                wait=seat is None or not seat.held,
+                wait=background or seat is None or not seat.held,
             )
             address = self._group.master_address
             try:
@@ -89,10 +174,11 @@ class PeerMapper:
             offset += reply.taken
             if reply.taken < len(request.payloads):
                 # The master's queue is full: wait without holding what the tasks draining it need.
-                if seat is not None and seat.held:
-                    seat.leave()
-                elif reply.taken == 0:
+                if not request.wait and seat is not None and not seat.leave():
+                    return offset
+                if request.wait and reply.taken == 0:
                     await asyncio.sleep(0.01)  # the master held the call already; this only avoids a spin
+        return offset
 
 
 class MapConsumers:
@@ -108,6 +194,10 @@ class MapConsumers:
         self._peers = peers
         self._worker_id = worker_id
         self._address = address
+        # One hook thread kept free: the waiting ones only wait for tasks other threads must run. Blocking
+        # hooks run on at most min(concurrency, pool size) threads at once.
+        threads = min(hooks.concurrency, hooks.thread_pool_size)
+        self._threads = ThreadWaits(min(WAITING_THREADS, threads - 1))
 
     def add(self, group: TaskGroup) -> None:
         """Start one more consumer when tasks wait and the instance's consumer limit allows it.
@@ -133,11 +223,13 @@ class MapConsumers:
             slots = group.slots
             me = asyncio.current_task()
             on_free = functools.partial(self.add, group)
+            # A blocking hook runs in a thread of the pool, which ``ctx.map`` may keep only by permit.
+            threads = None if inspect.iscoroutinefunction(group.resolved.processor.process) else self._threads
             while queue and not slots.returning:
                 info = queue.popleft()
                 group.queued_ids.discard(info.task_id)
                 self.add(group)
-                seat = Seat(slots, self._hooks, on_free)
+                seat = Seat(slots, self._hooks, on_free, threads)
                 await self._run(group, info, me, seat)
                 if not seat.held:
                     owns = False  # stopped while waiting for its slot back: this consumer has none
@@ -149,7 +241,7 @@ class MapConsumers:
             self.add(group)
             group.wake.set()
 
-    def _context(self, group: TaskGroup, info: TaskInfo, seat: Seat | None = None) -> JobContext:
+    def _context(self, group: TaskGroup, info: TaskInfo, mapper: PeerMapper) -> JobContext:
         contexts = group.contexts
         if contexts is None:
             contexts = group.contexts = ContextFactory(
@@ -158,15 +250,17 @@ class MapConsumers:
                 codec=group.resolved.codec,
                 loop=asyncio.get_running_loop(),
             )
-        return contexts.make(
-            info, mapper=PeerMapper(peers=self._peers, group=group, worker_id=self._worker_id, seat=seat)
-        )
+        return contexts.make(info, mapper=mapper)
+
+    def _mapper(self, group: TaskGroup, seat: Seat) -> PeerMapper:
+        return PeerMapper(peers=self._peers, group=group, worker_id=self._worker_id, seat=seat)
 
     async def _run(
         self, group: TaskGroup, info: TaskInfo, runner: asyncio.Task[None] | None, seat: Seat
     ) -> None:
+        mapper = self._mapper(group, seat)
         try:
-            ctx = self._context(group, info, seat)
+            ctx = self._context(group, info, mapper)
         except Exception as exc:
             group.report(info, TaskStatus.FAILED, f"bad task: {describe_exception(exc)}")
             return
@@ -179,17 +273,23 @@ class MapConsumers:
         try:
             while True:
                 outcome = await self._hooks.call(group.resolved, "process", task.ctx)
+                if mapper.backlog:
+                    outcome = await self._drain(mapper, seat, outcome)
                 if outcome.ok or task.kill_reason is not None or info.task_attempt >= retries:
                     break
                 if options.task_attempt_interval_s > 0:
                     await asyncio.sleep(options.task_attempt_interval_s)
                 if task.kill_reason is not None:
                     break
+                await seat.reclaim()
                 info = dataclasses.replace(info, task_attempt=info.task_attempt + 1)
                 task.info = info
-                task.ctx = self._context(group, info, seat)
+                mapper = self._mapper(group, seat)
+                task.ctx = self._context(group, info, mapper)
         except asyncio.CancelledError:
             outcome = ProcessResult.failure("killed")
+        finally:
+            mapper.stop()
         group.tasks.pop(info.task_id, None)
         if task.silent:
             group.pending.pop(info.task_id, None)
@@ -197,3 +297,14 @@ class MapConsumers:
         ok = outcome.ok and task.kill_reason is None
         result = task.kill_reason if task.kill_reason is not None else outcome.result
         group.report(info, TaskStatus.SUCCESS if ok else TaskStatus.FAILED, result)
+
+    @staticmethod
+    async def _drain(mapper: PeerMapper, seat: Seat, outcome: ProcessResult) -> ProcessResult:
+        """The hook returned while its last batches are still sent in the background: the task ends
+        when the master took them, and holds no consumer slot until then."""
+        seat.vacate()
+        try:
+            await mapper.drain()
+        except Exception as exc:
+            return ProcessResult.failure(describe_exception(exc)) if outcome.ok else outcome
+        return outcome

@@ -1,5 +1,6 @@
 """What a worker holds of one instance whose tasks a master started here: the tasks, their queue and
-consumer slots, and the statuses not yet delivered to the master."""
+consumer slots, and the statuses not yet delivered to the master; and the seat a running map task
+leaves while it waits in ``ctx.map``, with the worker-wide permits of hook threads to wait there."""
 
 from __future__ import annotations
 
@@ -14,10 +15,21 @@ from sx.protos.v1 import common_pb2
 from sx.worker._convert import ContextFactory, TaskInfo
 from sx.worker._hooks import HookRunner, Resolved
 
-__all__ = ["MAP_BATCH", "RunningTask", "Seat", "Slots", "StatusUpdate", "TaskGroup"]
+__all__ = [
+    "MAP_BATCH",
+    "WAITING_THREADS",
+    "RunningTask",
+    "Seat",
+    "Slots",
+    "StatusUpdate",
+    "TaskGroup",
+    "ThreadWaits",
+]
 
 MAP_BATCH = 1000
 """Payloads per map batch (numbered, so a task run again maps nothing twice) and per ``MapTasks`` call."""
+WAITING_THREADS = 1
+"""Hook threads of a worker that may wait in ``ctx.map`` for room at once (see ``ThreadWaits``)."""
 
 StatusUpdate = tuple[int, int, str, str, int]
 """A task status not sent yet: (task id, status, result, task name, task attempt)."""
@@ -70,30 +82,85 @@ class Slots:
             raise
 
 
+class ThreadWaits:
+    """How many blocking (``def``) hooks of this worker may wait in ``ctx.map`` for room at once.
+
+    Such a hook keeps its thread of the worker's pool while it waits, and the tasks that make the room
+    need threads too: were every thread waiting, nothing would ever run again. So one thread of the
+    pool may wait (it throttles a hook mapping in a loop) and the others never do: their map goes on
+    in the background (``PeerMapper``). None may wait when the pool has a single thread.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def try_take(self) -> bool:
+        if self.used < self.limit:
+            self.used += 1
+            return True
+        return False
+
+    def release(self) -> None:
+        self.used -= 1
+
+
 @dataclass(eq=False, slots=True)
 class Seat:
-    """A running map task's consumer slot and hook slot, given back while it waits in ``ctx.map``."""
+    """A running map task's consumer slot and hook slot, given back while it waits in ``ctx.map``.
+
+    ``threads`` is set when the hook runs in a thread of the pool, which it keeps while it waits: it
+    may then leave its seat only with a permit from the worker's ``ThreadWaits``.
+    """
 
     slots: Slots
     hooks: HookRunner
     on_free: Callable[[], None]
     """Called when the slot is free: a consumer may start on the tasks queued here."""
+    threads: ThreadWaits | None = None
     held: bool = True
+    _permit: ThreadWaits | None = None
+    """The waits this thread took a permit of while it waits."""
 
-    def leave(self) -> None:
-        if self.held:
-            self.held = False
-            self.hooks.lend()
-            self.slots.release()
-            self.on_free()
+    def leave(self) -> bool:
+        """Give both slots back to wait in ``ctx.map``; False when this hook's thread may not wait."""
+        if not self.held:
+            return True
+        if self.threads is not None:
+            if not self.threads.try_take():
+                return False
+            self._permit = self.threads
+        self.held = False
+        self.hooks.lend()
+        self.slots.release()
+        self.on_free()
+        return True
 
     async def sit(self) -> None:
         """Take both back: the consumer slot first, as a task starting does, so no two wait on each other."""
         if self.held:
             return
-        await self.slots.take_back()  # cancelled: ``held`` stays False and the consumer owns no slot
-        self.held = True
-        await self.hooks.take_back()
+        try:
+            await self.slots.take_back()  # cancelled: ``held`` stays False and the consumer owns no slot
+            self.held = True
+            await self.hooks.take_back()
+        finally:
+            permit, self._permit = self._permit, None
+            if permit is not None:  # the thread no longer waits in ``ctx.map``
+                permit.release()
+
+    def vacate(self) -> None:
+        """Give the consumer slot back once the hook returned (its hook slot is free already)."""
+        if self.held:
+            self.held = False
+            self.slots.release()
+            self.on_free()
+
+    async def reclaim(self) -> None:
+        """Take the consumer slot back after ``vacate`` (to run the task again)."""
+        if not self.held:
+            await self.slots.take_back()
+            self.held = True
 
 
 @dataclass(eq=False)

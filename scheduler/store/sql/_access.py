@@ -63,8 +63,8 @@ class SqlAccess(SqlStoreBase, AccessStore):
     """`AccessStore` on SQL: namespaces, groups, access keys (with the ``has_access_keys`` cache) and
     nonces."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
-        super().__init__(url, echo=echo)
+    def __init__(self, url: str, *, echo: bool = False, exclusive: bool = False) -> None:
+        super().__init__(url, echo=echo, exclusive=exclusive)
         self._last_nonce_purge = 0.0
         self._access_keys_cached: tuple[float, bool] | None = None
         self._access_keys_changes = 0  # bumped by this store's key creates and deletes

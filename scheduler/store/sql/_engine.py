@@ -2,7 +2,8 @@
 
 SQLite (aiosqlite) is the embedded default: WAL journal, synchronous=NORMAL, foreign keys on, a busy
 timeout, and writes serialized in-process and started with ``BEGIN IMMEDIATE`` so a read-then-write
-transaction never dies on a lock upgrade. It is safe for one scheduler process. On a SQLite file, short
+transaction never dies on a lock upgrade. It is safe for one scheduler process, which an exclusive store
+makes sure of (``_file_lock``: a second scheduler on the file is refused). On a SQLite file, short
 look-ups run on a synchronous reader connection (`SqlStoreBase._fetch`) and hot write transactions
 whole in a writer thread of their own (`SqlStoreBase._write_sync`).
 
@@ -37,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from sx.scheduler.store._records import Page
+from sx.scheduler.store.sql._file_lock import FileLock
 
 __all__ = ["SqlStoreBase", "is_foreign_key_violation", "normalize_url", "sqlite_url", "sqlstate"]
 
@@ -103,13 +105,18 @@ class SqlStoreBase:
     the backend allows.
     """
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, exclusive: bool = False) -> None:
         self._url = normalize_url(url)
         self._echo = echo
         self._engine: AsyncEngine | None = None
         self._write_engine: AsyncEngine | None = None
         self._is_sqlite = self._url.get_backend_name() == "sqlite"
         self._in_memory = self._is_sqlite and self._url.database in (None, "", ":memory:")
+        # A scheduler's store holds its SQLite file alone from start to close; PostgreSQL is shared.
+        self._file_lock: FileLock | None = None
+        if exclusive and self._is_sqlite and not self._in_memory:
+            assert self._url.database is not None
+            self._file_lock = FileLock(Path(self._url.database).expanduser().resolve())
         # SQLite has one writer at a time: queue writers here rather than in the busy handler.
         # An in-memory database is one shared connection, so everything queues.
         self._write_lock = asyncio.Lock() if self._is_sqlite else None
@@ -144,9 +151,21 @@ class SqlStoreBase:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open connections and bring the schema up to date (Alembic migrations)."""
+        """Open connections and bring the schema up to date (Alembic migrations).
+
+        An exclusive store on a SQLite file first locks it, or raises `InUseError` naming the holder.
+        """
         if self._engine is not None:
             return
+        if self._file_lock is not None:
+            self._file_lock.acquire()
+        try:
+            await self._open()
+        except BaseException:
+            await self.close()  # releases the lock too
+            raise
+
+    async def _open(self) -> None:
         engine = self._create_engine()
         write_engine = engine.execution_options(sx_write=True) if self._is_sqlite else engine
         try:
@@ -171,6 +190,8 @@ class SqlStoreBase:
         await self._close_writer()
         if engine is not None:
             await engine.dispose()
+        if self._file_lock is not None:
+            self._file_lock.release()  # last: no connection of ours is left on the file
 
     def _sync_engine(self, pragmas: Sequence[str]) -> sa.Engine:
         """A one-connection synchronous engine on this SQLite file, in driver autocommit, with

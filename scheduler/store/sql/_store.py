@@ -25,5 +25,7 @@ class SqlStore(
     """The scheduler's store on SQLite (``sqlite+aiosqlite:///path``) or PostgreSQL
     (``postgresql+asyncpg://...``); plain ``sqlite:///`` and ``postgresql://`` URLs get the async driver.
 
-    ``await start()`` opens the pool and applies the migrations; ``await close()`` releases it.
+    ``await start()`` opens the pool and applies the migrations; ``await close()`` releases it. A
+    scheduler's store is ``exclusive``: on a SQLite file it holds an OS lock from start to close, and
+    a second exclusive store on the same file is refused with `InUseError` (PostgreSQL is shared).
     """

@@ -60,7 +60,7 @@ def test_the_faces() -> None:
         "WorkflowInstance",
         "WorkflowNode",
     ]
-    errors = ["DuplicateError", "NotFoundError", "StoreError"]
+    errors = ["DuplicateError", "InUseError", "NotFoundError", "StoreError"]
     interfaces = [part.__name__ for part in PARTS] + ["Store"]
     assert sorted(store_face.__all__) == sorted(records + errors + interfaces)
     assert sorted(sql_face.__all__) == ["SqlStore", "normalize_url", "sqlite_url"]

@@ -1,7 +1,9 @@
-"""``sx-worker check``: is the scheduler reachable, and does it accept this worker's app key?"""
+"""``sx-worker check``: which scheduler addresses answer, and do they accept this worker's app key?"""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -14,15 +16,16 @@ from sx.cli._options import (
     config_option,
     given_flags,
     load_worker_settings,
+    server_option,
     worker_credentials,
 )
 from sx.cli._support import (
     ExitCode,
     run_async,
 )
-from sx.protos import channel_options, sign_task_request
+from sx.protos import sign_task_request
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
-from sx.worker import WorkerSettings
+from sx.worker import SchedulerAddress, WorkerSettings
 
 __all__ = ["CHECK_CALLER", "check"]
 
@@ -31,7 +34,7 @@ CHECK_CALLER = "sx-worker-check"
 
 
 @click.command()
-@click.option("--server", envvar="SX_SERVER", help="Scheduler gRPC HOST:PORT.")
+@server_option("Scheduler gRPC HOST:PORT.")
 @click.option("--openapi", "openapi_url", envvar="SX_OPENAPI_URL", help="Scheduler OpenAPI URL.")
 @click.option("--namespace", default=None, help="Namespace id [SX_NAMESPACE].")
 @click.option("--group", "group_id", default=None, help="Group id [SX_GROUP_ID].")
@@ -45,8 +48,9 @@ def check(
     app_key: str | None,
     config_file: Path | None,
 ) -> None:
-    """Validate the configuration and reach the scheduler the way ``run`` would (TLS settings included),
-    then prove the group's app key. Exit 0 when all is well, 1 otherwise."""
+    """Validate the configuration, reach each scheduler address the way ``run`` would (TLS settings
+    included) and prove the group's app key at each that answers. Exit 0 when all is well (an address
+    that does not answer is a warning while another does), 1 otherwise."""
     flags = given_flags(server=server, namespace=namespace, group_id=group_id, app_key=app_key)
     settings = load_worker_settings(config_file, exit_code=ExitCode.FAILED, **flags)
     credentials = worker_credentials(settings, ExitCode.FAILED)
@@ -68,39 +72,83 @@ def check(
         raise SystemExit(int(ExitCode.FAILED))
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """What one scheduler address said: its health status (None when it did not answer) and then, when
+    it answered, what it made of the app key."""
+
+    address: SchedulerAddress
+    status: str | None
+    trouble: str | None = None
+    """Why it did not answer, or why it refused the key."""
+
+
 async def _check_scheduler(
     settings: WorkerSettings, credentials: grpc.ChannelCredentials | None
 ) -> list[str]:
-    """The scheduler's health, then the app key, over a channel like the worker's own."""
-    assert settings.server is not None
-    target, options = settings.server, channel_options()
-    if credentials is None:
-        channel = aio.insecure_channel(target, options=options)
-    else:
-        channel = aio.secure_channel(target, credentials, options=options)
-    async with channel:
+    """Every scheduler address's health, then the app key at each that answers, over channels like the
+    worker's own. Addresses that do not answer are problems only when none does: the worker uses any."""
+    silent: list[str] = []
+    addresses: list[SchedulerAddress] = []
+    for entry in settings.server_addresses:
+        try:
+            addresses += await SchedulerAddress.resolve(entry)
+        except OSError as exc:
+            silent.append(f"gRPC {exc}")
+    several = len(addresses) + len(silent) > 1
+    answers = await asyncio.gather(*(_check_address(a, settings, credentials, several) for a in addresses))
+    problems: list[str] = []
+    for answer in answers:
+        if answer.status is None:
+            silent.append(f"gRPC {answer.address}: {answer.trouble}")
+            continue
+        click.echo(f"gRPC {answer.address}{' (TLS)' if credentials else ''}: {answer.status}")
+        if answer.trouble is not None:
+            problems.append(answer.trouble)
+        elif settings.app_key:
+            click.echo(f"app key: accepted for {_where(settings, answer.address if several else None)}")
+    if not any(answer.status is not None for answer in answers):
+        return silent
+    for line in silent:
+        click.echo(f"warning: {line} (not answering: `run` uses the addresses that do)", err=True)
+    if not settings.app_key:
+        problems.append(f"app key for {_where(settings)}: none is configured (--app-key or SX_APP_KEY)")
+    return problems
+
+
+async def _check_address(
+    address: SchedulerAddress,
+    settings: WorkerSettings,
+    credentials: grpc.ChannelCredentials | None,
+    several: bool,
+) -> _Answer:
+    async with address.channel(credentials) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(service="sx.v1.Scheduler"), timeout=5)
         except aio.AioRpcError as exc:
-            return [f"gRPC {target}: {exc.code().name} {exc.details()}"]
+            return _Answer(address, None, f"{exc.code().name} {exc.details()}")
         status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-        click.echo(f"gRPC {target}{' (TLS)' if credentials else ''}: {status}")
-        problem = await _check_app_key(channel, settings)
-    return [problem] if problem else []
+        if not settings.app_key:
+            return _Answer(address, status)
+        where = _where(settings, address if several else None)
+        return _Answer(address, status, await _check_app_key(channel, settings, where))
 
 
-async def _check_app_key(channel: aio.Channel, settings: WorkerSettings) -> str | None:
-    """Prove the app key with one task-store query signed with it (the key itself is never sent).
+def _where(settings: WorkerSettings, address: SchedulerAddress | None = None) -> str:
+    group = f"group {settings.group_id!r} in namespace {settings.namespace!r}"
+    return group if address is None else f"{group} at {address}"
+
+
+async def _check_app_key(channel: aio.Channel, settings: WorkerSettings, where: str) -> str | None:
+    """Prove the app key with one task-store query signed with it (the key itself is never sent); the
+    problem, or None when the key is accepted.
 
     The scheduler checks the proof first (UNAUTHENTICATED: wrong key or unknown group), then refuses
     this caller, which holds no instance, with PERMISSION_DENIED: that answer means the key is right.
     A registration would prove it too, but would make the check a live worker for a moment (one that
     broadcast and script instances could be sent to, or that replaces a worker with the same id).
     """
-    where = f"group {settings.group_id!r} in namespace {settings.namespace!r}"
-    if not settings.app_key:
-        return f"app key for {where}: none is configured (--app-key or SX_APP_KEY)"
     caller = scheduler_pb2.TaskCaller(
         namespace=settings.namespace, group_id=settings.group_id, worker_id=CHECK_CALLER
     )
@@ -116,7 +164,6 @@ async def _check_app_key(channel: aio.Channel, settings: WorkerSettings) -> str 
             return f"app key for {where}: refused by the scheduler: {why}"
         if exc.code() != grpc.StatusCode.PERMISSION_DENIED:
             return f"app key for {where}: not checked: {exc.code().name} {exc.details()}"
-    click.echo(f"app key: accepted for {where}")
     return None
 
 

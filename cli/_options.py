@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import grpc
@@ -24,8 +25,11 @@ __all__ = [
     "load_worker_settings",
     "log_level_option",
     "output_option",
+    "server_option",
     "worker_credentials",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 config_option = click.option(
     "--config",
@@ -44,6 +48,21 @@ log_level_option = click.option(
 output_option = click.option(
     "--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format."
 )
+
+
+def server_option(help_text: str) -> Callable[[F], F]:
+    """``--server``, repeatable and comma-separated, given to the command as one ``a,b`` string (or
+    None); SX_SERVER is read with the other settings."""
+    return click.option(
+        "--server",
+        multiple=True,
+        callback=_join_servers,
+        help=f"{help_text} Several: HOST:PORT,HOST:PORT or the flag repeated [SX_SERVER].",
+    )
+
+
+def _join_servers(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> str | None:
+    return ",".join(value) if value else None
 
 
 def given_flags(**flags: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from sx.cli._options import (
     given_flags,
     load_worker_settings,
     log_level_option,
+    server_option,
     worker_credentials,
 )
 from sx.cli._support import (
@@ -66,9 +67,7 @@ def banner(
 
 @click.command()
 @click.argument("targets", nargs=-1, required=True)
-@click.option(
-    "--server", envvar="SX_SERVER", help="Scheduler gRPC HOST:PORT. Default: start an embedded one."
-)
+@server_option("Scheduler gRPC HOST:PORT. Default: start an embedded one.")
 @click.option("--openapi", "openapi_url", envvar="SX_OPENAPI_URL", help="Scheduler OpenAPI URL (for --sync).")
 @click.option("--namespace", default=None, help="Namespace id [SX_NAMESPACE].")
 @click.option("--group", "group_id", default=None, help="Group id [SX_GROUP_ID].")

@@ -76,6 +76,7 @@ PUBLIC: dict[str, list[str]] = {
     "sx.worker": [
         "OpenApiClient",
         "OpenApiError",
+        "SchedulerAddress",
         "SyncOpenApiClient",
         "SyncOptions",
         "SyncResult",

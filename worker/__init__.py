@@ -13,6 +13,7 @@ import os
 # unless the environment asks for them; gRPC reads this when it is first imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+from sx.worker._addresses import SchedulerAddress
 from sx.worker._connection import WorkerRejected
 from sx.worker._settings import WorkerSettings
 from sx.worker._worker import Worker
@@ -28,6 +29,7 @@ from sx.worker.openapi import (
 __all__ = [
     "OpenApiClient",
     "OpenApiError",
+    "SchedulerAddress",
     "SyncOpenApiClient",
     "SyncOptions",
     "SyncResult",

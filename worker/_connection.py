@@ -4,6 +4,12 @@ Reports are kept until the scheduler acknowledges them and are re-sent after eve
 scheduler de-duplicates them by delivery id. The stream is re-opened with exponential backoff (0.1 s
 doubling to 5 s, with jitter) until the worker closes it; a refused registration ends the worker.
 
+With several scheduler addresses, each reconnect is a round over all of them (names resolved anew),
+the one that registered last first: an address that refuses, cannot be reached within
+``CONNECT_TIMEOUT`` or does not register moves the round on at once, and only a round in which none
+registered waits a backoff delay. A refused registration ends the worker when no address of the round
+took it.
+
 Registration is challenge-response: Register carries a fresh nonce and no key, the scheduler answers a
 challenge, and the worker proves the group's app key with an HMAC over both nonces and its Register.
 """
@@ -22,12 +28,14 @@ import grpc
 from grpc import aio
 
 from sx.processors import SxError
-from sx.protos import channel_options, new_nonce, registration_proof
+from sx.protos import new_nonce, registration_proof
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
+from sx.worker._addresses import SchedulerAddress
 
 __all__ = [
     "BACKOFF_FIRST",
     "BACKOFF_MAX",
+    "CONNECT_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "ConnectionHandler",
     "SchedulerConnection",
@@ -40,6 +48,8 @@ log = logging.getLogger("sx.worker")
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
 DEFAULT_HEARTBEAT_INTERVAL = 3.0
+CONNECT_TIMEOUT = 5.0
+"""With several addresses, seconds one gets to accept a connection before the round moves on."""
 
 # The scheduler ends the stream with these when it will never accept this worker as configured.
 _FATAL_CODES = (
@@ -90,18 +100,25 @@ def backoff_delays(first: float = BACKOFF_FIRST, cap: float = BACKOFF_MAX) -> An
 
 
 class SchedulerConnection:
-    """Keeps one Connect stream open to ``target`` and moves messages between it and ``handler``."""
+    """Keeps one Connect stream open to a scheduler at one of ``addresses`` (``host:port`` entries) and
+    moves messages between it and ``handler``."""
 
     def __init__(
         self,
         *,
-        target: str,
+        addresses: list[str],
         handler: ConnectionHandler,
         app_key: str,
         credentials: grpc.ChannelCredentials | None = None,
         connected: asyncio.Event | None = None,
     ) -> None:
-        self._target = target
+        if not addresses:
+            raise ValueError("addresses: at least one scheduler host:port is needed")
+        self._entries = list(addresses)
+        self._server = ",".join(addresses)
+        self._dialing = self._server
+        """The address of the stream being set up or served, for log lines."""
+        self._registered_at: SchedulerAddress | None = None
         self._handler = handler
         self._app_key = app_key
         self._credentials = credentials
@@ -112,15 +129,17 @@ class SchedulerConnection:
         self._acked = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._current: asyncio.Task[bool] | None = None
+        """The round over the addresses under way, which ``close`` cancels."""
         self._disconnected = asyncio.Event()
         self.connected = connected if connected is not None else asyncio.Event()
         self.registered: scheduler_pb2.Registered | None = None
         self.attempted = asyncio.Event()
-        """Set once the first registration attempt registered or failed."""
+        """Set once the worker registered, or a first round over the addresses failed."""
         self.connects = 0
         """How many times the worker has registered (1 after the first connect)."""
         self.channel: aio.Channel | None = None
-        """The channel to the scheduler while ``run`` runs (unary calls such as the task store's)."""
+        """The channel to the scheduler the worker last registered with, while ``run`` runs (unary
+        calls such as the task store's)."""
 
     @property
     def unacked(self) -> int:
@@ -164,52 +183,108 @@ class SchedulerConnection:
 
     async def run(self) -> None:
         """Connect and serve until ``close``; raises ``WorkerRejected`` when registration is refused."""
-        options = channel_options()
-        if self._credentials is None:
-            channel = aio.insecure_channel(self._target, options=options)
-        else:
-            channel = aio.secure_channel(self._target, self._credentials, options=options)
-        self.channel = channel
         delays = backoff_delays()
         try:
             while not self._closing:
-                session = asyncio.create_task(self._session(channel), name="sx-scheduler-session")
-                self._current = session
+                round_ = asyncio.create_task(self._round(), name="sx-scheduler-round")
+                self._current = round_
                 try:
-                    # wait() rather than await: close() may cancel the session, which must not end run()
+                    # wait() rather than await: close() may cancel the round, which must not end run()
                     # with CancelledError.
-                    await asyncio.wait({session})
+                    await asyncio.wait({round_})
                 except asyncio.CancelledError:
-                    session.cancel()
+                    round_.cancel()
                     raise
                 finally:
                     self._current = None
-                if session.cancelled():
+                if round_.cancelled():
                     break
-                try:
-                    if session.result():
-                        delays = backoff_delays()
-                except WorkerRejected:
-                    raise
-                except aio.AioRpcError as exc:
-                    log.warning(
-                        "scheduler %s: stream failed: %s %s", self._target, exc.code().name, exc.details()
-                    )
-                except Exception as exc:  # any other stream failure is worth a reconnect, not the worker
-                    log.warning("scheduler %s: stream failed: %r", self._target, exc)
+                if round_.result():  # raises WorkerRejected
+                    delays = backoff_delays()
+                else:
+                    self.attempted.set()
                 if self._closing:
                     break
                 delay = next(delays)
-                log.info("reconnecting to scheduler %s in %.2fs", self._target, delay)
+                log.info("reconnecting to scheduler %s in %.2fs", self._server, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closed.wait(), timeout=delay)
         finally:
+            self.attempted.set()
             self.connected.clear()
-            self.channel = None
-            await channel.close()
+            channel, self.channel, self._registered_at = self.channel, None, None
+            if channel is not None:
+                await channel.close()
 
-    async def _session(self, channel: aio.Channel) -> bool:
-        """One stream from Register to its end; True when registration succeeded."""
+    async def _round(self) -> bool:
+        """Try each address once, the one registered with last first; True when one registered (its
+        stream has ended since). Raises ``WorkerRejected`` when one refused and none registered."""
+        addresses = await self._resolve()
+        several = len(addresses) > 1
+        refused: WorkerRejected | None = None
+        for address in addresses:
+            if self._closing:
+                return False
+            try:
+                if await self._attempt(address, several=several):
+                    return True
+            except WorkerRejected as exc:
+                if not several:
+                    raise
+                log.warning("scheduler %s refused this worker (%s): %s", address, exc.code, exc.message)
+                refused = exc
+        if refused is not None and not self._closing:
+            raise refused
+        return False
+
+    async def _resolve(self) -> list[SchedulerAddress]:
+        """Every address of every entry as DNS says now, rotated so the last good one comes first."""
+        addresses: list[SchedulerAddress] = []
+        for entry in self._entries:
+            try:
+                addresses += await SchedulerAddress.resolve(entry)
+            except OSError as exc:
+                log.warning("scheduler %s", exc)
+        if self._registered_at in addresses:
+            first = addresses.index(self._registered_at)
+            addresses = addresses[first:] + addresses[:first]
+        return addresses
+
+    async def _attempt(self, address: SchedulerAddress, *, several: bool) -> bool:
+        """One stream to ``address``; True when it registered (and has ended since, however). A
+        failure is logged; ``WorkerRejected`` when the scheduler refused this worker."""
+        self._dialing = str(address)
+        connects = self.connects
+        # The registered channel is kept across reconnects to its address; any other is fresh, so an
+        # address that failed before gets a connection attempt now rather than after gRPC's own backoff.
+        channel = self.channel if address == self._registered_at else None
+        if channel is None:
+            channel = address.channel(self._credentials)
+        try:
+            if several and not await _connects(channel, CONNECT_TIMEOUT):
+                log.warning("scheduler %s: not reachable, trying the next address", address)
+                return False
+            try:
+                await self._session(address, channel)
+            except WorkerRejected:
+                raise
+            except aio.AioRpcError as exc:
+                log.warning("scheduler %s: stream failed: %s %s", address, exc.code().name, exc.details())
+            except Exception as exc:  # any other stream failure is worth a reconnect, not the worker
+                log.warning("scheduler %s: stream failed: %r", address, exc)
+            return self.connects > connects
+        finally:
+            if channel is not self.channel:
+                await channel.close()
+
+    async def _adopt(self, address: SchedulerAddress, channel: aio.Channel) -> None:
+        """``channel`` to ``address`` just registered: it becomes the worker's channel."""
+        previous, self.channel, self._registered_at = self.channel, channel, address
+        if previous is not None and previous is not channel:
+            await previous.close()
+
+    async def _session(self, address: SchedulerAddress, channel: aio.Channel) -> None:
+        """One stream from Register to its end (``connects`` counts it when it registered)."""
         stub = scheduler_pb2_grpc.SchedulerStub(channel)
         call = stub.Connect()
         outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None] = asyncio.Queue()
@@ -221,7 +296,7 @@ class SchedulerConnection:
             await call.write(scheduler_pb2.WorkerMessage(register=register))
             challenge = await self._reply(call, "challenge", "Register")
             if challenge is None:
-                return False
+                return
             # An empty key sends an empty proof: the scheduler then says the key is missing.
             proof = (
                 registration_proof(self._app_key, register, challenge.challenge.server_nonce)
@@ -231,9 +306,10 @@ class SchedulerConnection:
             await call.write(scheduler_pb2.WorkerMessage(answer=scheduler_pb2.ChallengeAnswer(proof=proof)))
             welcome = await self._reply(call, "registered", "the challenge answer")
             if welcome is None:
-                return False
+                return
             self.registered = welcome.registered
             self.connects += 1
+            await self._adopt(address, channel)
             interval_ms = welcome.registered.heartbeat_interval_ms
             interval = interval_ms / 1000 if interval_ms > 0 else DEFAULT_HEARTBEAT_INTERVAL
             # Swap in the new outbox and queue every unacknowledged report before anything new.
@@ -245,16 +321,14 @@ class SchedulerConnection:
             self.attempted.set()
             log.info(
                 "registered with scheduler %s as %s (%d report(s) to re-send)",
-                self._target,
+                address,
                 welcome.registered.worker_id,
                 len(self._unacked),
             )
             writer = asyncio.create_task(self._write(call, outbox), name="sx-scheduler-writer")
             heartbeat = asyncio.create_task(self._heartbeats(outbox, interval), name="sx-heartbeat")
             await self._read(call, outbox)
-            return True
         finally:
-            self.attempted.set()
             self.connected.clear()
             self._disconnected.set()
             for task in (heartbeat, writer):
@@ -279,11 +353,11 @@ class SchedulerConnection:
             code = await call.code()
             if code in _FATAL_CODES:
                 raise WorkerRejected(code.name, await call.details() or "")
-            log.warning("scheduler %s ended the stream before registering (%s)", self._target, code)
+            log.warning("scheduler %s ended the stream before registering (%s)", self._dialing, code)
             return None
         got = message.WhichOneof("body")
         if got != kind:
-            log.warning("scheduler %s answered %s with %s, not %s", self._target, to, got, kind)
+            log.warning("scheduler %s answered %s with %s, not %s", self._dialing, to, got, kind)
             return None
         reply: scheduler_pb2.SchedulerMessage = message
         return reply
@@ -293,7 +367,7 @@ class SchedulerConnection:
             message = await call.read()
             if message is aio.EOF:
                 if not self._closing:
-                    log.warning("scheduler %s closed the stream (%s)", self._target, await call.code())
+                    log.warning("scheduler %s closed the stream (%s)", self._dialing, await call.code())
                 return
             body = message.WhichOneof("body")
             if body == "ack":
@@ -313,7 +387,7 @@ class SchedulerConnection:
             elif body == "forget_task_files":
                 self._handler.on_forget_task_files(message.forget_task_files)
             else:
-                log.warning("scheduler %s sent an unexpected %s", self._target, body)
+                log.warning("scheduler %s sent an unexpected %s", self._dialing, body)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -352,3 +426,21 @@ class SchedulerConnection:
             self._current.cancel()
         for task in list(self._background):
             task.cancel()
+
+
+async def _connects(channel: aio.Channel, timeout: float) -> bool:
+    """Whether ``channel`` connects within ``timeout`` seconds; False at once when it fails to."""
+
+    async def ready() -> bool:
+        state = channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.READY:
+            if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+                return False
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+        return True
+
+    try:
+        return await asyncio.wait_for(ready(), timeout)
+    except TimeoutError:
+        return False

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sx.processors.engine import load_settings
+from sx.worker._addresses import parse_server
 
 __all__ = ["WorkerSettings", "default_worker_id"]
 
@@ -31,7 +32,9 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SX_", extra="forbid", validate_default=True)
 
     server: str | None = None
-    """host:port of the scheduler's gRPC endpoint; None means an embedded scheduler (the CLI decides)."""
+    """The scheduler's gRPC ``host:port``, or several comma-separated (a list in a config file): the
+    worker registers with one that answers and moves to another when it is lost. A DNS name with several
+    records counts as several. None means an embedded scheduler (the CLI decides)."""
     namespace: str = "default"
     group_id: str = "default"
     app_key: str = ""
@@ -56,15 +59,20 @@ class WorkerSettings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
-    @field_validator("server")
+    @field_validator("server", mode="before")
     @classmethod
-    def _check_server(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"server={value!r}: expected host:port")
-        return value
+    def _check_server(cls, value: object) -> object:
+        # A config file may give a list; everywhere else it is one comma-separated string.
+        if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+            value = ",".join(value)
+        if not isinstance(value, str):
+            return value  # None, or a wrong type pydantic names
+        return ",".join(parse_server(value))
+
+    @property
+    def server_addresses(self) -> list[str]:
+        """The ``host:port`` entries of ``server`` (empty when it is None)."""
+        return parse_server(self.server) if self.server is not None else []
 
     @property
     def effective_thread_pool_size(self) -> int:

@@ -152,7 +152,7 @@ class Worker:
         try:
             await self._start_server()
             self._connection = SchedulerConnection(
-                target=self.settings.server,
+                addresses=self.settings.server_addresses,
                 handler=self,
                 app_key=self.settings.app_key,
                 credentials=credentials,
@@ -189,7 +189,8 @@ class Worker:
         await asyncio.shield(self._shutdown_task)
 
     async def __aenter__(self) -> Worker:
-        """Start ``run`` in a task; returns after the first registration attempt (raising if it was refused).
+        """Start ``run`` in a task; returns once the worker registered or a first round over the scheduler
+        addresses failed (raising if registration was refused).
 
         A scheduler that cannot be reached does not block the entry: the worker keeps retrying in the
         background, and ``connected`` is set once it registers.

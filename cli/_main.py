@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from sx.cli._alarms import alarms
 from sx.cli._calendar import calendar
 from sx.cli._check import check
 from sx.cli._keys import keys
@@ -15,6 +16,7 @@ from sx.cli._list import list_processors
 from sx.cli._run import run
 from sx.cli._serve import serve
 from sx.cli._sync import sync
+from sx.cli._workers import workers
 
 __all__ = ["main"]
 
@@ -25,5 +27,5 @@ def main() -> None:
     """sx-worker: scheduled and distributed jobs for Python services."""
 
 
-for command in (run, serve, check, list_processors, sync, keys, calendar):
+for command in (run, serve, check, list_processors, sync, keys, calendar, workers, alarms):
     main.add_command(command)

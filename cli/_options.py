@@ -23,6 +23,7 @@ __all__ = [
     "describe_schedule",
     "given_flags",
     "load_worker_settings",
+    "log_format_option",
     "log_level_option",
     "output_option",
     "server_option",
@@ -44,6 +45,14 @@ log_level_option = click.option(
     envvar="SX_LOG_LEVEL",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     show_default=True,
+)
+log_format_option = click.option(
+    "--log-format",
+    default="text",
+    envvar="SX_LOG_FORMAT",
+    type=click.Choice(["text", "json"]),
+    show_default=True,
+    help="json: one JSON object per line, with the job run's ids as fields.",
 )
 output_option = click.option(
     "--output", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format."

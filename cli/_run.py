@@ -8,11 +8,13 @@ from typing import Any
 import click
 import httpx
 
+from sx.cli._logs import setup_logging
 from sx.cli._options import (
     config_option,
     describe_schedule,
     given_flags,
     load_worker_settings,
+    log_format_option,
     log_level_option,
     server_option,
     worker_credentials,
@@ -24,7 +26,6 @@ from sx.cli._support import (
     import_targets,
     install_signal_handlers,
     run_async,
-    setup_logging,
 )
 from sx.processors import ProcessorDefinition, SxError, default_registry, default_workflows
 from sx.processors.engine import load_settings
@@ -83,6 +84,7 @@ def banner(
 @click.option("--grpc-port", type=int, default=None, help="Embedded scheduler gRPC port (0: any).")
 @config_option
 @log_level_option
+@log_format_option
 def run(
     targets: tuple[str, ...],
     server: str | None,
@@ -99,13 +101,14 @@ def run(
     grpc_port: int | None,
     config_file: Path | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run a worker serving the @processor classes found in TARGETS (``pkg.mod`` or ``pkg.mod:attr``).
 
     With no --server, an embedded scheduler (SQLite under --data-dir) starts in this process and the
     processors' jobs are registered on it.
     """
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     # Settings first: a typo in the configuration is reported before any user code is imported.
     settings = load_worker_settings(
         config_file,

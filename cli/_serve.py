@@ -8,15 +8,16 @@ from typing import Any
 
 import click
 
+from sx.cli._logs import setup_logging
 from sx.cli._options import (
     config_option,
+    log_format_option,
     log_level_option,
 )
 from sx.cli._support import (
     CliError,
     install_signal_handlers,
     run_async,
-    setup_logging,
 )
 from sx.processors import SxError
 from sx.processors.engine import load_settings
@@ -37,11 +38,12 @@ __all__ = ["serve"]
 @click.option("--default-time-zone", default=None, help="IANA zone for jobs that name none.")
 @config_option
 @log_level_option
-def serve(config_file: Path | None, log_level: str, **flags: Any) -> None:
+@log_format_option
+def serve(config_file: Path | None, log_level: str, log_format: str, **flags: Any) -> None:
     """Run the scheduler alone, for workers on other machines (``sx-worker run --server HOST:PORT``)."""
     from sx.scheduler import SchedulerServer, SchedulerSettings
 
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     try:
         settings = load_settings(SchedulerSettings, config_file, section="scheduler", **flags)
     except SxError as exc:

@@ -28,7 +28,6 @@ __all__ = [
     "import_targets",
     "install_signal_handlers",
     "run_async",
-    "setup_logging",
 ]
 
 T = TypeVar("T")
@@ -82,17 +81,6 @@ def exit_process(code: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Libraries that narrate every request or migration step: only their warnings are news.
-    for noisy in ("alembic", "httpx", "httpcore", "uvicorn"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def import_targets(targets: Sequence[str]) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from sx.cli._support import CliError, ExitCode, import_targets, run_async, setup_logging
+from sx.cli._logs import setup_logging
+from sx.cli._support import CliError, ExitCode, import_targets, run_async
 from sx.processors import (
     DefinitionError,
     ProcessorDefinition,

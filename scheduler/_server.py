@@ -27,12 +27,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sx.processors import SxError
 from sx.protos import server_options
 from sx.scheduler._clock import Clock, RealClock
+from sx.scheduler._health import GRPC_SERVICES, Readiness
+from sx.scheduler._metrics import SchedulerMetrics
 from sx.scheduler._settings import SchedulerSettings, is_loopback
-from sx.scheduler.api import AccessKeys, Authenticator, Services, create_app
+from sx.scheduler.api import AccessKeys, Authenticator, Operations, Services, create_app
 from sx.scheduler.dispatch import Dispatcher, server_credentials
 from sx.scheduler.jobs import (
     AdminService,
     AlarmChannel,
+    AlarmHistory,
     AlarmRouter,
     Hooks,
     InstanceEvents,
@@ -95,7 +98,11 @@ class SchedulerServer:
         self.default_tz: tzinfo = ZoneInfo(zone_name) if zone_name else local_zone()
         url = settings.database_url or sqlite_url(settings.data_dir)
         # Exclusive: on SQLite a second scheduler on the same file is refused at start.
-        self.store: Store = SqlStore(url, exclusive=True)
+        sql_store = SqlStore(url, exclusive=True)
+        self.metrics = SchedulerMetrics()
+        """This scheduler's Prometheus metrics (served at ``/metrics``), on a registry of its own."""
+        sql_store.observe = self.metrics.store_operation
+        self.store: Store = sql_store
         clock, store, tz = self.clock, self.store, self.default_tz
         self.events = InstanceEvents()
         self.alarms = AlarmRouter(alarm_channels(settings), store)
@@ -108,15 +115,18 @@ class SchedulerServer:
             no_worker_grace=settings.no_worker_grace,
             batch_resume_wait=settings.batch_resume_wait,
         )
-        hand_over = self.dispatcher.instance_created
+        self.metrics.watch_dispatch(self.dispatcher.queue_depth, self.dispatcher.workers_per_group)
+        self.events.on_finished(self.metrics.finished)
+        hand_over = self.metrics.counting_created(self.dispatcher.instance_created)
         stop_instance = self.dispatcher.stop_instance
         self.engine = TriggerEngine(
             store,
             clock=clock,
             default_tz=tz,
-            on_created=hand_over_each(hand_over),
+            on_created=self.metrics.counting_fires(hand_over_each(hand_over)),
             # Workers that were connected come back within one heartbeat timeout, or are lost.
             recovery=settings.heartbeat_timeout,
+            on_misfire=self.metrics.missed,
         )
         self.lifecycle = Lifecycle(
             store,
@@ -158,10 +168,20 @@ class SchedulerServer:
             tasks=self.tasks,
             access_keys=AccessKeys(store),
             workflows=self.workflows,
+            alarms=AlarmHistory(store),
+            workers=self.dispatcher,
         )
         """What the OpenAPI serves (``create_app(server.services)``)."""
         self.auth = Authenticator(store, clock=clock)
+        self.readiness = Readiness(
+            ping=store.ping,
+            loops={
+                "trigger engine": lambda: self.engine.running,
+                "dispatcher": lambda: self.dispatcher.running,
+            },
+        )
         self._grpc: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self.http_url = ""
@@ -193,6 +213,8 @@ class SchedulerServer:
         await self.engine.start()
         await self.workflow_fires.start()
         await self.lifecycle.start()
+        assert self._health is not None
+        await self.readiness.start(self._health)
         log.info("scheduler ready: OpenAPI %s, gRPC %s", self.http_url, self.grpc_address)
 
     async def _check_exposure(self) -> None:
@@ -215,8 +237,10 @@ class SchedulerServer:
         self.dispatcher.add_to_server(server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        await health_servicer.set("sx.v1.Scheduler", health_pb2.HealthCheckResponse.SERVING)
+        # Serving once every part runs: the readiness watcher says so at the end of start().
+        for service in GRPC_SERVICES:
+            await health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._health = health_servicer
         host = self.settings.grpc_host
         target = f"{host}:{self.settings.grpc_port}"
         if self.settings.tls_cert and self.settings.tls_key:
@@ -233,7 +257,12 @@ class SchedulerServer:
         self.grpc_address = f"{host}:{port}"
 
     async def _start_http(self) -> None:
-        app = create_app(self.services, auth=self.auth)
+        ops = Operations(
+            not_ready=self.readiness.not_ready,
+            exposition=self.metrics.exposition,
+            observe_request=self.metrics.request,
+        )
+        app = create_app(self.services, auth=self.auth, ops=ops)
         # Bound here so a taken port fails start() at once. IPPROTO_TCP matters: asyncio sets TCP_NODELAY
         # only on sockets that say so, and without it every response waits ~40 ms for a delayed ACK.
         family = socket.AF_INET6 if ":" in self.settings.http_host else socket.AF_INET
@@ -260,6 +289,10 @@ class SchedulerServer:
 
     async def stop(self) -> None:
         """Stop what runs; parts that never started (after a failed start) are skipped."""
+        await self.readiness.stop()
+        if self._health is not None:
+            # Probes see the scheduler going away before its streams end.
+            await self._health.enter_graceful_shutdown()
         await self.lifecycle.stop()
         await self.workflow_fires.stop()
         await self.engine.stop()
@@ -275,6 +308,7 @@ class SchedulerServer:
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
             self._grpc = None
+            self._health = None
         await self.store.close()
 
     async def __aenter__(self) -> SchedulerServer:

@@ -10,7 +10,7 @@ another group of its own layer):
     3  sx.scheduler.jobs | sx.scheduler.dispatch | sx.worker.map
     4  sx.scheduler.workflows | sx.worker._worker (the worker's composition root) and _instances
     5  sx.scheduler.api | sx.worker (its face)
-    6  sx.scheduler._server and sx.scheduler (its face)
+    6  sx.scheduler._server (and _metrics, _health) and sx.scheduler (its face)
     7  sx.worker.testing                     the test kit, which starts a scheduler through its face
     8  sx.cli                                the command: the only package that uses worker and scheduler
 """
@@ -50,6 +50,9 @@ def layer_of(module: str) -> Layer:
         ("sx.scheduler.workflows", Layer(4, "workflows")),
         ("sx.scheduler.api", Layer(5, "api")),
         ("sx.scheduler._server", Layer(6, "scheduler")),
+        # What only the composition root wires in: metrics over records, readiness over the parts.
+        ("sx.scheduler._metrics", Layer(6, "scheduler")),
+        ("sx.scheduler._health", Layer(6, "scheduler")),
         ("sx.worker.openapi", Layer(1, "openapi")),
         ("sx.worker.map", Layer(3, "map")),
         ("sx.worker._worker", Layer(4, "worker-root")),

@@ -16,6 +16,7 @@ from sx.scheduler.api._auth import (
     delete_access_key,
     list_access_keys,
 )
+from sx.scheduler.api._ops_routes import Operations
 from sx.scheduler.api._services import Services
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "Conflict",
     "Forbidden",
     "NotFound",
+    "Operations",
     "ServiceError",
     "Services",
     "SignedRequest",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,14 +25,17 @@ from sx.processors import DefinitionError
 from sx.scheduler._errors import BadRequest, ServiceError
 from sx.scheduler.api import (
     _admin_routes,
+    _alarm_routes,
     _instance_routes,
     _job_routes,
     _task_routes,
+    _worker_routes,
     _workflow_routes,
 )
 from sx.scheduler.api._auth import Authenticator, SignedRequest, check_namespace
 from sx.scheduler.api._call import Call, Endpoint, Reply
 from sx.scheduler.api._envelope import ErrorCode, envelope
+from sx.scheduler.api._ops_routes import Operations, add_ops_routes
 from sx.scheduler.api._params import MAX_BODY_BYTES, ParamDoc, Params
 from sx.scheduler.api._services import Services
 from sx.scheduler.store import AccessKey, DuplicateError
@@ -47,6 +51,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *_task_routes.ENDPOINTS,
     *_workflow_routes.ENDPOINTS,
     *_admin_routes.ENDPOINTS,
+    *_worker_routes.ENDPOINTS,
+    *_alarm_routes.ENDPOINTS,
 )
 
 _DESCRIPTION = """\
@@ -68,7 +74,7 @@ _TAG_DOCS = [
     {
         "name": "Extensions",
         "description": "Added by this project, not in the original OpenAPI: listing jobs and instances, "
-        "namespaces, groups, calendars and access keys.",
+        "namespaces, groups, calendars, access keys, connected workers and the alarm history.",
     },
     {"name": "Health", "description": "Liveness; needs no signature."},
 ]
@@ -99,9 +105,10 @@ class _OpenApiApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(services: Services, *, auth: Authenticator) -> FastAPI:
+def create_app(services: Services, *, auth: Authenticator, ops: Operations | None = None) -> FastAPI:
     """The OpenAPI app over ``services``, requests checked by ``auth`` (open while no access key
-    exists); ``Services.jobs_only`` serves a scheduler without workflows."""
+    exists); ``Services.jobs_only`` serves a scheduler without workflows. ``ops`` adds readiness,
+    metrics and request observation."""
     app = _OpenApiApp(
         title="sx-worker scheduler OpenAPI",
         version="1",
@@ -110,7 +117,7 @@ def create_app(services: Services, *, auth: Authenticator) -> FastAPI:
     )
     app.direct = {}
     for endpoint in ENDPOINTS:
-        handler = _wrap(endpoint, services, auth)
+        handler = _wrap(endpoint, services, auth, ops.observe_request if ops is not None else None)
         for path in endpoint.paths:
             app.direct[path] = handler
             for method in ("GET", "POST"):
@@ -126,11 +133,7 @@ def create_app(services: Services, *, auth: Authenticator) -> FastAPI:
                     responses=ERROR_RESPONSES,
                 )
 
-    async def health(request: Request) -> Response:
-        return envelope(_new_request_id(), data={"status": "ok"})
-
-    for method in ("GET", "POST"):
-        app.add_api_route("/health", health, methods=[method], name="Health", tags=["Health"])
+    add_ops_routes(app, ops)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
@@ -191,7 +194,12 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _wrap(endpoint: Endpoint, services: Services, authenticator: Authenticator) -> Any:
+def _wrap(
+    endpoint: Endpoint,
+    services: Services,
+    authenticator: Authenticator,
+    observe: Callable[[str, int, float], None] | None,
+) -> Any:
     async def handle(request: Request) -> Response:
         request_id = _new_request_id()
         started = time.perf_counter()
@@ -237,6 +245,9 @@ def _wrap(endpoint: Endpoint, services: Services, authenticator: Authenticator) 
                 code=ErrorCode.INTERNAL_ERROR,
                 message=f"internal error; quote requestId {request_id} to the operator",
             )
+        if observe is not None:
+            # The path is one of the endpoint's fixed paths (served by exact match): a bounded label.
+            observe(scope["path"], response.status_code, time.perf_counter() - started)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s %s -> %d key=%s %.1fms requestId=%s",

@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from sx.scheduler._errors import NotFound
 from sx.scheduler.api._auth import AccessKeys
-from sx.scheduler.jobs import AdminService, JobService, TaskService
+from sx.scheduler.dispatch import WorkerInfo
+from sx.scheduler.jobs import AdminService, AlarmHistory, JobService, TaskService
 from sx.scheduler.store import Store
 from sx.scheduler.workflows import WorkflowService
 
-__all__ = ["Services"]
+__all__ = ["Services", "WorkerDirectory"]
+
+
+class WorkerDirectory(Protocol):
+    """Who is connected now (the dispatcher)."""
+
+    def connected_workers(self, namespace: str, group_id: str) -> list[WorkerInfo]: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """Jobs and instances, namespaces/groups/calendars, parallel tasks, access keys, and workflows
-    (None when the scheduler serves none)."""
+    """Jobs and instances, namespaces/groups/calendars, parallel tasks, access keys, and workflows,
+    the alarm history and the connected workers (each None when the scheduler serves none)."""
 
     jobs: JobService
     admin: AdminService
     tasks: TaskService
     access_keys: AccessKeys
     workflows: WorkflowService | None = None
+    alarms: AlarmHistory | None = None
+    workers: WorkerDirectory | None = None
 
     @classmethod
     def jobs_only(cls, store: Store, jobs: JobService) -> Services:
@@ -33,6 +43,7 @@ class Services:
             admin=AdminService(store, wake_triggers=jobs.hooks.wake_triggers),
             tasks=TaskService(store, jobs=jobs, hand_over=jobs.hooks.instance_created),
             access_keys=AccessKeys(store),
+            alarms=AlarmHistory(store),
         )
 
     def workflow_service(self, workflow_id: int | None = None) -> WorkflowService:
@@ -43,3 +54,15 @@ class Services:
         if workflow_id is not None:
             raise NotFound(f"workflow {workflow_id} not found", field="workflowId", value=workflow_id)
         raise NotFound("workflows are not served by this scheduler", field="workflowId")
+
+    def alarm_history(self) -> AlarmHistory:
+        """The alarm history; NotFound when this scheduler keeps none."""
+        if self.alarms is None:
+            raise NotFound("the alarm history is not served by this scheduler")
+        return self.alarms
+
+    def worker_directory(self) -> WorkerDirectory:
+        """The connected workers; NotFound when this scheduler has no dispatcher."""
+        if self.workers is None:
+            raise NotFound("workers are not listed by this scheduler")
+        return self.workers

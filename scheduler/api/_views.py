@@ -6,10 +6,12 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from sx.scheduler.api._params import DATE_FORMAT
-from sx.scheduler.store import AccessKey, Calendar, Group, Instance, Job, Namespace
+from sx.scheduler.dispatch import WorkerInfo
+from sx.scheduler.store import AccessKey, Alarm, Calendar, Group, Instance, Job, Namespace
 
 __all__ = [
     "access_key_view",
+    "alarm_view",
     "calendar_view",
     "format_date",
     "group_view",
@@ -17,6 +19,7 @@ __all__ = [
     "job_config_info",
     "namespace_view",
     "page_view",
+    "worker_view",
 ]
 
 
@@ -92,3 +95,36 @@ def access_key_view(key: AccessKey, *, with_secret: bool = False) -> dict[str, A
     if with_secret:
         data["accessKeySecret"] = key.secret
     return data
+
+
+def worker_view(worker: WorkerInfo, tz: tzinfo) -> dict[str, Any]:
+    """A connected worker (ListWorkers), times in the scheduler's zone."""
+    return {
+        "workerId": worker.worker_id,
+        "address": worker.address,
+        "processors": sorted(worker.processors),
+        "capacity": worker.capacity,
+        "running": worker.running,
+        "assigned": worker.assigned,
+        "lastHeartbeat": format_date(worker.last_seen, tz),
+        "connectedAt": format_date(worker.connected_at, tz),
+        "draining": worker.draining,
+        "version": worker.version,
+        "labels": dict(worker.labels),
+    }
+
+
+def alarm_view(alarm: Alarm, tz: tzinfo) -> dict[str, Any]:
+    """One recorded alarm (ListAlarms): ``error`` is why it was not delivered, "" when it was."""
+    error = alarm.detail.get("error", "")
+    return {
+        "alarmId": alarm.id,
+        "time": format_date(alarm.created_at, tz),
+        "jobId": alarm.job_id,
+        "instanceId": alarm.instance_id,
+        "kind": alarm.kind,
+        "channel": alarm.channel,
+        "message": alarm.message,
+        "delivered": alarm.delivered,
+        "error": "" if alarm.delivered else str(error),
+    }

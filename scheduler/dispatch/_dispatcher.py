@@ -139,6 +139,23 @@ class Dispatcher:
             asyncio.create_task(self._sessions.liveness_loop(), name="sx-liveness"),
         ]
 
+    @property
+    def running(self) -> bool:
+        """Both loops (dispatch and worker liveness) are alive."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
+    def queue_depth(self) -> int:
+        """Instances waiting for a worker now."""
+        return len(self._state.waiting)
+
+    def workers_per_group(self) -> dict[tuple[str, str], int]:
+        """Connected workers by (namespace, group id)."""
+        counts: dict[tuple[str, str], int] = {}
+        for session in self._state.registry.sessions():
+            group = (session.key.namespace, session.key.group_id)
+            counts[group] = counts.get(group, 0) + 1
+        return counts
+
     async def stop(self) -> None:
         """Stop the loops and end every worker stream; instances are left for the next start."""
         tasks, self._tasks = self._tasks, []
@@ -177,3 +194,7 @@ class Dispatcher:
     def live_workers(self, namespace: str, group_id: str) -> list[WorkerInfo]:
         """The workers of a group connected now and taking instances."""
         return [session.info() for session in self._state.registry.live(namespace, group_id)]
+
+    def connected_workers(self, namespace: str, group_id: str) -> list[WorkerInfo]:
+        """The workers of a group connected now, draining ones included (the ListWorkers extension)."""
+        return [session.info() for session in self._state.registry.connected(namespace, group_id)]

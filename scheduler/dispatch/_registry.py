@@ -50,6 +50,9 @@ class WorkerInfo:
     rss_bytes: int
     connected_at: datetime
     last_seen: datetime
+    """When its last message (a heartbeat or any other) arrived."""
+    draining: bool = False
+    """It deregistered (it is shutting down): it finishes what it runs but gets no new instances."""
 
 
 @dataclass(slots=True)
@@ -136,6 +139,7 @@ class WorkerSession:
             rss_bytes=self.rss_bytes,
             connected_at=self.connected_at,
             last_seen=self.last_seen,
+            draining=not self.accepting,
         )
 
 
@@ -180,6 +184,11 @@ class WorkerRegistry:
         """Sessions of a group that take new instances, in registration order."""
         group = self._groups.get((namespace, group_id), {})
         return [s for s in group.values() if s.accepting and not s.closed]
+
+    def connected(self, namespace: str, group_id: str) -> list[WorkerSession]:
+        """Sessions of a group whose stream is open, draining ones included, in registration order."""
+        group = self._groups.get((namespace, group_id), {})
+        return [s for s in group.values() if not s.closed]
 
     def eligible(self, namespace: str, group_id: str, processor: str) -> list[WorkerSession]:
         """Live sessions of a group that serve the processor, with or without room."""

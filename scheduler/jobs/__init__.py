@@ -3,13 +3,14 @@
 - ``JobService``: jobs and their instances; ``AdminService``: namespaces, groups, calendars;
   ``TaskService``: the subtasks of parallel instances.
 - ``TriggerEngine``: fires due jobs; ``Lifecycle``: retries, re-arming, alarms, history, timeouts;
-  ``AlarmRouter`` and its channels.
+  ``AlarmRouter`` and its channels; ``AlarmHistory``: the recorded alarms, paged.
 - How the services reach the rest of the scheduler: ``SchedulerHooks`` (``Hooks``, ``NoHooks``) and
   ``InstanceEvents`` (the listeners of instance ends).
 - Shared lookups (``require_group``, ``in_scope``, ...) and the timing functions (``next_fire_time``).
 """
 
 from sx.scheduler.jobs._admin import AdminService, check_identifier
+from sx.scheduler.jobs._alarm_history import AlarmHistory, AlarmHistoryStore
 from sx.scheduler.jobs._alarms import (
     AlarmChannel,
     AlarmDeliveryError,
@@ -47,6 +48,8 @@ __all__ = [
     "AdminService",
     "AlarmChannel",
     "AlarmDeliveryError",
+    "AlarmHistory",
+    "AlarmHistoryStore",
     "AlarmMessage",
     "AlarmRouter",
     "EndedListener",

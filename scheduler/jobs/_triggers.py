@@ -10,7 +10,7 @@ the number of due jobs, not with the number of jobs stored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
@@ -73,6 +73,7 @@ class TriggerEngine:
         prefetch_batches: int = 10,
         error_backoff: float = 1.0,
         recovery: float = 0.0,
+        on_misfire: Callable[[MisfirePolicy], None] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be at least 1")
@@ -84,6 +85,7 @@ class TriggerEngine:
         self._clock = clock
         self._default_tz = default_tz
         self._on_created = on_created
+        self._on_misfire = on_misfire
         self._batch_size = batch_size
         self._grace = timedelta(seconds=misfire_grace)
         self._idle_poll = timedelta(seconds=idle_poll)
@@ -249,6 +251,8 @@ class TriggerEngine:
         latest, following = latest_missed_fire(spec, due, now, default_tz=self._default_tz, calendar=calendar)
         on_time = now - latest <= self._grace
         since = due.isoformat()
+        if self._on_misfire is not None:
+            self._on_misfire(MisfirePolicy(spec.misfire))
         if spec.misfire == MisfirePolicy.SKIP and not on_time:
             # Work that will not happen: say so where operators look, never silently.
             logger.warning("job %d missed its fires since %s: skipped (misfirePolicy skip)", job.id, since)

@@ -283,6 +283,21 @@ class AlarmStore(Protocol):
     @abstractmethod
     async def list_alarms(self, *, job_id: int | None = None, limit: int = 100) -> list[Alarm]: ...
 
+    @abstractmethod
+    async def page_alarms(
+        self,
+        namespace: str,
+        group_id: str,
+        *,
+        job_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        delivered: bool | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> Page[Alarm]:
+        """A group's alarms, newest first, with ``since <= created_at <= until`` (the alarm history)."""
+
 
 class WorkflowStore(Protocol):
     """Workflows (DAGs of jobs) with their fires, their instances and the nodes those started."""
@@ -461,3 +476,7 @@ class Store(
 
     @abstractmethod
     async def close(self) -> None: ...
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """One round trip to the database (for readiness); raises when it cannot be made."""

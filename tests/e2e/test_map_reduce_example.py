@@ -12,13 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from sx.processors import InstanceStatus, Registry, definition_of, use_registry
+# Imported plainly: the examples belong in the default registry (tests/processors/test_testing.py looks
+# there), and a private registry here would leave the cached module registered nowhere else.
+from examples import map_reduce
+from sx.processors import InstanceStatus, definition_of
 from sx.worker.openapi import OpenApiClient
 from tests.e2e.conftest import Cluster, wait_final
-
-# Imported for its definition only: the default registry other tests look at stays as it was.
-with use_registry(Registry()):
-    from examples import map_reduce
 
 pytestmark = pytest.mark.slow
 

@@ -105,6 +105,9 @@ class SyncOpenApiClient:
     list_workflow_instances = _Blocking(OpenApiClient.list_workflow_instances)
     rerun_workflow_node = _Blocking(OpenApiClient.rerun_workflow_node)
     stop_workflow_instance = _Blocking(OpenApiClient.stop_workflow_instance)
+    # workers and alarms
+    list_workers = _Blocking(OpenApiClient.list_workers)
+    list_alarms = _Blocking(OpenApiClient.list_alarms)
     # namespaces, groups, calendars, access keys
     create_namespace = _Blocking(OpenApiClient.create_namespace)
     list_namespaces = _Blocking(OpenApiClient.list_namespaces)

@@ -40,6 +40,7 @@ from sx.worker.openapi._errors import (
 )
 from sx.worker.openapi._models import (
     AccessKeyInfo,
+    AlarmPage,
     CalendarInfo,
     GroupInfo,
     InstanceDetail,
@@ -49,6 +50,7 @@ from sx.worker.openapi._models import (
     NamespaceInfo,
     TaskPage,
     TaskRetry,
+    WorkerPage,
     WorkflowInfo,
     WorkflowInstanceDetail,
     WorkflowInstancePage,
@@ -389,13 +391,7 @@ class OpenApiClient:
         codes = [str(int(s)) for s in statuses]
         if codes:
             params["status"] = ",".join(codes)
-        for wire, value in (("startTime", start_time), ("endTime", end_time)):
-            if isinstance(value, datetime):
-                if value.tzinfo is None:
-                    raise ValueError(f"{wire}={value!r}: must be timezone-aware")
-                params[wire] = int(value.timestamp() * 1000)
-            elif value is not None:
-                params[wire] = value
+        params.update(_time_range(start_time, end_time))
         return InstancePage.model_validate(
             await self.call("/openapi/v1/instance/list", params, idempotent=True)
         )
@@ -427,6 +423,34 @@ class OpenApiClient:
         # Re-opens and re-submits an instance: repeating it after a lost answer is not the same call.
         data = await self.call("/openapi/v1/instance/retryTasks", params, idempotent=False)
         return TaskRetry.model_validate(data)
+
+    # -- extensions: workers and alarms -------------------------------------------------------------
+
+    async def list_workers(self, *, page_num: int = 1, page_size: int = MAX_PAGE_SIZE) -> WorkerPage:
+        """A page of the workers of this client's group connected to the scheduler now."""
+        params = {"pageNum": page_num, "pageSize": page_size}
+        return WorkerPage.model_validate(await self.call("/openapi/v1/worker/list", params, idempotent=True))
+
+    async def list_alarms(
+        self,
+        *,
+        job_id: int | None = None,
+        start_time: str | datetime | None = None,
+        end_time: str | datetime | None = None,
+        delivered: bool | None = None,
+        page_num: int = 1,
+        page_size: int = 20,
+    ) -> AlarmPage:
+        """A page of the group's alarm history, newest first, optionally of one job, raised within a
+        time range (datetimes or ``yyyy-MM-dd HH:mm:ss`` in the scheduler's zone), and delivered or
+        not."""
+        params: dict[str, Any] = {"pageNum": page_num, "pageSize": page_size}
+        if job_id is not None:
+            params["jobId"] = job_id
+        if delivered is not None:
+            params["delivered"] = delivered
+        params.update(_time_range(start_time, end_time))
+        return AlarmPage.model_validate(await self.call("/openapi/v1/alarm/list", params, idempotent=True))
 
     # -- extensions: namespaces and groups ----------------------------------------------------------
 
@@ -514,3 +538,16 @@ class OpenApiClient:
         """The scheduler's liveness answer (``{"status": "ok"}``); needs no signature."""
         data = await self.call("/health", idempotent=True, address=False)
         return dict(data)
+
+
+def _time_range(start_time: str | datetime | None, end_time: str | datetime | None) -> dict[str, Any]:
+    """``startTime`` / ``endTime``: an aware datetime as epoch ms, text as given, None left out."""
+    params: dict[str, Any] = {}
+    for wire, value in (("startTime", start_time), ("endTime", end_time)):
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"{wire}={value!r}: must be timezone-aware")
+            params[wire] = int(value.timestamp() * 1000)
+        elif value is not None:
+            params[wire] = value
+    return params

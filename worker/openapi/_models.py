@@ -18,6 +18,8 @@ from sx.processors import InstanceStatus, JobSpec, TaskStatus, WorkflowSpec
 
 __all__ = [
     "AccessKeyInfo",
+    "AlarmInfo",
+    "AlarmPage",
     "CalendarInfo",
     "GroupInfo",
     "InstanceDetail",
@@ -28,6 +30,8 @@ __all__ = [
     "TaskDetail",
     "TaskPage",
     "TaskRetry",
+    "WorkerInfo",
+    "WorkerPage",
     "WorkflowInfo",
     "WorkflowInstanceDetail",
     "WorkflowInstancePage",
@@ -99,6 +103,56 @@ class InstancePage(_Answer):
     page_num: int
     page_size: int
     instances: tuple[InstanceDetail, ...] = ()
+
+
+class WorkerInfo(_Answer):
+    """A worker connected to the scheduler (ListWorkers extension). ``running`` is what its last
+    heartbeat said it runs, ``assigned`` the instances the scheduler gave it that have not finished;
+    dates as in InstanceDetail, in the scheduler's zone."""
+
+    worker_id: str
+    address: str
+    processors: tuple[str, ...] = ()
+    capacity: int = 0
+    running: int = 0
+    assigned: int = 0
+    last_heartbeat: str = ""
+    connected_at: str = ""
+    draining: bool = False
+    version: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkerPage(_Answer):
+    """A page of a group's connected workers, in the order they registered."""
+
+    total: int
+    page_num: int
+    page_size: int
+    workers: tuple[WorkerInfo, ...] = ()
+
+
+class AlarmInfo(_Answer):
+    """One recorded alarm (ListAlarms extension): ``error`` says why it was not delivered."""
+
+    alarm_id: int
+    time: str
+    job_id: int
+    instance_id: int | None = None
+    kind: str
+    channel: str
+    message: str = ""
+    delivered: bool
+    error: str = ""
+
+
+class AlarmPage(_Answer):
+    """A page of a group's alarm history, newest first."""
+
+    total: int
+    page_num: int
+    page_size: int
+    alarms: tuple[AlarmInfo, ...] = ()
 
 
 class TaskDetail(_Answer):

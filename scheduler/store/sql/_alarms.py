@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from sx.scheduler.store._interfaces import AlarmStore
-from sx.scheduler.store._records import Alarm
+from sx.scheduler.store._records import Alarm, Page
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase
-from sx.scheduler.store.sql._rows import alarm_from_row, check_page, utc_now
+from sx.scheduler.store.sql._rows import alarm_from_row, check_aware, check_page, utc_now
+from sx.scheduler.store.sql._tables import UtcDateTime
 
 __all__ = ["SqlAlarms"]
 
@@ -77,3 +79,32 @@ class SqlAlarms(SqlStoreBase, AlarmStore):
         async with self._read() as conn:
             rows = (await conn.execute(query)).all()
         return [alarm_from_row(r) for r in rows]
+
+    async def page_alarms(
+        self,
+        namespace: str,
+        group_id: str,
+        *,
+        job_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        delivered: bool | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> Page[Alarm]:
+        check_page(offset, limit)
+        check_aware("since", since)
+        check_aware("until", until)
+        t = tables.alarms
+        where: list[sa.ColumnElement[bool]] = [t.c.namespace == namespace, t.c.group_id == group_id]
+        if job_id is not None:
+            where.append(t.c.job_id == job_id)
+        if since is not None:
+            where.append(t.c.created_at >= sa.literal(since, UtcDateTime()))
+        if until is not None:
+            where.append(t.c.created_at <= sa.literal(until, UtcDateTime()))
+        if delivered is not None:
+            where.append(t.c.delivered == delivered)
+        return await self._read_page(
+            t, where, order_by=t.c.id.desc(), offset=offset, limit=limit, record=alarm_from_row
+        )

@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -108,6 +109,8 @@ class SqlStoreBase:
     def __init__(self, url: str, *, echo: bool = False, exclusive: bool = False) -> None:
         self._url = normalize_url(url)
         self._echo = echo
+        self.observe: Callable[[str, float], None] | None = None
+        """Told each read or write (``"read"``/``"write"``) and its seconds, for metrics."""
         self._engine: AsyncEngine | None = None
         self._write_engine: AsyncEngine | None = None
         self._is_sqlite = self._url.get_backend_name() == "sqlite"
@@ -183,6 +186,16 @@ class SqlStoreBase:
             self._open_reader()
             self._open_writer()
         log.debug("store started on %s", self.url)
+
+    async def ping(self) -> None:
+        """``SELECT 1`` on a pooled connection: proves the database answers now."""
+        async with self._read() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    def _observed(self, kind: str, started: float) -> None:
+        observe = self.observe
+        if observe is not None:
+            observe(kind, time.perf_counter() - started)
 
     async def close(self) -> None:
         engine, self._engine, self._write_engine = self._engine, None, None
@@ -285,6 +298,14 @@ class SqlStoreBase:
         if self._writer is None or self._write_lock is None:
             async with self._write() as conn:
                 return await conn.run_sync(work)
+        started = time.perf_counter()
+        try:
+            return await self._write_in_thread(work)
+        finally:
+            self._observed("write", started)
+
+    async def _write_in_thread(self, work: Callable[[Connection], _T]) -> _T:
+        assert self._write_lock is not None
         async with self._write_lock:
             writer, thread = self._writer, self._writer_thread
             if writer is None or thread is None:
@@ -310,8 +331,11 @@ class SqlStoreBase:
         reader = self._reader
         if reader is None:
             return None
+        started = time.perf_counter()
         try:
-            return list(reader.execute(statement, params).all())
+            rows = list(reader.execute(statement, params).all())
+            self._observed("read", started)
+            return rows
         except OperationalError as exc:
             # A lock (e.g. WAL recovery) or a closed connection: the asynchronous engine retries.
             log.debug("inline read fell back to the async engine: %s", exc)
@@ -414,12 +438,16 @@ class SqlStoreBase:
         engine = self._write_engine
         if engine is None:
             raise RuntimeError("the store is not started: await store.start() first")
-        if self._write_lock is None:
-            async with engine.begin() as conn:
+        started = time.perf_counter()
+        try:
+            if self._write_lock is None:
+                async with engine.begin() as conn:
+                    yield conn
+                return
+            async with self._write_lock, engine.begin() as conn:
                 yield conn
-            return
-        async with self._write_lock, engine.begin() as conn:
-            yield conn
+        finally:
+            self._observed("write", started)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -427,12 +455,16 @@ class SqlStoreBase:
         engine = self._engine
         if engine is None:
             raise RuntimeError("the store is not started: await store.start() first")
-        if self._read_lock is None:
-            async with engine.connect() as conn:
+        started = time.perf_counter()
+        try:
+            if self._read_lock is None:
+                async with engine.connect() as conn:
+                    yield conn
+                return
+            async with self._read_lock, engine.connect() as conn:
                 yield conn
-            return
-        async with self._read_lock, engine.connect() as conn:
-            yield conn
+        finally:
+            self._observed("read", started)
 
     def _insert(self, table: sa.Table) -> sqlite_dialect.Insert | pg_dialect.Insert:
         return sqlite_dialect.insert(table) if self._is_sqlite else pg_dialect.insert(table)

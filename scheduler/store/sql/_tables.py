@@ -170,6 +170,7 @@ alarms = sa.Table(
     _created(),
     sa.Column("detail", sa.Text(), nullable=False),
     sa.Index("ix_sx_alarms_job", "job_id", "id"),
+    sa.Index("ix_sx_alarms_group", "namespace", "group_id", "id"),
     sqlite_autoincrement=True,
 )
 

@@ -166,9 +166,12 @@ def _text(value: Any) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_api(tmp_path: Path, *, default_tz: str = "UTC") -> AsyncIterator[Api]:
-    """Store, service, app and a uvicorn server on 127.0.0.1:0, torn down on exit."""
-    store = SqlStore(sqlite_url(tmp_path))
+async def running_api(
+    tmp_path: Path, *, default_tz: str = "UTC", store_url: str | None = None
+) -> AsyncIterator[Api]:
+    """Store (SQLite in ``tmp_path`` unless ``store_url``), service, app and a uvicorn server on
+    127.0.0.1:0, torn down on exit."""
+    store = SqlStore(store_url or sqlite_url(tmp_path))
     await store.start()
     clock = ManualClock(START)
     hooks = RecordingHooks()

@@ -187,7 +187,8 @@ async def lost_batch_master(setup: Setup) -> tuple[Instance, ProtocolWorker, Pro
     await master.drop()
     dispatcher = setup.dispatcher
     assert dispatcher is not None
-    await eventually(lambda: [w.worker_id for w in dispatcher.live_workers(NS, GROUP)] == ["w-other"])
+    # The stream's end is seen before its instance is set aside (with its deadline): wait for the latter.
+    await eventually(lambda: any(key.worker_id == "w-master" for key in dispatcher._state.orphans))
     await setup.advance_keeping(other, HEARTBEAT_TIMEOUT + 1)
     await setup.wait_status(instance.id, InstanceStatus.WAITING)  # submitted again, to resume
     return instance, master, other

@@ -73,6 +73,7 @@ class Harness:
         self.store = store
         self.clock = clock
         self.created: list[Instance] = []
+        self.misfires: list[MisfirePolicy] = []
         self.engine = TriggerEngine(
             store,
             clock=clock,
@@ -80,6 +81,7 @@ class Harness:
             on_created=self._on_created,
             idle_poll=idle_poll,
             batch_size=batch_size,
+            on_misfire=self.misfires.append,
         )
 
     async def _on_created(self, instances: list[Instance]) -> None:
@@ -239,6 +241,7 @@ async def test_misfire_after_downtime(store: Store, policy: MisfirePolicy) -> No
             assert made[0].schedule_time == T0 + timedelta(hours=1)
         else:
             assert made == []
+        assert h.misfires == [policy]  # one decision for the hour of missed fires (a metric counts it)
         assert (await store.get_job(job.id)).next_fire_time == T0 + timedelta(hours=1, minutes=1)  # type: ignore[union-attr]
         await h.advance(30)
         after = await all_instances(store, job.id)
@@ -266,6 +269,7 @@ async def test_small_lateness_is_not_a_misfire(store: Store) -> None:
     made = await all_instances(store, job.id)
     assert [i.schedule_time for i in made] == [T0 + timedelta(seconds=10)]
     assert (await store.get_job(job.id)).next_fire_time == T0 + timedelta(seconds=20)  # type: ignore[union-attr]
+    assert h.misfires == []
 
 
 @pytest.mark.parametrize("policy", [MisfirePolicy.RUN_ONCE, MisfirePolicy.SKIP])

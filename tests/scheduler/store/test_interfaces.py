@@ -66,14 +66,14 @@ def test_the_faces() -> None:
     assert sorted(sql_face.__all__) == ["SqlStore", "normalize_url", "sqlite_url"]
 
 
-def test_store_is_its_parts_plus_start_and_close() -> None:
+def test_store_is_its_parts_plus_start_close_and_ping() -> None:
     for part in PARTS:
         assert Protocol in part.__bases__, part
         assert part in Store.__mro__ and part in SqlStore.__mro__
     by_part = [_methods(part) for part in PARTS]
     # Every method belongs to one part.
     assert sum(len(methods) for methods in by_part) == len(set().union(*by_part))
-    assert _methods(Store) == set().union(*by_part) | {"start", "close"}
+    assert _methods(Store) == set().union(*by_part) | {"start", "close", "ping"}
     # The defaults a part offers (one look-up answered by two, many updates by one each) stay
     # concrete; everything else is abstract.
     assert Store.__abstractmethods__ == (_methods(Store) - {"get_namespace_and_group", "update_instances"})

@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 
 from sx.processors import InstanceStatus
-from sx.scheduler import SchedulerServer, SchedulerSettings
-from sx.scheduler.store import Group, Namespace
 from tests.e2e.conftest import eventually
-from tests.e2e.test_map_e2e import APP_KEY, GROUP, NS, Cluster, _sum
+from tests.e2e.test_map_e2e import Cluster, _sum, map_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -31,23 +29,8 @@ RESUME_WAIT = 3.0
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    settings = SchedulerSettings(
-        data_dir=tmp_path / "scheduler",
-        http_port=0,
-        grpc_port=0,
-        heartbeat_interval=0.5,
-        heartbeat_timeout=2.0,
-        no_worker_grace=30.0,
-        batch_resume_wait=RESUME_WAIT,
-    )
-    async with SchedulerServer(settings) as server:
-        await server.store.create_namespace(Namespace(id=NS, name=NS))
-        await server.store.create_group(Group(namespace=NS, group_id=GROUP, app_key=APP_KEY))
-        cluster = Cluster(server, tmp_path)
-        try:
-            yield cluster
-        finally:
-            cluster.stop()
+    async with map_cluster(tmp_path, no_worker_grace=30.0, batch_resume_wait=RESUME_WAIT) as cluster:
+        yield cluster
 
 
 def start(cluster: Cluster, worker_id: str) -> subprocess.Popen[bytes]:

@@ -8,6 +8,7 @@ process on the same address.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -183,17 +184,17 @@ class Cluster:
                 proc.wait()
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    settings = SchedulerSettings(
-        data_dir=tmp_path / "scheduler",
-        http_port=0,
-        grpc_port=0,
-        heartbeat_interval=0.5,
-        heartbeat_timeout=2.0,
-        no_worker_grace=10.0,
-    )
-    async with SchedulerServer(settings) as server:
+@contextlib.asynccontextmanager
+async def map_cluster(tmp_path: Path, **settings: Any) -> AsyncIterator[Cluster]:
+    """A scheduler in this process with the group, quick heartbeats and ``settings``, and its workers."""
+    options: dict[str, Any] = {
+        "heartbeat_interval": 0.5,
+        "heartbeat_timeout": 2.0,
+        "no_worker_grace": 10.0,
+        **settings,
+    }
+    scheduler = SchedulerSettings(data_dir=tmp_path / "scheduler", http_port=0, grpc_port=0, **options)
+    async with SchedulerServer(scheduler) as server:
         await server.store.create_namespace(Namespace(id=NS, name=NS))
         await server.store.create_group(Group(namespace=NS, group_id=GROUP, app_key=APP_KEY))
         cluster = Cluster(server, tmp_path)
@@ -201,6 +202,12 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             yield cluster
         finally:
             cluster.stop()
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with map_cluster(tmp_path) as cluster:
+        yield cluster
 
 
 def _sum(n: int, nested: bool) -> int:

@@ -215,11 +215,12 @@ class TriggerEngine:
             if time_type == TimeType.SECOND_DELAY:
                 # The next one is armed when this instance ends (see Lifecycle).
                 following = None
+            elif now - due > self._grace:
+                schedule_time, following, wants_instance = self._misfire(job, due, now, calendar)
             else:
-                following = None
-                if now - due <= self._grace:
-                    following = next_fire_time(spec, due, default_tz=self._default_tz, calendar=calendar)
-                if now - due > self._grace or (following is not None and following <= now):
+                following = next_fire_time(spec, due, default_tz=self._default_tz, calendar=calendar)
+                if following is not None and following <= now:
+                    # Later fires are due too (the scheduler fell behind by more than one period).
                     schedule_time, following, wants_instance = self._misfire(job, due, now, calendar)
         except Exception:
             # A job whose schedule cannot be evaluated must not stall the others: park it.

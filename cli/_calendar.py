@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from sx.cli._options import openapi_option
 from sx.cli._support import CliError, ExitCode, run_async
 
 __all__ = ["calendar", "load", "read_days"]
@@ -45,7 +46,7 @@ def calendar() -> None:
 @calendar.command()
 @click.argument("name")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--server", "server_url", envvar="SX_OPENAPI_URL", required=True, help="OpenAPI URL.")
+@openapi_option(legacy_server=True, dest="server_url")
 @click.option("--namespace", envvar="SX_NAMESPACE", default="default", show_default=True)
 @click.option("--description", default="")
 @click.option("--access-key-id", envvar="SX_ACCESS_KEY_ID", default=None)

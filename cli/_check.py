@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import grpc
@@ -13,12 +14,14 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sx.cli._options import (
+    WORKER_FLAG_NAMES,
     config_option,
-    given_flags,
     load_worker_settings,
+    openapi_option,
     server_option,
     worker_credentials,
 )
+from sx.cli._settings_flags import SettingsCommand, setting_options
 from sx.cli._support import (
     ExitCode,
     run_async,
@@ -33,26 +36,21 @@ CHECK_CALLER = "sx-worker-check"
 """The worker id ``check`` names in its app-key probe; nothing registers under it."""
 
 
-@click.command()
+def _worker_options() -> list[click.Parameter]:
+    return setting_options(WorkerSettings, skip={"server"}, names=WORKER_FLAG_NAMES)
+
+
+@click.command(cls=SettingsCommand, make_options=_worker_options)
 @server_option("Scheduler gRPC HOST:PORT.")
-@click.option("--openapi", "openapi_url", envvar="SX_OPENAPI_URL", help="Scheduler OpenAPI URL.")
-@click.option("--namespace", default=None, help="Namespace id [SX_NAMESPACE].")
-@click.option("--group", "group_id", default=None, help="Group id [SX_GROUP_ID].")
-@click.option("--app-key", default=None, help="The group's app key [SX_APP_KEY].")
+@openapi_option("Scheduler OpenAPI URL: its health is checked too.", required=False)
 @config_option
-def check(
-    server: str | None,
-    openapi_url: str | None,
-    namespace: str | None,
-    group_id: str | None,
-    app_key: str | None,
-    config_file: Path | None,
-) -> None:
+def check(server: str | None, openapi_url: str | None, config_file: Path | None, **flags: Any) -> None:
     """Validate the configuration, reach each scheduler address the way ``run`` would (TLS settings
     included) and prove the group's app key at each that answers. Exit 0 when all is well (an address
     that does not answer is a warning while another does), 1 otherwise."""
-    flags = given_flags(server=server, namespace=namespace, group_id=group_id, app_key=app_key)
-    settings = load_worker_settings(config_file, exit_code=ExitCode.FAILED, **flags)
+    settings = load_worker_settings(
+        config_file, exit_code=ExitCode.FAILED, whole_file=True, server=server, **flags
+    )
     credentials = worker_credentials(settings, ExitCode.FAILED)
     click.echo(f"configuration ok: group {settings.group_id} in namespace {settings.namespace}")
     if settings.server is None:

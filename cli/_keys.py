@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
+from sx.cli._options import load_scheduler_settings
 from sx.cli._support import CliError, ExitCode, emit, run_async
-from sx.processors import SxError
-from sx.processors.engine import load_settings
 
 __all__ = ["create", "delete", "keys", "list_keys", "store_options", "with_store_options"]
 
@@ -33,14 +32,10 @@ def with_store_options(f: Any) -> Any:
 
 
 async def _with_store(config_file: Path | None, flags: dict[str, Any], action: Any) -> Any:
-    from sx.scheduler import SchedulerSettings
     from sx.scheduler.api import ServiceError
     from sx.scheduler.store.sql import SqlStore, sqlite_url
 
-    try:
-        settings = load_settings(SchedulerSettings, config_file, section="scheduler", **flags)
-    except SxError as exc:
-        raise CliError(f"invalid scheduler settings: {exc}") from exc
+    settings = load_scheduler_settings(config_file, **flags)
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqlStore(settings.database_url or sqlite_url(settings.data_dir))

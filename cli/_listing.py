@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from sx.cli._options import openapi_option
 from sx.cli._support import CliError, ExitCode, run_async
 from sx.worker.openapi import MAX_PAGE_SIZE, OpenApiClient, OpenApiError, UnavailableError
 
@@ -17,30 +18,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 _OPTIONS = (
-    click.option(
-        "--server",
-        "server_url",
-        envvar="SX_OPENAPI_URL",
-        required=True,
-        help="The scheduler's OpenAPI URL, e.g. http://127.0.0.1:8080 [SX_OPENAPI_URL].",
-    ),
-    click.option(
-        "--namespace", envvar="SX_NAMESPACE", default="default", show_default=True, help="[SX_NAMESPACE]"
-    ),
+    openapi_option(legacy_server=True, dest="server_url"),
+    click.option("--namespace", envvar="SX_NAMESPACE", default="default", show_default=True),
     click.option(
         "--group",
         "group_id",
         envvar="SX_GROUP_ID",
         default="default",
         show_default=True,
-        help="[SX_GROUP_ID]",
     ),
-    click.option(
-        "--access-key-id", envvar="SX_ACCESS_KEY_ID", default=None, help="Sign requests [SX_ACCESS_KEY_ID]."
-    ),
-    click.option(
-        "--access-key-secret", envvar="SX_ACCESS_KEY_SECRET", default=None, help="[SX_ACCESS_KEY_SECRET]"
-    ),
+    click.option("--access-key-id", envvar="SX_ACCESS_KEY_ID", default=None, help="Sign requests."),
+    click.option("--access-key-secret", envvar="SX_ACCESS_KEY_SECRET", default=None),
     click.option(
         "--page", "page_num", type=click.IntRange(min=1), default=1, show_default=True, help="From 1."
     ),

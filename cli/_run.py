@@ -10,15 +10,19 @@ import httpx
 
 from sx.cli._logs import setup_logging
 from sx.cli._options import (
+    WORKER_FLAG_NAMES,
     config_option,
     describe_schedule,
     given_flags,
+    load_scheduler_settings,
     load_worker_settings,
     log_format_option,
     log_level_option,
+    openapi_option,
     server_option,
     worker_credentials,
 )
+from sx.cli._settings_flags import SettingsCommand, setting_options
 from sx.cli._support import (
     CliError,
     ExitCode,
@@ -28,7 +32,6 @@ from sx.cli._support import (
     run_async,
 )
 from sx.processors import ProcessorDefinition, SxError, default_registry, default_workflows
-from sx.processors.engine import load_settings
 from sx.worker import WorkerSettings
 
 __all__ = ["banner", "run"]
@@ -66,20 +69,23 @@ def banner(
     return "\n".join(lines)
 
 
-@click.command()
+def _worker_options() -> list[click.Parameter]:
+    return setting_options(WorkerSettings, skip={"server", "data_dir"}, names=WORKER_FLAG_NAMES)
+
+
+@click.command(cls=SettingsCommand, make_options=_worker_options)
 @click.argument("targets", nargs=-1, required=True)
 @server_option("Scheduler gRPC HOST:PORT. Default: start an embedded one.")
-@click.option("--openapi", "openapi_url", envvar="SX_OPENAPI_URL", help="Scheduler OpenAPI URL (for --sync).")
-@click.option("--namespace", default=None, help="Namespace id [SX_NAMESPACE].")
-@click.option("--group", "group_id", default=None, help="Group id [SX_GROUP_ID].")
-@click.option("--app-key", default=None, help="The group's app key [SX_APP_KEY].")
-@click.option(
-    "--concurrency", type=int, default=None, help="Instances and subtasks at once [SX_CONCURRENCY]."
-)
+@openapi_option("Scheduler OpenAPI URL (for --sync; the embedded one's otherwise).", required=False)
 @click.option("--sync/--no-sync", "sync", default=None, help="Register job definitions before serving.")
 @click.option("--access-key-id", envvar="SX_ACCESS_KEY_ID", default=None, help="Sign --sync requests.")
 @click.option("--access-key-secret", envvar="SX_ACCESS_KEY_SECRET", default=None)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Embedded scheduler data.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The embedded scheduler's SQLite folder and the worker's batch task files (default: .sx-data).",
+)
 @click.option("--http-port", type=int, default=None, help="Embedded scheduler OpenAPI port (0: any).")
 @click.option("--grpc-port", type=int, default=None, help="Embedded scheduler gRPC port (0: any).")
 @config_option
@@ -89,10 +95,6 @@ def run(
     targets: tuple[str, ...],
     server: str | None,
     openapi_url: str | None,
-    namespace: str | None,
-    group_id: str | None,
-    app_key: str | None,
-    concurrency: int | None,
     sync: bool | None,
     access_key_id: str | None,
     access_key_secret: str | None,
@@ -102,20 +104,18 @@ def run(
     config_file: Path | None,
     log_level: str,
     log_format: str,
+    **worker_flags: Any,
 ) -> None:
     """Run a worker serving the @processor classes found in TARGETS (``pkg.mod`` or ``pkg.mod:attr``).
 
     With no --server, an embedded scheduler (SQLite under --data-dir) starts in this process and the
-    processors' jobs are registered on it.
+    processors' jobs are registered on it. It takes its other settings (history_keep, no_worker_grace,
+    alarm URLs, ...) from their SX_ variables or the config file's [scheduler] table: `sx-worker serve
+    --help` and docs/settings.md list them.
     """
     setup_logging(log_level, log_format)
     # Settings first: a typo in the configuration is reported before any user code is imported.
-    settings = load_worker_settings(
-        config_file,
-        **given_flags(
-            server=server, namespace=namespace, group_id=group_id, app_key=app_key, concurrency=concurrency
-        ),
-    )
+    settings = load_worker_settings(config_file, server=server, data_dir=data_dir, **worker_flags)
     worker_credentials(settings, ExitCode.USAGE)  # unreadable TLS files are reported here, not as a traceback
     import_targets(targets)
     definitions = default_registry().all()
@@ -146,15 +146,13 @@ async def _run(
     config_file: Path | None,
     scheduler_flags: dict[str, Any],
 ) -> ExitCode:
-    from sx.scheduler import SchedulerServer, SchedulerSettings
+    from sx.scheduler import SchedulerServer
     from sx.worker import OpenApiClient, OpenApiError, SyncOptions, Worker, WorkerRejected, sync_definitions
 
     embedded: SchedulerServer | None = None
     if settings.server is None:
+        scheduler_settings = load_scheduler_settings(config_file, **scheduler_flags)
         try:
-            scheduler_settings = load_settings(
-                SchedulerSettings, config_file, section="scheduler", **scheduler_flags
-            )
             embedded = SchedulerServer(scheduler_settings)
             await embedded.start()
         except (SxError, OSError) as exc:

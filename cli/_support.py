@@ -41,8 +41,12 @@ class ExitCode(IntEnum):
     """Bad configuration or arguments, or a scheduler that cannot start as configured (e.g. another
     holds its SQLite file). ``check`` reports a bad configuration as FAILED: it exits 0/1."""
     REJECTED = 3
-    """The scheduler refused this worker (wrong app key, unknown group)."""
+    """The scheduler refused this worker (wrong app key, unknown group), or an operator verb's access
+    key."""
     UNREACHABLE = 4
+    """The scheduler could not be reached."""
+    NOT_FOUND = 5
+    """An operator verb named a job, instance or workflow the scheduler does not have."""
     INTERRUPTED = 130
 
 

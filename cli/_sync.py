@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sx.cli._logs import setup_logging
+from sx.cli._options import openapi_option
 from sx.cli._support import CliError, ExitCode, import_targets, run_async
 from sx.processors import (
     DefinitionError,
@@ -29,25 +30,11 @@ __all__ = ["sync"]
 
 @click.command()
 @click.argument("targets", nargs=-1, required=True)
-@click.option(
-    "--server",
-    "server_url",
-    envvar="SX_OPENAPI_URL",
-    required=True,
-    help="The scheduler's OpenAPI URL, e.g. http://127.0.0.1:8080 [SX_OPENAPI_URL].",
-)
-@click.option(
-    "--namespace", envvar="SX_NAMESPACE", default="default", show_default=True, help="[SX_NAMESPACE]"
-)
-@click.option(
-    "--group", "group_id", envvar="SX_GROUP_ID", default="default", show_default=True, help="[SX_GROUP_ID]"
-)
-@click.option(
-    "--access-key-id", envvar="SX_ACCESS_KEY_ID", default=None, help="Sign requests [SX_ACCESS_KEY_ID]."
-)
-@click.option(
-    "--access-key-secret", envvar="SX_ACCESS_KEY_SECRET", default=None, help="[SX_ACCESS_KEY_SECRET]"
-)
+@openapi_option(legacy_server=True, dest="server_url")
+@click.option("--namespace", envvar="SX_NAMESPACE", default="default", show_default=True)
+@click.option("--group", "group_id", envvar="SX_GROUP_ID", default="default", show_default=True)
+@click.option("--access-key-id", envvar="SX_ACCESS_KEY_ID", default=None, help="Sign requests.")
+@click.option("--access-key-secret", envvar="SX_ACCESS_KEY_SECRET", default=None)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option("--prune", is_flag=True, help="Disable managed jobs that are no longer in code.")
 @click.option("--delete", is_flag=True, help="With --prune: delete them instead of disabling.")
@@ -97,7 +84,7 @@ def sync(
     if (access_key_id is None) != (access_key_secret is None):
         raise CliError("give both --access-key-id and --access-key-secret, or neither")
     if not server_url.startswith(("http://", "https://")):
-        raise CliError(f"--server={server_url!r}: the OpenAPI URL must start with http:// or https://")
+        raise CliError(f"--openapi={server_url!r}: the OpenAPI URL must start with http:// or https://")
     import_targets(targets)
     definitions = default_registry().all()
     workflows = default_workflows().all()

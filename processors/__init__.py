@@ -55,7 +55,7 @@ from sx.processors._registry import (
     use_registry,
 )
 from sx.processors._result import RESULT_LIMIT_BYTES, ProcessResult
-from sx.processors._schedule import Schedule, api, cron, fixed_rate, second_delay
+from sx.processors._schedule import Schedule, api, cron, fixed_rate, next_fire_times, second_delay
 from sx.processors._scripts import ScriptProcessor, script_processor_for
 from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
 from sx.processors._workflow import (
@@ -119,6 +119,7 @@ __all__ = [
     "fixed_rate",
     "get_current_context",
     "invoke",
+    "next_fire_times",
     "processor",
     "script_processor_for",
     "second_delay",

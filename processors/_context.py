@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
-from collections.abc import MutableMapping, Sequence
+import traceback
+from collections.abc import Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,7 +17,15 @@ from sx.processors._codec import JSON_CODEC, MAX_PAYLOAD_BYTES, Codec
 from sx.processors._enums import REDUCE_TASK_NAME, ROOT_TASK_NAME, ExecuteMode, JobType, TaskStatus
 from sx.processors._errors import CancelledError, PayloadError
 
-__all__ = ["JobContext", "JobLogger", "TaskMapper", "UpstreamData", "current_context", "get_current_context"]
+__all__ = [
+    "JobContext",
+    "JobLogger",
+    "LogSink",
+    "TaskMapper",
+    "UpstreamData",
+    "current_context",
+    "get_current_context",
+]
 
 _RESERVED_TASK_NAMES = frozenset({ROOT_TASK_NAME, REDUCE_TASK_NAME})
 
@@ -25,6 +35,20 @@ class TaskMapper(Protocol):
 
     async def map(self, ctx: JobContext, payloads: list[bytes], task_name: str) -> None:
         """Accept the batch (persist or queue it); raise to refuse it."""
+        ...
+
+
+class LogSink(Protocol):
+    """Where a run's log lines go besides the local log: the worker ships them to the scheduler.
+
+    ``write`` is called from hook threads and the loop alike, for every line: it must be thread-safe
+    and must not block.
+    """
+
+    def write(self, ctx: JobContext, level: int, message: str) -> None: ...
+
+    def captures(self, ctx: JobContext) -> bool:
+        """Whether plain ``logging`` calls and ``print`` inside ``ctx``'s hooks are shipped too."""
         ...
 
 
@@ -38,15 +62,70 @@ class UpstreamData:
 
 class JobLogger(logging.LoggerAdapter[logging.Logger]):
     """Logs under ``sx.job``, prefixing each line with the job, instance and task ids (and the workflow
-    instance's, for a workflow node)."""
+    instance's, for a workflow node).
+
+    With a ``ctx.log_sink`` (set by the worker) each line at INFO or above, or at any level the logger
+    is enabled for, also goes to the sink (the instance's online log), whatever the local log level.
+    The ids (``extra``) are worked out only for a line the local log takes: a map instance makes a
+    context, and may log a line, per subtask.
+    """
+
+    def __init__(self, ctx: JobContext) -> None:
+        super().__init__(_JOB_LOG)
+        self.ctx = ctx
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        ctx = self.ctx
+        sink = ctx.log_sink
+        if sink is not None and (level >= logging.INFO or self.logger.isEnabledFor(level)):
+            sink.write(ctx, level, _line_text(msg, args, kwargs.get("exc_info")))
+        if self.logger.isEnabledFor(level):
+            text, options = self.process(msg, kwargs)
+            self.logger.log(level, text, *args, **options)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        extra = dict(self.extra or {})
+        ctx = self.ctx
+        extra: dict[str, Any] = {
+            "sx_job_id": ctx.job_id,
+            "sx_job_name": ctx.job_name,
+            "sx_instance_id": ctx.instance_id,
+            "sx_wf_instance_id": ctx.wf_instance_id,
+            "sx_task_id": ctx.task_id,
+            "sx_task_name": ctx.task_name,
+        }
         extra.update(kwargs.get("extra") or {})
         kwargs["extra"] = extra
         workflow = f" wf_instance={extra['sx_wf_instance_id']}" if extra.get("sx_wf_instance_id") else ""
         ids = f"job={extra['sx_job_id']} instance={extra['sx_instance_id']} task={extra['sx_task_id']}"
         return f"[{ids}{workflow}] {msg}", kwargs
+
+
+def _line_text(msg: object, args: tuple[object, ...], exc_info: Any) -> str:
+    """The message as logging would render it (without the ids prefix), with the traceback if any."""
+    text = str(msg)
+    if args:
+        # As LogRecord.getMessage does, without building a record per line; a bad format is shown, not
+        # raised (logging reports it and goes on).
+        first = args[0]
+        # The common cases first: an ABC isinstance check costs more than the rest of the line.
+        by_name = len(args) == 1 and not isinstance(first, (int, str, float)) and isinstance(first, Mapping)
+        values: object = first if by_name and first else args
+        try:
+            text = text % values
+        except (TypeError, ValueError, KeyError):
+            text = f"{text} {args!r}"
+    if exc_info:
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        elif not isinstance(exc_info, tuple):
+            exc_info = sys.exc_info()
+        if exc_info[0] is not None:
+            text = f"{text}\n{''.join(traceback.format_exception(*exc_info)).rstrip()}"
+    return text
+
+
+_JOB_LOG = logging.getLogger("sx.job")
+"""Where ``ctx.logger`` logs (looked up once: a context is made per subtask)."""
 
 
 def _now() -> datetime:
@@ -94,6 +173,10 @@ class JobContext:
     """Where ``map`` sends subtasks; set by the worker for map kinds only."""
     loop: asyncio.AbstractEventLoop | None = None
     """The worker's event loop, which blocking ``map`` calls from worker threads run on."""
+    log_sink: LogSink | None = None
+    """Where ``logger`` lines go besides the local log (the worker sets it; None in tests)."""
+    capture_logs: bool = False
+    """The job's ``captureLogs`` option: plain logging and print inside its hooks are shipped too."""
 
     # A flag under ``_lock`` rather than a threading.Event: a context is made per subtask, and an
     # Event (a Condition and its lock) costs more than the rest of the context.
@@ -102,7 +185,6 @@ class JobContext:
         default_factory=list, init=False, repr=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
-    _logger: JobLogger | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.schedule_time.tzinfo is None:
@@ -150,19 +232,9 @@ class JobContext:
     @property
     def logger(self) -> JobLogger:
         """A logger under ``sx.job`` whose lines carry this run's ids."""
-        if self._logger is None:
-            self._logger = JobLogger(
-                logging.getLogger("sx.job"),
-                {
-                    "sx_job_id": self.job_id,
-                    "sx_job_name": self.job_name,
-                    "sx_instance_id": self.instance_id,
-                    "sx_wf_instance_id": self.wf_instance_id,
-                    "sx_task_id": self.task_id,
-                    "sx_task_name": self.task_name,
-                },
-            )
-        return self._logger
+        # Made on each use rather than kept: kept, it and the context would form a reference cycle, and a
+        # map instance's contexts (one per subtask) would wait for the cycle collector.
+        return JobLogger(self)
 
     def get_instance_parameters(self) -> str:
         """The parameters of this trigger (API triggers only)."""

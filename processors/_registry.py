@@ -197,6 +197,7 @@ def processor(
     data_offset: int | None = None,
     time_zone: str | None = None,
     misfire: MisfirePolicy | str | None = None,
+    capture_logs: bool | None = None,
     page_size: int | None = None,
     consumer_size: int | None = None,
     queue_size: int | None = None,
@@ -208,6 +209,7 @@ def processor(
     timeout_kill_enable: bool | None = None,
     fail_enable: bool | None = None,
     send_channel: str | None = None,
+    alarm_url: str | None = None,
     contacts: Sequence[Contact] | None = None,
     codec: Literal["json", "pickle"] = "json",
     reduce_on_failure: bool | None = None,
@@ -377,6 +379,7 @@ _MONITOR_FIELDS = (
     "timeout_kill_enable",
     "fail_enable",
     "send_channel",
+    "alarm_url",
     "contacts",
 )
 _SPEC_FIELDS = (
@@ -389,6 +392,7 @@ _SPEC_FIELDS = (
     "data_offset",
     "time_zone",
     "misfire",
+    "capture_logs",
 )
 _DURATIONS = {
     "attempt_interval": "attemptInterval",

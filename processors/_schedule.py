@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from sx.processors._enums import TimeType
 from sx.processors._errors import DefinitionError
+from sx.processors._fire_times import fire_times
 
 __all__ = [
     "MAX_INTERVAL_SECONDS",
@@ -32,6 +33,7 @@ __all__ = [
     "api",
     "cron",
     "fixed_rate",
+    "next_fire_times",
     "parse_time_type",
     "second_delay",
     "to_definition_error",
@@ -93,9 +95,38 @@ class Schedule(BaseModel):
             return timedelta(seconds=int(self.expression))
         return None
 
+    def next_fire_times(
+        self, time_zone: str | tzinfo, count: int, after: datetime | None = None
+    ) -> list[datetime]:
+        """The next ``count`` fires after ``after`` (default: now) in ``time_zone``; see
+        :func:`next_fire_times`."""
+        return fire_times(self.time_type, self.expression, time_zone, count, after)
+
     def __str__(self) -> str:
         name = self.time_type.name.lower()
         return f"{name}({self.expression})" if self.expression else f"{name}()"
+
+
+def next_fire_times(
+    expression: str | Schedule, time_zone: str | tzinfo, count: int, after: datetime | None = None
+) -> list[datetime]:
+    """The next ``count`` fires strictly after ``after`` (default: now), as aware datetimes in ``time_zone``.
+
+    ``expression`` is a Quartz cron expression or a :class:`Schedule`; ``time_zone`` an IANA name
+    (``"Asia/Shanghai"``) or a ``tzinfo``. The same computation as the scheduler's: a cron wall time
+    repeated when clocks go back fires once (on the later pass), one that does not exist when they go
+    forward is skipped::
+
+        next_fire_times("0 30 2 * * ?", "Europe/Berlin", 2, after=datetime(2026, 3, 28, 12, tzinfo=UTC))
+        # -> 2026-03-30 02:30 and 2026-03-31 02:30 Berlin time (the 29th has no 02:30)
+
+    fixed_rate fires every N seconds; second_delay N seconds after the previous run ends, so its list
+    assumes runs that take no time; api schedules never fire by time (an empty list). Fewer than
+    ``count`` come back when the expression runs out. A bad expression or zone raises
+    ``DefinitionError`` naming ``timeExpression`` or ``timeZone``. Calendars are not applied here.
+    """
+    schedule = expression if isinstance(expression, Schedule) else cron(expression)
+    return fire_times(schedule.time_type, schedule.expression, time_zone, count, after)
 
 
 def parse_time_type(value: object) -> TimeType:

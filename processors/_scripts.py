@@ -8,13 +8,15 @@ instance parameters) and as environment variables:
     SX_SHARDING_ID     SX_SHARDING_NUM         SX_ATTEMPT
 
 Exit status 0 is success. The result is the tail of stdout and stderr (merged), shortened to the
-result limit with a note when it did not fit.
+result limit with a note when it did not fit. With a log sink in the context (on a worker), each line
+of that output also goes to the instance's online log (INFO) while the script runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -99,6 +101,8 @@ class ScriptProcessor(Processor):
         )
         exited = asyncio.create_task(child.wait())
         cancelled = asyncio.create_task(ctx.wait_cancelled())
+        follower = _OutputFollower(log, ctx) if ctx.log_sink is not None else None
+        following = asyncio.create_task(follower.follow()) if follower is not None else None
         try:
             done, _ = await asyncio.wait(
                 {exited, cancelled}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
@@ -114,12 +118,51 @@ class ScriptProcessor(Processor):
             cancelled.cancel()
             if not exited.done():
                 exited.cancel()
+            if following is not None and follower is not None:
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await following
+                follower.read(final=True)
         # The script ended; whatever it left running in its group ends with it.
         await _stop_group(child, self.kill_grace)
         code = exited.result()
         if code == 0:
             return ProcessResult.success(_report("", _tail(log)))
         return ProcessResult.failure(_report(f"exit code {code}; output: ", _tail(log)))
+
+
+class _OutputFollower:
+    """Sends the script's output file to ``ctx.log_sink`` line by line as it grows."""
+
+    POLL = 0.2
+    """Seconds between looks at the file."""
+
+    def __init__(self, log: Path, ctx: JobContext) -> None:
+        self._log = log
+        self._ctx = ctx
+        self._offset = 0
+        self._partial = b""
+
+    async def follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.POLL)
+            self.read()
+
+    def read(self, *, final: bool = False) -> None:
+        """Ship the whole lines written since the last read (at the end, the unfinished one too)."""
+        sink = self._ctx.log_sink
+        if sink is None:
+            return
+        with self._log.open("rb") as source:
+            source.seek(self._offset)
+            data = source.read()
+        self._offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        if final and self._partial:
+            lines.append(self._partial)
+            self._partial = b""
+        for line in lines:
+            sink.write(self._ctx, logging.INFO, line.decode("utf-8", errors="replace").rstrip("\r"))
 
 
 def _tail(log: Path) -> str:

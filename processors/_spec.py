@@ -9,8 +9,9 @@ with snake_case attributes. Two wire forms exist:
 - GetJobInfo's nested JobConfigInfo (:meth:`JobSpec.to_job_config_info`,
   :meth:`JobSpec.from_job_config_info`).
 
-Both use the original OpenAPI's field names, plus two extensions of ours: ``timeZone`` (an IANA zone;
-empty means the scheduler's default zone) and ``misfirePolicy`` (``run_once`` or ``skip``).
+Both use the original OpenAPI's field names, plus three extensions of ours: ``timeZone`` (an IANA zone;
+empty means the scheduler's default zone), ``misfirePolicy`` (``run_once`` or ``skip``) and
+``captureLogs`` (ship plain logging and print inside the hooks to the instance's online log).
 
 Every invalid value raises :class:`~sx.processors._errors.DefinitionError` naming the wire field, also
 when a model is constructed directly. Limits where the OpenAPI names none are ours:
@@ -24,7 +25,9 @@ parameters             at most 10,000 bytes UTF-8 (the original's limit)
 calendar               at most 100 characters, cron only
 dataOffset             -10 to +10 years in seconds, non-zero only with cron
 sendChannel            1 to 50 characters
-userPhone, userName    at most 100 characters each
+alarmUrl               at most 2,000 characters: apprise URLs (``scheme://...``), comma-separated
+userPhone, userName    at most 100 characters each; userMail at most 254
+ding                   a DingTalk robot URL (http:// or https://), at most 1,000 characters
 =====================  ====================================================================
 
 A job's type decides where its code comes from: java needs ``className``; python needs exactly one of
@@ -121,10 +124,25 @@ def _at_most(limit: int) -> AfterValidator:
     return AfterValidator(check)
 
 
+def _check_ding(value: str) -> str:
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError(
+            "must be a DingTalk robot URL (https://oapi.dingtalk.com/robot/send?access_token=...)"
+        )
+    return value
+
+
+def _check_alarm_url(value: str) -> str:
+    for url in filter(None, (part.strip() for part in re.split(r"[,\s]+", value))):
+        if "://" not in url:
+            raise ValueError(f"{url[:40]!r} is not an apprise URL (scheme://..., e.g. json://host/path)")
+    return value
+
+
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _INT_TEXT = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")  # ASCII digits only, as for ids
 _FLAT_CONTACT = re.compile(r"contactInfo(?:\.(\d+)|\[(\d+)\])\.(\w+)")
-_CONTACT_KEYS = {"userPhone": "user_phone", "userName": "user_name"}
+_CONTACT_KEYS = {"userPhone": "user_phone", "userName": "user_name", "userMail": "user_mail", "ding": "ding"}
 _JOB_TYPE_ALIASES = {"golang": JobType.GO}
 
 
@@ -147,6 +165,9 @@ class Contact(_WireModel):
 
     user_phone: Annotated[StrictStr, Field(max_length=100)] = ""
     user_name: Annotated[StrictStr, Field(max_length=100)] = ""
+    user_mail: Annotated[StrictStr, Field(max_length=254)] = ""
+    ding: Annotated[StrictStr, Field(max_length=1000), AfterValidator(_check_ding)] = ""
+    """A DingTalk robot webhook URL; alarms reach it through the scheduler's apprise channel."""
 
 
 class MapOptions(_WireModel):
@@ -178,6 +199,9 @@ class MonitorOptions(_WireModel):
     fail_enable: StrictBool = False
     """Alarm when an instance fails."""
     send_channel: Annotated[StrictStr, Field(min_length=1, max_length=50)] = "sms"
+    alarm_url: Annotated[StrictStr, Field(max_length=2000), AfterValidator(_check_alarm_url)] = ""
+    """Where the ``apprise`` channel sends this job's alarms (apprise URLs, comma-separated) instead of
+    the scheduler's ``alarm_apprise_url``; an extension of ours."""
     contacts: tuple[Contact, ...] = ()
     """Who is alarmed; empty: everyone with rights on the group."""
 
@@ -207,6 +231,9 @@ class JobSpec(_WireModel):
     time_zone: StrictStr = ""
     """IANA zone the schedule is read in; empty: the scheduler's default zone."""
     misfire: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    capture_logs: StrictBool = False
+    """Ship plain ``logging`` calls and ``print`` inside the processor's hooks to the instance's online
+    log too (``ctx.logger`` lines and script output always are)."""
     map: MapOptions = MapOptions()
     monitor: MonitorOptions = MonitorOptions()
 
@@ -479,8 +506,10 @@ _FIELDS: Final = (
     _Field("timeoutKillEnable", ("monitor", "timeout_kill_enable"), _as_bool),
     _Field("failEnable", ("monitor", "fail_enable"), _as_bool),
     _Field("sendChannel", ("monitor", "send_channel"), _as_str),
+    _Field("alarmUrl", ("monitor", "alarm_url"), _as_str),
     _Field("timeZone", ("time_zone",), _as_str),
     _Field("misfirePolicy", ("misfire",), _as_str),
+    _Field("captureLogs", ("capture_logs",), _as_bool),
 )
 _BY_WIRE: Final = {spec.wire: spec for spec in _FIELDS}
 _REQUIRED: Final = ("name", "jobType", "timeType")
@@ -491,6 +520,8 @@ _WIRE_NAMES: Final = {
     "contacts": "contactInfo",
     "user_phone": "contactInfo.userPhone",
     "user_name": "contactInfo.userName",
+    "user_mail": "contactInfo.userMail",
+    "ding": "contactInfo.ding",
 }
 
 _CONFIG_TOP: Final = (
@@ -507,6 +538,7 @@ _CONFIG_TOP: Final = (
     "attemptInterval",
     "timeZone",
     "misfirePolicy",
+    "captureLogs",
 )
 _CONFIG_SECTIONS: Final = {
     "mapTaskXAttrs": (
@@ -519,7 +551,14 @@ _CONFIG_SECTIONS: Final = {
     ),
     "timeConfig": ("timeType", "timeExpression", "calendar", "dataOffset"),
 }
-_MONITOR_CONFIG: Final = ("timeoutEnable", "timeout", "timeoutKillEnable", "failEnable", "sendChannel")
+_MONITOR_CONFIG: Final = (
+    "timeoutEnable",
+    "timeout",
+    "timeoutKillEnable",
+    "failEnable",
+    "sendChannel",
+    "alarmUrl",
+)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -558,7 +597,13 @@ def _wire_value(value: Any) -> Any:
 
 
 def _contact_to_wire(contact: Contact) -> dict[str, str]:
-    return {"userPhone": contact.user_phone, "userName": contact.user_name}
+    wire = {"userPhone": contact.user_phone, "userName": contact.user_name}
+    # The later fields only when set, so contacts without them read back as they always did.
+    if contact.user_mail:
+        wire["userMail"] = contact.user_mail
+    if contact.ding:
+        wire["ding"] = contact.ding
+    return wire
 
 
 def _section(data: Mapping[str, Any], key: str, prefix: str = "") -> Mapping[str, Any]:
@@ -626,7 +671,9 @@ def _read_contact(item: Any) -> dict[str, str]:
     for key, value in item.items():
         if key not in _CONTACT_KEYS:
             raise DefinitionError(
-                "contactInfo", item, f"unknown contact key {key!r}; expected userPhone, userName"
+                "contactInfo",
+                item,
+                f"unknown contact key {key!r}; expected one of {', '.join(_CONTACT_KEYS)}",
             )
         if value is None:
             continue

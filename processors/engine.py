@@ -2,12 +2,14 @@
 
 Job authors import ``sx.processors``; these helpers are the shared rules the engine applies to what they
 write: result texts of stopped instances, the statuses that count as active, the settings-file loader,
-the workflow graph check and the definition limits. Listed here so that the coupling between the
-packages is in one place rather than spread over imports of private modules.
+the workflow graph check, the definition limits and the sink a run's log lines go to. Listed here so
+that the coupling between the packages is in one place rather than spread over imports of private
+modules.
 """
 
 from sx.processors._codec import JSON_CODEC
 from sx.processors._config_file import load_settings
+from sx.processors._context import LogSink
 from sx.processors._enums import ACTIVE_INSTANCE_STATUSES
 from sx.processors._result import describe_exception, is_killed, killed_result, shorten_head
 from sx.processors._schedule import parse_time_type
@@ -18,6 +20,7 @@ __all__ = [
     "ACTIVE_INSTANCE_STATUSES",
     "JSON_CODEC",
     "MAX_WORKFLOW_NODES",
+    "LogSink",
     "check_dag",
     "describe_exception",
     "is_killed",

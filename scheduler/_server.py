@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import socket
-from datetime import tzinfo
+from datetime import timedelta, tzinfo
 from types import TracebackType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,20 +25,25 @@ import uvicorn
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from sx.processors import SxError
-from sx.protos import server_options
+from sx.protos import server_options, tracing_for
 from sx.scheduler._clock import Clock, RealClock
 from sx.scheduler._health import GRPC_SERVICES, Readiness
 from sx.scheduler._metrics import SchedulerMetrics
 from sx.scheduler._settings import SchedulerSettings, is_loopback
 from sx.scheduler.api import AccessKeys, Authenticator, Operations, Services, create_app
-from sx.scheduler.dispatch import Dispatcher, server_credentials
+from sx.scheduler.console import create_console
+from sx.scheduler.dispatch import Dispatcher, InstanceTracing, server_credentials
 from sx.scheduler.jobs import (
     AdminService,
     AlarmChannel,
     AlarmHistory,
     AlarmRouter,
+    AppriseChannel,
+    BackfillDriver,
+    BackfillService,
     Hooks,
     InstanceEvents,
+    InstanceLogs,
     JobService,
     Lifecycle,
     LogChannel,
@@ -85,6 +90,9 @@ def alarm_channels(settings: SchedulerSettings) -> dict[str, AlarmChannel]:
     if settings.alarm_webhook_url:
         channels["webhook"] = WebhookChannel(settings.alarm_webhook_url)
     channels["sms"] = SmsChannel(settings.sms_gateway_url) if settings.sms_gateway_url else LogChannel()
+    # Without apprise installed these two fail each alarm with what to install (it is imported lazily).
+    channels["apprise"] = AppriseChannel(settings.alarm_apprise_url)
+    channels["ding"] = AppriseChannel(ding_only=True)
     return channels
 
 
@@ -106,6 +114,7 @@ class SchedulerServer:
         clock, store, tz = self.clock, self.store, self.default_tz
         self.events = InstanceEvents()
         self.alarms = AlarmRouter(alarm_channels(settings), store)
+        self.tracing = InstanceTracing(tracing_for(settings.tracing, component="sx.scheduler"))
         self.dispatcher = Dispatcher(
             store,
             clock=clock,
@@ -114,10 +123,16 @@ class SchedulerServer:
             heartbeat_timeout=settings.heartbeat_timeout,
             no_worker_grace=settings.no_worker_grace,
             batch_resume_wait=settings.batch_resume_wait,
+            lease_seconds=settings.lease_seconds,
+            instance_log_lines=settings.instance_log_lines,
+            tracing=self.tracing,
         )
         self.metrics.watch_dispatch(self.dispatcher.queue_depth, self.dispatcher.workers_per_group)
         self.events.on_finished(self.metrics.finished)
-        hand_over = self.metrics.counting_created(self.dispatcher.instance_created)
+        self.events.on_finished(self.tracing.finished)
+        hand_over = self.tracing.tracing_created(
+            self.metrics.counting_created(self.dispatcher.instance_created)
+        )
         stop_instance = self.dispatcher.stop_instance
         self.engine = TriggerEngine(
             store,
@@ -127,6 +142,7 @@ class SchedulerServer:
             # Workers that were connected come back within one heartbeat timeout, or are lost.
             recovery=settings.heartbeat_timeout,
             on_misfire=self.metrics.missed,
+            group_recovering=self._group_recovering,
         )
         self.lifecycle = Lifecycle(
             store,
@@ -138,6 +154,7 @@ class SchedulerServer:
             stop_instance=stop_instance,
             history_keep=settings.history_keep,
             events=self.events,
+            watches_group=lambda namespace, group_id: self.dispatcher.ownership.owns((namespace, group_id)),
         )
         hooks = Hooks(wake_triggers=self.engine.wake, instance_created=hand_over, stop_instance=stop_instance)
         self.service = JobService(
@@ -153,6 +170,12 @@ class SchedulerServer:
         self.workflow_engine = WorkflowEngine(
             store, clock=clock, events=self.events, hand_over=hand_over, stop_instance=stop_instance
         )
+        # Backfill instances reach dispatch through the same hook as every other creator's.
+        self.backfill_driver = BackfillDriver(
+            store, clock=clock, hand_over=hooks.instance_created, start_workflow=self.workflow_engine.advance
+        )
+        self.events.on_ended(self.backfill_driver.on_ended)
+        self.backfills = BackfillService(store, jobs=self.service, wake_driver=self.backfill_driver.wake)
         self.workflow_fires = WorkflowFireLoop(store, clock=clock, engine=self.workflow_engine, default_tz=tz)
         self.workflows = WorkflowService(
             store,
@@ -170,6 +193,8 @@ class SchedulerServer:
             workflows=self.workflows,
             alarms=AlarmHistory(store),
             workers=self.dispatcher,
+            backfills=self.backfills,
+            logs=InstanceLogs(store, jobs=self.service, clock=clock),
         )
         """What the OpenAPI serves (``create_app(server.services)``)."""
         self.auth = Authenticator(store, clock=clock)
@@ -209,13 +234,28 @@ class SchedulerServer:
         await self._check_exposure()
         await self._start_grpc()
         await self._start_http()
-        await self.dispatcher.start()
+        await self.dispatcher.start(grpc_address=self.advertised_grpc_address(), http_url=self.http_url)
         await self.engine.start()
         await self.workflow_fires.start()
         await self.lifecycle.start()
+        await self.backfill_driver.start()
         assert self._health is not None
         await self.readiness.start(self._health)
         log.info("scheduler ready: OpenAPI %s, gRPC %s", self.http_url, self.grpc_address)
+
+    def _group_recovering(self, namespace: str, group_id: str) -> bool:
+        # Its workers come back to a new owner within one heartbeat timeout, or are lost.
+        window = timedelta(seconds=self.settings.heartbeat_timeout)
+        return self.dispatcher.ownership.recovering((namespace, group_id), window)
+
+    def advertised_grpc_address(self) -> str:
+        """Where workers reach this scheduler's gRPC port (the other replicas send them here)."""
+        if self.settings.grpc_advertise_address:
+            return self.settings.grpc_advertise_address
+        host, _, port = self.grpc_address.rpartition(":")
+        if host in ("0.0.0.0", "[::]", "::", ""):
+            host = socket.getfqdn()
+        return f"{host}:{port}"
 
     async def _check_exposure(self) -> None:
         remote = [h for h in (self.settings.http_host, self.settings.grpc_host) if not is_loopback(h)]
@@ -233,7 +273,9 @@ class SchedulerServer:
         log.warning("listening on %s WITHOUT access keys: the OpenAPI accepts unsigned requests", remote)
 
     async def _start_grpc(self) -> None:
-        server = grpc.aio.server(options=server_options())
+        # gRPC's default SO_REUSEPORT would let this bind a port another scheduler holds, and workers
+        # would be split between the two: a taken port must be an error.
+        server = grpc.aio.server(options=[*server_options(), ("grpc.so_reuseport", 0)])
         self.dispatcher.add_to_server(server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -243,15 +285,20 @@ class SchedulerServer:
         self._health = health_servicer
         host = self.settings.grpc_host
         target = f"{host}:{self.settings.grpc_port}"
+        creds = None
         if self.settings.tls_cert and self.settings.tls_key:
             creds = server_credentials(
                 cert=self.settings.tls_cert.read_bytes(),
                 key=self.settings.tls_key.read_bytes(),
                 client_ca=self.settings.tls_client_ca.read_bytes() if self.settings.tls_client_ca else None,
             )
-            port = server.add_secure_port(target, creds)
-        else:
-            port = server.add_insecure_port(target)
+        try:
+            port = server.add_secure_port(target, creds) if creds else server.add_insecure_port(target)
+        except RuntimeError as exc:  # grpc says only "Failed to bind"
+            raise SchedulerStartError(
+                f"cannot listen for gRPC on {target}: the address is taken or not this host's "
+                "(grpc_port / SX_GRPC_PORT)"
+            ) from exc
         await server.start()
         self._grpc = server
         self.grpc_address = f"{host}:{port}"
@@ -263,6 +310,8 @@ class SchedulerServer:
             observe_request=self.metrics.request,
         )
         app = create_app(self.services, auth=self.auth, ops=ops)
+        # The web console beside the OpenAPI, on the same port and over the same services.
+        app.mount("/console", create_console(self.services))
         # Bound here so a taken port fails start() at once. IPPROTO_TCP matters: asyncio sets TCP_NODELAY
         # only on sockets that say so, and without it every response waits ~40 ms for a delayed ACK.
         family = socket.AF_INET6 if ":" in self.settings.http_host else socket.AF_INET
@@ -270,11 +319,19 @@ class SchedulerServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.settings.http_host, self.settings.http_port))
+        except OSError as exc:
+            sock.close()
+            raise SchedulerStartError(
+                f"cannot listen for the OpenAPI on {self.settings.http_host}:{self.settings.http_port}: "
+                f"{exc.strerror or exc} (http_port / SX_HTTP_PORT)"
+            ) from exc
         except BaseException:
             sock.close()
             raise
         port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            self.tracing.tracing.traced_asgi(app), log_level="warning", access_log=False, lifespan="off"
+        )
         server = uvicorn.Server(config)
         self._http = server
         self._http_task = asyncio.create_task(server.serve(sockets=[sock]), name="sx-openapi")
@@ -293,6 +350,7 @@ class SchedulerServer:
         if self._health is not None:
             # Probes see the scheduler going away before its streams end.
             await self._health.enter_graceful_shutdown()
+        await self.backfill_driver.stop()
         await self.lifecycle.stop()
         await self.workflow_fires.stop()
         await self.engine.stop()

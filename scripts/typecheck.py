@@ -34,7 +34,7 @@ def modules() -> list[str]:
             if parts[-1] == "__init__":
                 parts = parts[:-1]
             names.append(".".join((package, *parts)))
-    return names
+    return [*names, "sx.__main__"]  # the root's __main__.py: `python -m sx`
 
 
 def main() -> int:
@@ -47,6 +47,7 @@ def main() -> int:
         namespace.mkdir()
         for folder, package in PACKAGES.items():
             (namespace / package.removeprefix("sx.")).symlink_to(ROOT / folder, target_is_directory=True)
+        (namespace / "__main__.py").symlink_to(ROOT / "__main__.py")
         env = {**os.environ, "MYPYPATH": os.pathsep.join(filter(None, [links, os.environ.get("MYPYPATH")]))}
         return subprocess.call(by_module, cwd=ROOT, env=env) | subprocess.call(
             [*mypy, *folders], cwd=ROOT, env=env

@@ -11,7 +11,8 @@ another group of its own layer):
     4  sx.scheduler.workflows | sx.worker._worker (the worker's composition root) and _instances
     5  sx.scheduler.api | sx.worker (its face)
     6  sx.scheduler._server (and _metrics, _health) and sx.scheduler (its face)
-    7  sx.worker.testing                     the test kit, which starts a scheduler through its face
+    7  sx.worker.testing                     the test kit, which starts a scheduler through its face,
+       sx.worker.pytest_plugin               and its pytest fixtures
     8  sx.cli                                the command: the only package that uses worker and scheduler
 """
 
@@ -49,6 +50,8 @@ def layer_of(module: str) -> Layer:
         ("sx.scheduler.dispatch", Layer(3, "dispatch")),
         ("sx.scheduler.workflows", Layer(4, "workflows")),
         ("sx.scheduler.api", Layer(5, "api")),
+        # The web console is the other HTTP face over the same services: the api's layer and group.
+        ("sx.scheduler.console", Layer(5, "api")),
         ("sx.scheduler._server", Layer(6, "scheduler")),
         # What only the composition root wires in: metrics over records, readiness over the parts.
         ("sx.scheduler._metrics", Layer(6, "scheduler")),
@@ -58,6 +61,7 @@ def layer_of(module: str) -> Layer:
         ("sx.worker._worker", Layer(4, "worker-root")),
         ("sx.worker._instances", Layer(4, "worker-root")),
         ("sx.worker.testing", Layer(7, "testing")),
+        ("sx.worker.pytest_plugin", Layer(7, "testing")),
         ("sx.cli", Layer(8, "cli")),
     ]
     for prefix, layer in sorted(rules, key=lambda rule: -len(rule[0])):
@@ -264,5 +268,6 @@ def test_pyproject_installs_every_package() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
     listed = set(config["packages"])
     on_disk = {module_name(init) for folder in FOLDERS for init in (ROOT / folder).rglob("__init__.py")}
-    assert listed == on_disk
-    assert config["package-dir"] == {package: folder for folder, package in FOLDERS.items()}
+    # The root is the `sx` namespace itself, for its __main__.py (`python -m sx`).
+    assert listed == {"sx", *on_disk}
+    assert config["package-dir"] == {"sx": ".", **{package: folder for folder, package in FOLDERS.items()}}

@@ -61,6 +61,7 @@ PUBLIC: dict[str, list[str]] = {
         "fixed_rate",
         "get_current_context",
         "invoke",
+        "next_fire_times",
         "processor",
         "script_processor_for",
         "second_delay",
@@ -90,6 +91,14 @@ PUBLIC: dict[str, list[str]] = {
         "InstanceResult",
         "LocalScheduler",
     ],
+    # The pytest plugin's fixtures and marker (loaded through the pytest11 entry point).
+    "sx.worker.pytest_plugin": [
+        "MARKER",
+        "ProcessorRunner",
+        "local_scheduler",
+        "run_processor",
+        "sx_registry",
+    ],
     "sx.scheduler": [
         "Clock",
         "ManualClock",
@@ -104,6 +113,7 @@ PUBLIC: dict[str, list[str]] = {
     "sx.cli": [
         "ExitCode",
         "main",
+        "settings_reference",
     ],
 }
 

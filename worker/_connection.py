@@ -22,6 +22,7 @@ import logging
 import random
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
@@ -50,6 +51,15 @@ BACKOFF_MAX = 5.0
 DEFAULT_HEARTBEAT_INTERVAL = 3.0
 CONNECT_TIMEOUT = 5.0
 """With several addresses, seconds one gets to accept a connection before the round moves on."""
+LOG_BACKLOG = 8
+"""Messages waiting to be written above which log batches are held back, so a report never waits
+behind more than a few of them."""
+UNREACHABLE_HINT_AFTER = 30.0
+"""Seconds of failed rounds before the worker says what to check; it says it again at this interval
+doubled each time. Repeated failures in between are logged at DEBUG only, so the log does not fill up."""
+
+_MAX_HOPS = 3
+"""Redirects followed within one round (a group moving twice meanwhile; never a loop)."""
 
 # The scheduler ends the stream with these when it will never accept this worker as configured.
 _FATAL_CODES = (
@@ -99,6 +109,10 @@ def backoff_delays(first: float = BACKOFF_FIRST, cap: float = BACKOFF_MAX) -> An
         delay = min(delay * 2, cap)
 
 
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
+
+
 class SchedulerConnection:
     """Keeps one Connect stream open to a scheduler at one of ``addresses`` (``host:port`` entries) and
     moves messages between it and ``handler``."""
@@ -137,9 +151,17 @@ class SchedulerConnection:
         """Set once the worker registered, or a first round over the addresses failed."""
         self.connects = 0
         """How many times the worker has registered (1 after the first connect)."""
+        self.unsent_logs: Callable[[], list[scheduler_pb2.LogBatch]] | None = None
+        """Takes the log lines the worker could not ship yet; sent on registering, before the reports."""
         self.channel: aio.Channel | None = None
         """The channel to the scheduler the worker last registered with, while ``run`` runs (unary
         calls such as the task store's)."""
+        self._failing_since: float | None = None
+        """Loop time of the first of the failed rounds in a row, None while registered."""
+        self._next_hop: SchedulerAddress | None = None
+        """Where the last Redirect sent the worker (the replica dispatching its group): tried first."""
+        self._retry_after: float | None = None
+        """Seconds until the next round when a Redirect said no replica holds the group yet."""
 
     @property
     def unacked(self) -> int:
@@ -173,6 +195,19 @@ class SchedulerConnection:
                 await asyncio.wait_for(self._acked.wait(), timeout=remaining)
         return True
 
+    def can_send_logs(self, *, force: bool = False) -> bool:
+        """Registered, and the stream keeps up (with ``force``: registered, e.g. ahead of a final
+        report): a log batch sent now goes out. Otherwise lines wait, bounded, in the log shipper."""
+        outbox = self._outbox
+        return outbox is not None and self.connected.is_set() and (force or outbox.qsize() < LOG_BACKLOG)
+
+    def send_logs(self, batch: scheduler_pb2.LogBatch, *, force: bool = False) -> bool:
+        """Send a batch of log lines when ``can_send_logs``; False (not sent) otherwise."""
+        if not self.can_send_logs(force=force):
+            return False
+        self._send(scheduler_pb2.WorkerMessage(log_batch=batch))
+        return True
+
     def send_heartbeat(self) -> None:
         """Send a heartbeat now (when connected), e.g. to say the worker started draining."""
         self._send(scheduler_pb2.WorkerMessage(heartbeat=self._handler.heartbeat_message()))
@@ -184,6 +219,7 @@ class SchedulerConnection:
     async def run(self) -> None:
         """Connect and serve until ``close``; raises ``WorkerRejected`` when registration is refused."""
         delays = backoff_delays()
+        hint_at = UNREACHABLE_HINT_AFTER
         try:
             while not self._closing:
                 round_ = asyncio.create_task(self._round(), name="sx-scheduler-round")
@@ -199,14 +235,25 @@ class SchedulerConnection:
                     self._current = None
                 if round_.cancelled():
                     break
+                level = logging.INFO
                 if round_.result():  # raises WorkerRejected
                     delays = backoff_delays()
+                    self._failing_since, hint_at = None, UNREACHABLE_HINT_AFTER
                 else:
                     self.attempted.set()
+                    if self._failing_since is None:
+                        self._failing_since = _loop_time()
+                    else:
+                        level = logging.DEBUG
+                        if _loop_time() - self._failing_since >= hint_at:
+                            self._hint_unreachable()
+                            hint_at *= 2
                 if self._closing:
                     break
                 delay = next(delays)
-                log.info("reconnecting to scheduler %s in %.2fs", self._server, delay)
+                if self._retry_after is not None:  # the group gets an owner within a moment
+                    delay, self._retry_after = self._retry_after, None
+                log.log(level, "reconnecting to scheduler %s in %.2fs", self._server, delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closed.wait(), timeout=delay)
         finally:
@@ -216,23 +263,46 @@ class SchedulerConnection:
             if channel is not None:
                 await channel.close()
 
+    def _failure_level(self) -> int:
+        """WARNING for the first failed round in a row, DEBUG for the repeats (see _hint_unreachable)."""
+        return logging.DEBUG if self._failing_since is not None else logging.WARNING
+
+    def _hint_unreachable(self) -> None:
+        assert self._failing_since is not None
+        log.warning(
+            "no scheduler at %s has registered this worker for %.0fs; still retrying. Check the address, "
+            "TLS settings and app key with: sx-worker check --server %s",
+            self._server,
+            _loop_time() - self._failing_since,
+            self._server,
+        )
+
     async def _round(self) -> bool:
         """Try each address once, the one registered with last first; True when one registered (its
         stream has ended since). Raises ``WorkerRejected`` when one refused and none registered."""
         addresses = await self._resolve()
         several = len(addresses) > 1
         refused: WorkerRejected | None = None
-        for address in addresses:
+        hops = 0
+        queue = list(addresses)
+        while queue:
+            address = queue.pop(0)
             if self._closing:
                 return False
+            hop = self._next_hop
             try:
-                if await self._attempt(address, several=several):
+                if await self._attempt(address, several=several or hop is not None):
                     return True
             except WorkerRejected as exc:
                 if not several:
                     raise
                 log.warning("scheduler %s refused this worker (%s): %s", address, exc.code, exc.message)
                 refused = exc
+            if self._retry_after is not None:
+                return False  # no replica holds the group yet: ask again in a moment
+            if self._next_hop is not None and self._next_hop != hop and hops < _MAX_HOPS:
+                hops += 1  # sent on to the replica dispatching the group: go there now
+                queue.insert(0, self._next_hop)
         if refused is not None and not self._closing:
             raise refused
         return False
@@ -248,6 +318,9 @@ class SchedulerConnection:
         if self._registered_at in addresses:
             first = addresses.index(self._registered_at)
             addresses = addresses[first:] + addresses[:first]
+        hop = self._next_hop
+        if hop is not None:
+            addresses = [hop, *(a for a in addresses if a != hop)]
         return addresses
 
     async def _attempt(self, address: SchedulerAddress, *, several: bool) -> bool:
@@ -262,16 +335,18 @@ class SchedulerConnection:
             channel = address.channel(self._credentials)
         try:
             if several and not await _connects(channel, CONNECT_TIMEOUT):
-                log.warning("scheduler %s: not reachable, trying the next address", address)
+                level = self._failure_level()
+                log.log(level, "scheduler %s: not reachable, trying the next address", address)
                 return False
             try:
                 await self._session(address, channel)
             except WorkerRejected:
                 raise
             except aio.AioRpcError as exc:
-                log.warning("scheduler %s: stream failed: %s %s", address, exc.code().name, exc.details())
+                level = self._failure_level()
+                log.log(level, "scheduler %s: stream failed: %s %s", address, exc.code().name, exc.details())
             except Exception as exc:  # any other stream failure is worth a reconnect, not the worker
-                log.warning("scheduler %s: stream failed: %r", address, exc)
+                log.log(self._failure_level(), "scheduler %s: stream failed: %r", address, exc)
             return self.connects > connects
         finally:
             if channel is not self.channel:
@@ -314,6 +389,9 @@ class SchedulerConnection:
             interval = interval_ms / 1000 if interval_ms > 0 else DEFAULT_HEARTBEAT_INTERVAL
             # Swap in the new outbox and queue every unacknowledged report before anything new.
             self._outbox = outbox
+            # Lines logged while away go first: they precede the reports of the runs that logged them.
+            for batch in self.unsent_logs() if self.unsent_logs is not None else ():
+                outbox.put_nowait(scheduler_pb2.WorkerMessage(log_batch=batch))
             for report in self._unacked.values():
                 outbox.put_nowait(scheduler_pb2.WorkerMessage(report=report))
             self._disconnected.clear()
@@ -356,6 +434,9 @@ class SchedulerConnection:
             log.warning("scheduler %s ended the stream before registering (%s)", self._dialing, code)
             return None
         got = message.WhichOneof("body")
+        if got == "redirect":
+            self._follow(message.redirect)
+            return None
         if got != kind:
             log.warning("scheduler %s answered %s with %s, not %s", self._dialing, to, got, kind)
             return None
@@ -370,6 +451,9 @@ class SchedulerConnection:
                     log.warning("scheduler %s closed the stream (%s)", self._dialing, await call.code())
                 return
             body = message.WhichOneof("body")
+            if body == "redirect":
+                self._follow(message.redirect)
+                return
             if body == "ack":
                 if self._unacked.pop(message.ack.delivery_id, None) is not None and not self._unacked:
                     self._acked.set()
@@ -388,6 +472,17 @@ class SchedulerConnection:
                 self._handler.on_forget_task_files(message.forget_task_files)
             else:
                 log.warning("scheduler %s sent an unexpected %s", self._dialing, body)
+
+    def _follow(self, redirect: scheduler_pb2.Redirect) -> None:
+        """Another scheduler replica dispatches this worker's group: connect there next (or, when none
+        does yet, try again after the delay it says)."""
+        if redirect.address:
+            self._next_hop = SchedulerAddress(redirect.address, redirect.address)
+            log.info("scheduler %s: %s; connecting there", self._dialing, redirect.reason)
+        else:
+            self._next_hop = None
+            self._retry_after = max(redirect.retry_after_ms, 100) / 1000
+            log.info("scheduler %s: %s; asking again shortly", self._dialing, redirect.reason)
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)

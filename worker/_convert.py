@@ -146,6 +146,7 @@ def context_for(
         codec=codec,
         mapper=mapper,
         loop=loop,
+        capture_logs=spec.capture_logs,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,9 +25,11 @@ from sx.processors import (
     invoke,
     script_processor_for,
 )
-from sx.processors.engine import JSON_CODEC, describe_exception
+from sx.processors.engine import JSON_CODEC, LogSink, describe_exception
+from sx.protos import NO_TRACING, Tracing
 from sx.protos.v1 import common_pb2
 from sx.worker._convert import execute_mode_of, job_type_of
+from sx.worker._metrics import WorkerMetrics
 
 __all__ = ["SCRIPT_JOB_TYPES", "HookRunner", "Resolved", "SubmitRefused", "resolve"]
 
@@ -52,6 +55,11 @@ class Resolved:
         if self.definition is None:
             return hook in ("process", "kill")
         return self.definition.has_hook(hook)
+
+    @property
+    def name(self) -> str:
+        """The processor's registered name, or the script processor's class name."""
+        return self.definition.name if self.definition is not None else type(self.processor).__name__
 
 
 def resolve(registry: Registry, spec: common_pb2.InstanceSpec) -> Resolved:
@@ -80,22 +88,36 @@ def resolve(registry: Registry, spec: common_pb2.InstanceSpec) -> Resolved:
 class HookRunner:
     """Calls processor hooks under the worker-wide limit on hooks running at once."""
 
-    def __init__(self, *, concurrency: int, thread_pool_size: int) -> None:
+    def __init__(self, *, concurrency: int, thread_pool_size: int, log_sink: LogSink | None = None) -> None:
         self.concurrency = concurrency
+        self.log_sink = log_sink
+        """Given to every hook's context: where its log lines are shipped."""
         self.thread_pool_size = thread_pool_size
         """Threads blocking hooks run on (the map engine keeps one of them free of waits)."""
         self._slots = asyncio.Semaphore(concurrency)
         self._pool = ThreadPoolExecutor(max_workers=thread_pool_size, thread_name_prefix="sx-hook")
         self.running = 0
+        # Every part that runs hooks holds this runner, so it carries the worker's telemetry to them.
+        self.metrics: WorkerMetrics | None = None
+        self.tracing: Tracing = NO_TRACING
 
     async def call(self, resolved: Resolved, hook: str, ctx: JobContext) -> ProcessResult:
         """Run ``hook`` of ``resolved``'s processor; failures come back as FAILED results."""
         async with self._slots:
             self.running += 1
+            started = time.perf_counter()
             try:
-                return await self._invoke(resolved, hook, ctx)
+                if not self.tracing.enabled:  # the common case, kept free of a span's cost
+                    return await self._invoke(resolved, hook, ctx)
+                with self.tracing.span(f"sx.hook {hook}", attributes={"sx.processor": resolved.name}) as span:
+                    result = await self._invoke(resolved, hook, ctx)
+                    if not result.ok:
+                        span.fail(result.result)
+                    return result
             finally:
                 self.running -= 1
+                if self.metrics is not None:
+                    self.metrics.hook_finished(resolved.name, hook, time.perf_counter() - started)
 
     async def call_kill(self, resolved: Resolved, ctx: JobContext) -> None:
         """Mark ``ctx`` cancelled and call the processor's kill hook (outside the limit: it must not wait)."""
@@ -108,6 +130,8 @@ class HookRunner:
 
     async def _invoke(self, resolved: Resolved, hook: str, ctx: JobContext) -> ProcessResult:
         function = getattr(resolved.processor, hook)
+        if ctx.log_sink is None:
+            ctx.log_sink = self.log_sink
         try:
             return await invoke(function, ctx, executor=self._pool)
         except Exception as exc:  # invoke reports hook failures itself; this is a defect in the worker

@@ -129,7 +129,7 @@ class Instances:
             )
         run = InstanceRun(spec=spec, resolved=resolved, mode=mode)
         self._runs[instance_id] = run
-        run.task = asyncio.create_task(self._run_instance(run), name=f"sx-instance-{instance_id}")
+        run.task = asyncio.create_task(self._traced_run(run), name=f"sx-instance-{instance_id}")
         return scheduler_pb2.SubmitReply(instance_id=instance_id, accepted=True)
 
     async def kill(self, kill: scheduler_pb2.KillInstance) -> None:
@@ -154,6 +154,32 @@ class Instances:
             if run.task is not None:
                 run.kill_reason = run.kill_reason or SHUTDOWN_RESULT
                 run.task.cancel()
+
+    @property
+    def map_queue_depth(self) -> int:
+        """Subtasks queued, not yet sent, in the map instances this worker is the master of."""
+        masters = [run.master for run in self._runs.values() if isinstance(run.master, MapMaster)]
+        return sum(master.store.pending for master in masters)
+
+    async def _traced_run(self, run: InstanceRun) -> None:
+        """``_run_instance`` inside the instance's span, which continues the scheduler's dispatch span.
+        Its context replaces the spec's, so the subtasks' spans (StartTasks carries the spec) continue
+        it; the final report is sent inside it and carries it too."""
+        spec = run.spec
+        attributes: dict[str, str | int] = {
+            "sx.job_id": spec.job_id,
+            "sx.job_name": spec.job_name,
+            "sx.instance_id": spec.instance_id,
+            "sx.execute_mode": run.mode.value,
+            "sx.worker_id": self.worker_id,
+        }
+        tracing = self._hooks.tracing
+        with tracing.span("sx.instance", parent=spec.trace_context, attributes=attributes) as span:
+            carrier = span.carrier()
+            if carrier:
+                spec.trace_context.clear()
+                spec.trace_context.update(carrier)
+            await self._run_instance(run)
 
     async def _run_instance(self, run: InstanceRun) -> None:
         spec = run.spec

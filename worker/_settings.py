@@ -36,8 +36,11 @@ class WorkerSettings(BaseSettings):
     worker registers with one that answers and moves to another when it is lost. A DNS name with several
     records counts as several. None means an embedded scheduler (the CLI decides)."""
     namespace: str = "default"
+    """The namespace of the worker's group."""
     group_id: str = "default"
+    """The application group whose jobs this worker runs."""
     app_key: str = ""
+    """The group's app key, proven to the scheduler at registration (never sent itself)."""
     worker_id: str | None = None
     """Defaults to ``<host>_<pid>_<random>``."""
     advertise_host: str = "127.0.0.1"
@@ -45,19 +48,34 @@ class WorkerSettings(BaseSettings):
     peer_host: str = "127.0.0.1"
     """The interface the peer service listens on."""
     peer_port: int = Field(default=0, ge=0, le=65535)
+    """The port the peer service listens on (0: any free port; map masters and their subtasks talk on it)."""
     concurrency: int = Field(default=16, ge=1)
     """Worker-wide limit on instances and tasks running at once."""
     thread_pool_size: int | None = Field(default=None, ge=1)
     """Threads for blocking hooks; defaults to ``concurrency``."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Free-form key/value tags the worker registers with (shown in ``sx-worker workers``)."""
     data_dir: Path = Path(".sx-data")
     """Where batch-mode masters keep their task files (``map/instance-<id>.sqlite``); a master resumes
     an instance only from a file on this disk, so resume after a master's death needs the same host."""
     shutdown_grace: float = Field(default=30.0, ge=0)
     """Seconds running instances get to finish on shutdown before they are cancelled."""
+    log_buffer_lines: int = Field(default=10_000, ge=1)
+    """Log lines kept for the scheduler while it cannot be reached; beyond, the oldest are dropped
+    (and counted in a "N lines dropped" line of their instance)."""
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """The port serving Prometheus ``/metrics``, ``/health/live`` and ``/health/ready`` (0: off)."""
+    metrics_host: str = "127.0.0.1"
+    """The interface ``metrics_port`` listens on."""
+    tracing: bool = False
+    """OpenTelemetry spans per instance, hook and subtask, to the global tracer provider (needs
+    ``pip install 'sx-worker[otel]'``)."""
     tls_ca: Path | None = None
+    """PEM file of the CA that signed the scheduler's certificate: turns TLS on for the connection."""
     tls_cert: Path | None = None
+    """PEM client certificate, for a scheduler that asks for one (with ``tls_key``)."""
     tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
 
     @field_validator("server", mode="before")
     @classmethod

@@ -18,12 +18,15 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from sx.processors import Registry, default_registry
-from sx.protos import PeerAuthInterceptor, channel_credentials, server_options
+from sx.processors import InstanceStatus, Registry, default_registry
+from sx.protos import PeerAuthInterceptor, channel_credentials, server_options, tracing_for
 from sx.protos.v1 import peer_pb2_grpc, scheduler_pb2
 from sx.worker._connection import SchedulerConnection, WorkerRejected
 from sx.worker._hooks import HookRunner
 from sx.worker._instances import SHUTDOWN_RESULT, Instances, Intervals
+from sx.worker._log_shipper import LogShipper
+from sx.worker._metrics import WorkerMetrics, WorkerState
+from sx.worker._metrics_server import MetricsServer
 from sx.worker._peer import PeerClients, PeerService, StatusReceiver
 from sx.worker._settings import WorkerSettings, default_worker_id
 from sx.worker.map import TaskRunner, held_task_files, remove_task_file, task_file_path
@@ -63,6 +66,11 @@ class Worker:
         self._hooks: HookRunner | None = None
         self._tasks: TaskRunner | None = None
         self._peers = PeerClients(local_address=lambda: self._address, app_key=settings.app_key)
+        self._logs = LogShipper(lambda: self._connection, capacity=settings.log_buffer_lines)
+        self.metrics = WorkerMetrics()
+        """This worker's Prometheus metrics (served on ``metrics_port``), on a registry of its own."""
+        self.tracing = tracing_for(settings.tracing, component="sx.worker")
+        self._metrics_server: MetricsServer | None = None
 
     # -- public state ------------------------------------------------------------------------------
 
@@ -108,6 +116,12 @@ class Worker:
         """Instances with tasks on this worker (started by a master, maybe this one)."""
         return self._tasks.instance_ids if self._tasks is not None else []
 
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port`` of ``/metrics`` and ``/health/*`` once started; None while off."""
+        server = self._metrics_server
+        return f"http://{server.host}:{server.port}" if server is not None else None
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -127,8 +141,11 @@ class Worker:
             tls_ca=self.settings.tls_ca, tls_cert=self.settings.tls_cert, tls_key=self.settings.tls_key
         )
         self._hooks = HookRunner(
-            concurrency=self.settings.concurrency, thread_pool_size=self.settings.effective_thread_pool_size
+            concurrency=self.settings.concurrency,
+            thread_pool_size=self.settings.effective_thread_pool_size,
+            log_sink=self._logs,
         )
+        self._hooks.metrics, self._hooks.tracing = self.metrics, self.tracing
         self._tasks = TaskRunner(
             hooks=self._hooks,
             registry=self.registry,
@@ -151,6 +168,7 @@ class Worker:
         )
         try:
             await self._start_server()
+            await self._start_metrics_server()
             self._connection = SchedulerConnection(
                 addresses=self.settings.server_addresses,
                 handler=self,
@@ -158,6 +176,7 @@ class Worker:
                 credentials=credentials,
                 connected=self._connected,
             )
+            self._connection.unsent_logs = self._logs.drain
             log.info(
                 "worker %s serving peers on %s, scheduler %s, concurrency %d, processors: %s",
                 self.worker_id,
@@ -166,6 +185,7 @@ class Worker:
                 self.settings.concurrency,
                 ", ".join(self.registry.names) or "(none)",
             )
+            self._logs.start()
             self._ready.set()
             if not self._stopping:
                 await self._connection.run()
@@ -272,6 +292,7 @@ class Worker:
                 log.warning(
                     "worker %s: %d report(s) never acknowledged", self.worker_id, self._connection.unacked
                 )
+            await self._logs.close()  # the last lines go out before Deregister
             await self._connection.close(reason="shutdown")
         await self._close_resources()
         log.info("worker %s stopped", self.worker_id)
@@ -291,18 +312,73 @@ class Worker:
             self._instances.cancel_all()
         if self._tasks is not None:
             await self._tasks.close(reason=SHUTDOWN_RESULT)
+        await self._logs.close()
         if self._connection is not None:
             await self._connection.close(reason="worker stopped")
         await self._close_resources()
         self._stopped.set()
 
     async def _close_resources(self) -> None:
+        if self._metrics_server is not None:
+            await self._metrics_server.close()
+            self._metrics_server = None
         if self._server is not None:
             await self._server.stop(grace=1.0)
             self._server = None
         await self._peers.close()
         if self._hooks is not None:
             self._hooks.close()
+
+    # -- metrics, health and traces ---------------------------------------------------------------
+
+    async def _start_metrics_server(self) -> None:
+        if self.settings.metrics_port == 0:
+            return
+
+        def connection() -> SchedulerConnection | None:
+            return self._connection
+
+        def reconnects() -> int:
+            connection = self._connection
+            return max(0, connection.connects - 1) if connection is not None else 0
+
+        self.metrics.watch(
+            WorkerState(
+                instances_running=lambda: len(self._instances) if self._instances is not None else 0,
+                map_queue_depth=lambda: self._instances.map_queue_depth if self._instances is not None else 0,
+                report_backlog=lambda: c.unacked if (c := connection()) is not None else 0,
+                connected=self._connected.is_set,
+                reconnects=reconnects,
+                log_lines_dropped=lambda: self._logs.dropped_total,
+            )
+        )
+        server = MetricsServer(
+            host=self.settings.metrics_host,
+            port=self.settings.metrics_port,
+            exposition=self.metrics.exposition,
+            not_ready=self._not_ready,
+        )
+        await server.start()
+        self._metrics_server = server
+        log.info("worker %s serving metrics and health on %s", self.worker_id, self.metrics_url)
+
+    def _not_ready(self) -> str | None:
+        """Why ``/health/ready`` answers 503, or None: ready means registered with a scheduler now."""
+        if self._stopping:
+            return "shutting down"
+        if not self._connected.is_set():
+            return f"not registered with a scheduler (connecting to {self.settings.server})"
+        return None
+
+    def _observe_end(self, report: scheduler_pb2.InstanceReport) -> None:
+        """Count an instance's final report, and mark the instance's span (current: the report is sent
+        from the instance's task) with its outcome, carrying the span to the scheduler."""
+        status = InstanceStatus(report.status)
+        self.metrics.instance_finished(status.name.lower())
+        span = self.tracing.current()
+        if status is InstanceStatus.FAILED:
+            span.fail(report.result)
+        report.trace_context.update(span.carrier())
 
     # -- the connection's handler ------------------------------------------------------------------
 
@@ -368,8 +444,15 @@ class Worker:
     # -- running instances -------------------------------------------------------------------------
 
     def _report(self, report: scheduler_pb2.InstanceReport) -> None:
+        if report.status in _FINAL_STATUSES:
+            self._observe_end(report)
         if self._connection is not None:
+            if report.status in _FINAL_STATUSES:
+                self._logs.ship(force=True)  # the instance's last lines go before its final report
             self._connection.report(report)
+
+
+_FINAL_STATUSES = frozenset({int(InstanceStatus.SUCCESS), int(InstanceStatus.FAILED)})
 
 
 def _version() -> str:

@@ -11,15 +11,29 @@
 and one ``Worker`` serving a registry, both on the running event loop and talking over the real
 protocols. Nothing is mocked: what passes here passes against ``sx-worker serve``. For a single hook
 call with no network at all, use ``sx.processors.testing.run_processor``.
+
+With ``manual_clock=True`` the scheduler's time (triggers, retry intervals, timeouts, second_delay
+waits) stands still until the test moves it, so a daily cron job or a one-hour retry interval is
+tested in milliseconds::
+
+    async with LocalScheduler(tmp_path, manual_clock=True) as sched:
+        await sched.job_id(Nightly)               # register the cron job; its next fire is computed
+        await sched.advance(24 * 3600)            # a day passes for the scheduler
+        (run,) = await sched.wait_instances(Nightly, 1)
+
+The worker keeps real time: a hook that sleeps still sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from sx.processors import (
     InstanceStatus,
@@ -30,7 +44,7 @@ from sx.processors import (
     default_registry,
     definition_of,
 )
-from sx.scheduler import SchedulerServer, SchedulerSettings
+from sx.scheduler import Clock, ManualClock, RealClock, SchedulerServer, SchedulerSettings
 from sx.worker._settings import WorkerSettings
 from sx.worker._worker import Worker
 from sx.worker.openapi import InstanceDetail, OpenApiClient, SyncOptions, sync_definitions
@@ -38,6 +52,9 @@ from sx.worker.openapi import InstanceDetail, OpenApiClient, SyncOptions, sync_d
 __all__ = ["InstanceFailedError", "InstanceResult", "LocalScheduler"]
 
 _POLL = 0.02
+# With a manual clock, worker silence is measured on it, so one jump of this much drops a live worker.
+# It travels to the worker in milliseconds in an int32: 20 days is about the most that fits.
+_MANUAL_HEARTBEAT_TIMEOUT = 20 * 24 * 3600.0
 _ACTIVE = (InstanceStatus.WAITING, InstanceStatus.READY, InstanceStatus.RUNNING)
 
 Target = type[Processor] | str
@@ -96,6 +113,17 @@ class LocalScheduler:
     ``shutdown_grace`` go to the worker; ``heartbeat_interval`` and ``heartbeat_timeout`` to the
     scheduler. ``start_worker=False`` starts the scheduler alone (start workers of your own with
     ``worker_settings()``).
+
+    ``scheduler_options`` are more ``SchedulerSettings`` fields (``alarm_apprise_url``, ...).
+
+    ``manual_clock=True`` gives the scheduler a ``ManualClock`` (starting at ``start_time``, default
+    now, whole seconds) that only ``advance`` and ``set_time`` move; ``clock`` is the clock either way.
+    The scheduler measures worker silence on that clock too, so ``heartbeat_timeout`` then defaults to
+    20 days: a jump shorter than that does not make the live worker look lost (make longer moves in
+    several jumps, waiting for an effect in between). One jump runs each scheduled job at most
+    once, like a scheduler that was down (its misfire policy: ``run_once`` runs the latest fire passed,
+    ``skip`` runs it only when the jump ends within 5 s of it): advance one period at a time to see each
+    run.
     """
 
     def __init__(
@@ -108,8 +136,11 @@ class LocalScheduler:
         concurrency: int = 16,
         shutdown_grace: float = 5.0,
         heartbeat_interval: float = 1.0,
-        heartbeat_timeout: float = 5.0,
+        heartbeat_timeout: float | None = None,
         start_worker: bool = True,
+        manual_clock: bool = False,
+        start_time: datetime | None = None,
+        scheduler_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.registry = registry if registry is not None else default_registry()
@@ -118,16 +149,27 @@ class LocalScheduler:
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
         self.start_worker = start_worker
-        self.scheduler_settings = SchedulerSettings(
-            data_dir=self.data_dir / "scheduler",
-            database_url=None,
-            http_host="127.0.0.1",
-            http_port=0,
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
+        if start_time is not None and not manual_clock:
+            raise ValueError("start_time: only a manual clock can start at a chosen time (manual_clock=True)")
+        if start_time is not None and (start_time.tzinfo is None or start_time.utcoffset() is None):
+            raise ValueError(f"start_time={start_time!r}: must be timezone-aware")
+        self.clock: Clock = (
+            ManualClock((start_time or datetime.now(UTC).replace(microsecond=0)).astimezone(UTC))
+            if manual_clock
+            else RealClock()
         )
+        options: dict[str, Any] = {
+            "data_dir": self.data_dir / "scheduler",
+            "database_url": None,
+            "http_host": "127.0.0.1",
+            "http_port": 0,
+            "grpc_host": "127.0.0.1",
+            "grpc_port": 0,
+            "heartbeat_interval": heartbeat_interval,
+            "heartbeat_timeout": heartbeat_timeout or (_MANUAL_HEARTBEAT_TIMEOUT if manual_clock else 5.0),
+        }
+        options.update(scheduler_options or {})
+        self.scheduler_settings = SchedulerSettings(**options)
         self.server: SchedulerServer | None = None
         self.worker: Worker | None = None
         self._client: OpenApiClient | None = None
@@ -167,7 +209,7 @@ class LocalScheduler:
     async def start(self, *, timeout: float = 30.0) -> None:
         """Start the scheduler, create the group and (unless ``start_worker=False``) start the worker
         and wait until it registered."""
-        server = SchedulerServer(self.scheduler_settings)
+        server = SchedulerServer(self.scheduler_settings, clock=self.clock)
         await server.start()
         self.server = server
         try:
@@ -208,6 +250,34 @@ class LocalScheduler:
         if self.server is None:
             raise RuntimeError("LocalScheduler is not started: use `async with LocalScheduler(...)`")
         return self.server
+
+    # -- time ------------------------------------------------------------------------------------------
+
+    @property
+    def manual_clock(self) -> ManualClock:
+        """The scheduler's ManualClock; a ``RuntimeError`` when the kit runs on real time."""
+        if not isinstance(self.clock, ManualClock):
+            raise RuntimeError("this LocalScheduler runs on real time: pass manual_clock=True to move time")
+        return self.clock
+
+    def now(self) -> datetime:
+        """The scheduler's current time (UTC)."""
+        return self.clock.now()
+
+    async def advance(self, seconds: float) -> None:
+        """Move the manual clock forward by ``seconds``; what fell due runs (wait for its effect)."""
+        if seconds < 0:
+            raise ValueError(f"seconds={seconds!r}: the clock only moves forward")
+        await self.manual_clock.advance(seconds)
+
+    async def set_time(self, when: datetime) -> None:
+        """Move the manual clock to ``when`` (timezone-aware, not before the clock's current time)."""
+        clock = self.manual_clock
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise ValueError(f"when={when!r}: must be timezone-aware")
+        if when < clock.now():
+            raise ValueError(f"when={when.isoformat()}: before the clock's {clock.now().isoformat()}")
+        await clock.set(when.astimezone(UTC))
 
     # -- jobs --------------------------------------------------------------------------------------
 
@@ -313,3 +383,26 @@ class LocalScheduler:
         job_id = await self.job_id(target)
         page = await self.client.list_instances(job_id, statuses=_ACTIVE, page_size=100)
         return [InstanceResult.from_detail(detail) for detail in page.instances]
+
+    async def wait_instances(
+        self, target: Target, count: int, *, timeout: float = 30.0
+    ) -> list[InstanceResult]:
+        """Wait until the job has at least ``count`` finished instances; the newest ``count``, oldest first.
+
+        For scheduled runs (cron, fixed_rate, second_delay, retries) that the test did not start itself:
+        move the manual clock, then wait here for the runs it caused.
+        """
+        if count < 1 or count > 100:
+            raise ValueError(f"count={count!r}: must be 1 to 100")
+        job_id = await self.job_id(target)
+        deadline = time.monotonic() + timeout
+        while True:
+            page = await self.client.list_instances(job_id, page_size=100)
+            done = [InstanceResult.from_detail(d) for d in page.instances if d.status.finished]
+            if len(done) >= count:
+                return sorted(done, key=lambda r: r.instance_id)[-count:]
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"job {job_id} has {len(done)} finished instance(s) after {timeout:g}s, not {count}"
+                )
+            await asyncio.sleep(_POLL)

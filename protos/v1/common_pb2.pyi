@@ -105,6 +105,26 @@ class InstanceSpec(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JOB_ID_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     JOB_NAME_FIELD_NUMBER: _builtins.int
@@ -128,6 +148,8 @@ class InstanceSpec(_message.Message):
     GROUP_ID_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     TIMEOUT_KILL_S_FIELD_NUMBER: _builtins.int
+    CAPTURE_LOGS_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.int
     instance_id: _builtins.int
     job_name: _builtins.str
@@ -150,6 +172,8 @@ class InstanceSpec(_message.Message):
     group_id: _builtins.str
     timeout_kill_s: _builtins.int
     """Seconds after which the scheduler kills the instance; 0 when it never does."""
+    capture_logs: _builtins.bool
+    """Ship plain logging calls and print()s made inside the processor's hooks too (captureLogs)."""
     @_builtins.property
     def upstream_data(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpstreamData]: ...
     @_builtins.property
@@ -157,6 +181,12 @@ class InstanceSpec(_message.Message):
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerRef]:
         """The group's live workers when the instance was submitted (broadcast and map modes)."""
+
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """W3C trace context (traceparent, tracestate) of the span this run continues, when tracing is on:
+        the scheduler's dispatch span on submission, the master's instance span on StartTasks.
+        """
 
     def __init__(
         self,
@@ -184,10 +214,12 @@ class InstanceSpec(_message.Message):
         group_id: _builtins.str = ...,
         workers: _abc.Iterable[Global___WorkerRef] | None = ...,
         timeout_kill_s: _builtins.int = ...,
+        capture_logs: _builtins.bool = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["map_options", b"map_options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "content", b"content", "data_time_ms", b"data_time_ms", "execute_mode", b"execute_mode", "group_id", b"group_id", "instance_id", b"instance_id", "instance_parameters", b"instance_parameters", "job_id", b"job_id", "job_name", b"job_name", "job_type", b"job_type", "map_options", b"map_options", "max_attempt", b"max_attempt", "namespace", b"namespace", "parameters", b"parameters", "processor", b"processor", "schedule_time_ms", b"schedule_time_ms", "time_expression", b"time_expression", "time_type", b"time_type", "timeout_kill_s", b"timeout_kill_s", "trigger_type", b"trigger_type", "upstream_data", b"upstream_data", "wf_instance_id", b"wf_instance_id", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "capture_logs", b"capture_logs", "content", b"content", "data_time_ms", b"data_time_ms", "execute_mode", b"execute_mode", "group_id", b"group_id", "instance_id", b"instance_id", "instance_parameters", b"instance_parameters", "job_id", b"job_id", "job_name", b"job_name", "job_type", b"job_type", "map_options", b"map_options", "max_attempt", b"max_attempt", "namespace", b"namespace", "parameters", b"parameters", "processor", b"processor", "schedule_time_ms", b"schedule_time_ms", "time_expression", b"time_expression", "time_type", b"time_type", "timeout_kill_s", b"timeout_kill_s", "trace_context", b"trace_context", "trigger_type", b"trigger_type", "upstream_data", b"upstream_data", "wf_instance_id", b"wf_instance_id", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

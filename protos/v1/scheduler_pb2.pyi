@@ -39,6 +39,7 @@ class WorkerMessage(_message.Message):
     SUBMIT_REPLY_FIELD_NUMBER: _builtins.int
     DEREGISTER_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
+    LOG_BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___Register: ...
     @_builtins.property
@@ -51,6 +52,10 @@ class WorkerMessage(_message.Message):
     def deregister(self) -> Global___Deregister: ...
     @_builtins.property
     def answer(self) -> Global___ChallengeAnswer: ...
+    @_builtins.property
+    def log_batch(self) -> Global___LogBatch:
+        """Lines the worker's processors logged (ctx.logger, script output), shipped in batches."""
+
     def __init__(
         self,
         *,
@@ -60,12 +65,13 @@ class WorkerMessage(_message.Message):
         submit_reply: Global___SubmitReply | None = ...,
         deregister: Global___Deregister | None = ...,
         answer: Global___ChallengeAnswer | None = ...,
+        log_batch: Global___LogBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "log_batch", b"log_batch", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "log_batch", b"log_batch", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["register", "heartbeat", "report", "submit_reply", "deregister", "answer"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["register", "heartbeat", "report", "submit_reply", "deregister", "answer", "log_batch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -218,6 +224,26 @@ Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 class InstanceReport(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TraceContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DELIVERY_ID_FIELD_NUMBER: _builtins.int
     INSTANCE_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -226,6 +252,7 @@ class InstanceReport(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     START_TIME_MS_FIELD_NUMBER: _builtins.int
     END_TIME_MS_FIELD_NUMBER: _builtins.int
+    TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.str
     instance_id: _builtins.int
     job_id: _builtins.int
@@ -235,6 +262,12 @@ class InstanceReport(_message.Message):
     progress: _builtins.str
     start_time_ms: _builtins.int
     end_time_ms: _builtins.int
+    @_builtins.property
+    def trace_context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """W3C trace context of the worker's instance span, when tracing is on (the scheduler's report
+        span continues it).
+        """
+
     def __init__(
         self,
         *,
@@ -246,14 +279,72 @@ class InstanceReport(_message.Message):
         progress: _builtins.str = ...,
         start_time_ms: _builtins.int = ...,
         end_time_ms: _builtins.int = ...,
+        trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "end_time_ms", b"end_time_ms", "instance_id", b"instance_id", "job_id", b"job_id", "progress", b"progress", "result", b"result", "start_time_ms", b"start_time_ms", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_id", b"delivery_id", "end_time_ms", b"end_time_ms", "instance_id", b"instance_id", "job_id", b"job_id", "progress", b"progress", "result", b"result", "start_time_ms", b"start_time_ms", "status", b"status", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InstanceReport: _TypeAlias = InstanceReport  # noqa: Y015
+
+@_typing.final
+class LogBatch(_message.Message):
+    """Lines processors logged (ctx.logger, script output), for the instances' online logs, in the order
+    they were logged. One line is the same index in every list (columns rather than a message per line:
+    a batch holds up to a thousand lines, and repeated scalars cost far less to build and read).
+    A worker whose buffer overflowed while it could not ship says so in a WARNING line "N lines
+    dropped ..." of each instance concerned.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    JOB_IDS_FIELD_NUMBER: _builtins.int
+    TIMES_MS_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    TASK_IDS_FIELD_NUMBER: _builtins.int
+    TASK_NAMES_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def times_ms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Epoch milliseconds when each line was logged."""
+
+    @_builtins.property
+    def levels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Python logging level numbers: 10 debug, 20 info, 30 warning, 40 error, 50 critical."""
+
+    @_builtins.property
+    def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Map modes: the subtask that logged the line (0 and "" otherwise)."""
+
+    @_builtins.property
+    def task_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        instance_ids: _abc.Iterable[_builtins.int] | None = ...,
+        job_ids: _abc.Iterable[_builtins.int] | None = ...,
+        times_ms: _abc.Iterable[_builtins.int] | None = ...,
+        levels: _abc.Iterable[_builtins.int] | None = ...,
+        task_ids: _abc.Iterable[_builtins.int] | None = ...,
+        task_names: _abc.Iterable[_builtins.str] | None = ...,
+        messages: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids", "job_ids", b"job_ids", "levels", b"levels", "messages", b"messages", "task_ids", b"task_ids", "task_names", b"task_names", "times_ms", b"times_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogBatch: _TypeAlias = LogBatch  # noqa: Y015
 
 @_typing.final
 class SubmitReply(_message.Message):
@@ -315,6 +406,7 @@ class SchedulerMessage(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     CHALLENGE_FIELD_NUMBER: _builtins.int
     FORGET_TASK_FILES_FIELD_NUMBER: _builtins.int
+    REDIRECT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered: ...
     @_builtins.property
@@ -327,6 +419,8 @@ class SchedulerMessage(_message.Message):
     def challenge(self) -> Global___Challenge: ...
     @_builtins.property
     def forget_task_files(self) -> Global___ForgetTaskFiles: ...
+    @_builtins.property
+    def redirect(self) -> Global___Redirect: ...
     def __init__(
         self,
         *,
@@ -336,16 +430,47 @@ class SchedulerMessage(_message.Message):
         ack: Global___ReportAck | None = ...,
         challenge: Global___Challenge | None = ...,
         forget_task_files: Global___ForgetTaskFiles | None = ...,
+        redirect: Global___Redirect | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "redirect", b"redirect", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "redirect", b"redirect", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["registered", "submit", "kill", "ack", "challenge", "forget_task_files"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["registered", "submit", "kill", "ack", "challenge", "forget_task_files", "redirect"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___SchedulerMessage: _TypeAlias = SchedulerMessage  # noqa: Y015
+
+@_typing.final
+class Redirect(_message.Message):
+    """Another scheduler replica dispatches the worker's group: the stream ends, and the worker connects to
+    ``address`` (empty while no replica holds the group yet: it tries again after ``retry_after_ms``).
+    Sent instead of Registered, or later when the group moves to another replica.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RETRY_AFTER_MS_FIELD_NUMBER: _builtins.int
+    address: _builtins.str
+    reason: _builtins.str
+    retry_after_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        address: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        retry_after_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "reason", b"reason", "retry_after_ms", b"retry_after_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Redirect: _TypeAlias = Redirect  # noqa: Y015
 
 @_typing.final
 class ForgetTaskFiles(_message.Message):

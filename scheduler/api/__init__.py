@@ -3,7 +3,9 @@
 ``create_app(services, auth=...)`` builds the app over the scheduler's ``Services``; ``Authenticator``
 verifies signed requests; ``create_access_key``, ``list_access_keys`` and ``delete_access_key`` manage
 keys directly on a store (what ``sx-worker keys`` calls). ``ServiceError`` and its subclasses are
-what the services refuse with; the app answers them with their code.
+what the services refuse with; the app answers them with their code. The same app serves the
+official Alibaba Cloud SchedulerX SDKs' dialect (POP RPC) at ``/`` (``_pop_front``), over the same
+services and access keys.
 """
 
 from sx.scheduler._errors import BadRequest, Conflict, Forbidden, NotFound, ServiceError, Unauthorized

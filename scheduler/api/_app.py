@@ -28,6 +28,8 @@ from sx.scheduler.api import (
     _alarm_routes,
     _instance_routes,
     _job_routes,
+    _log_routes,
+    _rerun_routes,
     _task_routes,
     _worker_routes,
     _workflow_routes,
@@ -37,6 +39,7 @@ from sx.scheduler.api._call import Call, Endpoint, Reply
 from sx.scheduler.api._envelope import ErrorCode, envelope
 from sx.scheduler.api._ops_routes import Operations, add_ops_routes
 from sx.scheduler.api._params import MAX_BODY_BYTES, ParamDoc, Params
+from sx.scheduler.api._pop_front import POP_PATH, pop_handler
 from sx.scheduler.api._services import Services
 from sx.scheduler.store import AccessKey, DuplicateError
 from sx.scheduler.store import NotFoundError as StoreNotFoundError
@@ -53,6 +56,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *_admin_routes.ENDPOINTS,
     *_worker_routes.ENDPOINTS,
     *_alarm_routes.ENDPOINTS,
+    *_log_routes.ENDPOINTS,
+    *_rerun_routes.ENDPOINTS,
 )
 
 _DESCRIPTION = """\
@@ -133,6 +138,10 @@ def create_app(services: Services, *, auth: Authenticator, ops: Operations | Non
                     responses=ERROR_RESPONSES,
                 )
 
+    # The Alibaba Cloud SDKs' dialect (POP RPC) at "/", over the same services and keys.
+    app.direct[POP_PATH] = pop_handler(
+        services, auth, read_body=_read_body, observe=ops.observe_request if ops is not None else None
+    )
     add_ops_routes(app, ops)
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -97,6 +97,22 @@ class AccessKeys:
     async def delete(self, key_id: str, *, namespace: str | None = None) -> None:
         await delete_access_key(self._store, key_id, namespace=namespace)
 
+    async def exist(self) -> bool:
+        """Whether any key exists (then nothing is open: the console asks for sign-in too)."""
+        return await self._store.has_access_keys()
+
+    async def enabled_key(self, key_id: str) -> AccessKey | None:
+        """The key if it exists and is enabled (a console session re-checks its key on each request)."""
+        key = await self._store.get_access_key(key_id)
+        return key if key is not None and key.enabled else None
+
+    async def verify(self, key_id: str, secret: str) -> AccessKey | None:
+        """The enabled key with that id and secret (a console sign-in); None otherwise."""
+        key = await self.enabled_key(key_id)
+        if key is None or not hmac.compare_digest(key.secret.encode(), secret.encode()):
+            return None
+        return key
+
 
 def check_namespace(key: AccessKey | None, namespace: str | None) -> None:
     """Forbidden when a request signed by ``key`` addresses another namespace."""

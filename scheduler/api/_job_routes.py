@@ -38,10 +38,12 @@ JOB_FIELDS = (
     ParamDoc("timeout", "integer", "seconds (default 7200)"),
     ParamDoc("timeoutKillEnable", "boolean", "kill an instance that runs past timeout (default false)"),
     ParamDoc("failEnable", "boolean", "alarm when an instance fails (default false)"),
-    ParamDoc("sendChannel", "string", "how alarms are sent (default sms)"),
-    ParamDoc("contactInfo", "array", "who is alarmed: [{userPhone, userName}]"),
+    ParamDoc("sendChannel", "string", "how alarms are sent: sms (default), webhook, apprise, ding, log"),
+    ParamDoc("alarmUrl", "string", "extension: apprise URL(s) of this job's alarms (apprise channel)"),
+    ParamDoc("contactInfo", "array", "who is alarmed: [{userPhone, userName, userMail, ding}]"),
     ParamDoc("timeZone", "string", "extension: IANA time zone of the schedule (default: the scheduler's)"),
     ParamDoc("misfirePolicy", "string", "extension: run_once or skip fires missed while down"),
+    ParamDoc("captureLogs", "boolean", "extension: plain logging and print in hooks go to the online log"),
     ParamDoc("managed", "boolean", "extension: the job is managed by `sx-worker sync`"),
 )
 

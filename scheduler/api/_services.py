@@ -8,7 +8,14 @@ from typing import Protocol
 from sx.scheduler._errors import NotFound
 from sx.scheduler.api._auth import AccessKeys
 from sx.scheduler.dispatch import WorkerInfo
-from sx.scheduler.jobs import AdminService, AlarmHistory, JobService, TaskService
+from sx.scheduler.jobs import (
+    AdminService,
+    AlarmHistory,
+    BackfillService,
+    InstanceLogs,
+    JobService,
+    TaskService,
+)
 from sx.scheduler.store import Store
 from sx.scheduler.workflows import WorkflowService
 
@@ -24,7 +31,8 @@ class WorkerDirectory(Protocol):
 @dataclass(frozen=True, slots=True)
 class Services:
     """Jobs and instances, namespaces/groups/calendars, parallel tasks, access keys, and workflows,
-    the alarm history and the connected workers (each None when the scheduler serves none)."""
+    the alarm history, the connected workers, the backfills and the instances' online logs (each None
+    when the scheduler serves none)."""
 
     jobs: JobService
     admin: AdminService
@@ -33,6 +41,8 @@ class Services:
     workflows: WorkflowService | None = None
     alarms: AlarmHistory | None = None
     workers: WorkerDirectory | None = None
+    backfills: BackfillService | None = None
+    logs: InstanceLogs | None = None
 
     @classmethod
     def jobs_only(cls, store: Store, jobs: JobService) -> Services:
@@ -44,6 +54,8 @@ class Services:
             tasks=TaskService(store, jobs=jobs, hand_over=jobs.hooks.instance_created),
             access_keys=AccessKeys(store),
             alarms=AlarmHistory(store),
+            backfills=BackfillService(store, jobs=jobs, wake_driver=lambda: None),
+            logs=InstanceLogs(store, jobs=jobs, clock=jobs.clock),
         )
 
     def workflow_service(self, workflow_id: int | None = None) -> WorkflowService:
@@ -60,6 +72,18 @@ class Services:
         if self.alarms is None:
             raise NotFound("the alarm history is not served by this scheduler")
         return self.alarms
+
+    def backfill_service(self) -> BackfillService:
+        """The backfills; NotFound when this scheduler runs none."""
+        if self.backfills is None:
+            raise NotFound("backfills are not served by this scheduler")
+        return self.backfills
+
+    def instance_logs(self) -> InstanceLogs:
+        """The instances' online logs; NotFound when this scheduler keeps none."""
+        if self.logs is None:
+            raise NotFound("instance logs are not served by this scheduler")
+        return self.logs
 
     def worker_directory(self) -> WorkerDirectory:
         """The connected workers; NotFound when this scheduler has no dispatcher."""

@@ -7,11 +7,23 @@ from typing import Any
 
 from sx.scheduler.api._params import DATE_FORMAT
 from sx.scheduler.dispatch import WorkerInfo
-from sx.scheduler.store import AccessKey, Alarm, Calendar, Group, Instance, Job, Namespace
+from sx.scheduler.store import (
+    AccessKey,
+    Alarm,
+    Backfill,
+    BackfillFire,
+    Calendar,
+    Group,
+    Instance,
+    Job,
+    Namespace,
+)
 
 __all__ = [
     "access_key_view",
     "alarm_view",
+    "backfill_fire_view",
+    "backfill_view",
     "calendar_view",
     "format_date",
     "group_view",
@@ -45,8 +57,9 @@ def job_config_info(job: Job) -> dict[str, Any]:
 
 
 def instance_detail(instance: Instance, tz: tzinfo) -> dict[str, Any]:
-    """JobInstanceDetail, dates in the job's zone."""
-    return {
+    """JobInstanceDetail, dates in the job's zone; a manual re-run (triggerType 4) also names the
+    instance it runs again in ``rerunOf`` (an extension)."""
+    detail: dict[str, Any] = {
         "instanceId": instance.id,
         "jobId": instance.job_id,
         "status": int(instance.status),
@@ -60,6 +73,41 @@ def instance_detail(instance: Instance, tz: tzinfo) -> dict[str, Any]:
         "progress": instance.progress,
         "timeType": int(instance.time_type),
         "triggerType": int(instance.trigger_type),
+    }
+    if instance.rerun_of is not None:
+        detail["rerunOf"] = instance.rerun_of
+    return detail
+
+
+def backfill_view(backfill: Backfill, tz: tzinfo) -> dict[str, Any]:
+    """A backfill with its progress (RerunJob, GetBackfill), dates in the job's zone."""
+    progress = backfill.progress
+    return {
+        "backfillId": backfill.id,
+        "jobId": backfill.job_id,
+        "workflowId": backfill.workflow_id,
+        "state": backfill.state.value,
+        "startDate": format_date(backfill.start_time, tz),
+        "endDate": format_date(backfill.end_time, tz),
+        "concurrency": backfill.concurrency,
+        "skipSuccessful": backfill.skip_successful,
+        "total": progress.total,
+        "pending": progress.pending,
+        "running": progress.running,
+        "done": progress.done,
+        "failed": progress.failed,
+        "skipped": progress.skipped,
+        "createTime": format_date(backfill.created_at, tz),
+        "updateTime": format_date(backfill.updated_at, tz),
+    }
+
+
+def backfill_fire_view(fire: BackfillFire, tz: tzinfo) -> dict[str, Any]:
+    """One fire time of a backfill: its schedule date, state and instance."""
+    return {
+        "scheduleDate": format_date(fire.schedule_time, tz),
+        "state": fire.state.value,
+        "instanceId": fire.instance_id,
     }
 
 

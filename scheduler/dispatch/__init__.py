@@ -39,11 +39,13 @@ Where each transition lives:
 
 The other modules: ``_state`` (`DispatchState`, what the parts share: owners, waiting queue, orphans),
 ``_task_rpcs`` (the parallel-mode task calls), ``_servicer`` (the gRPC adapter), ``_registry`` (worker
-sessions and round robin), ``_instance_spec`` (the InstanceSpec a worker runs).
+sessions and round robin), ``_instance_spec`` (the InstanceSpec a worker runs), ``_tracing`` (an
+instance's spans on this side, when tracing is on).
 """
 
 from sx.scheduler.dispatch._dispatcher import Dispatcher
 from sx.scheduler.dispatch._registry import WorkerInfo
 from sx.scheduler.dispatch._servicer import server_credentials
+from sx.scheduler.dispatch._tracing import InstanceTracing
 
-__all__ = ["Dispatcher", "WorkerInfo", "server_credentials"]
+__all__ = ["Dispatcher", "InstanceTracing", "WorkerInfo", "server_credentials"]

@@ -66,4 +66,5 @@ def build_instance_spec(
         group_id=instance.group_id,
         workers=[common_pb2.WorkerRef(worker_id=wid, address=addr) for wid, addr in workers],
         timeout_kill_s=timeout_kill,
+        capture_logs=spec.capture_logs,
     )

@@ -54,6 +54,33 @@ class WorkerInfo:
     draining: bool = False
     """It deregistered (it is shutting down): it finishes what it runs but gets no new instances."""
 
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict (the snapshot a group's owner publishes for the other replicas)."""
+        return {
+            **{name: getattr(self, name) for name in self.__slots__},
+            "labels": dict(self.labels),
+            "processors": sorted(self.processors),
+            "connected_at": self.connected_at.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> WorkerInfo:
+        """The inverse of `to_json`."""
+        fields = dict(data)
+        labels = fields.pop("labels", {})
+        processors = fields.pop("processors", [])
+        connected_at = datetime.fromisoformat(str(fields.pop("connected_at")))
+        last_seen = datetime.fromisoformat(str(fields.pop("last_seen")))
+        assert isinstance(labels, dict) and isinstance(processors, list)
+        return cls(
+            **fields,  # type: ignore[arg-type]
+            labels=MappingProxyType({str(k): str(v) for k, v in labels.items()}),
+            processors=frozenset(str(p) for p in processors),
+            connected_at=connected_at,
+            last_seen=last_seen,
+        )
+
 
 @dataclass(slots=True)
 class Assignment:
@@ -189,6 +216,10 @@ class WorkerRegistry:
         """Sessions of a group whose stream is open, draining ones included, in registration order."""
         group = self._groups.get((namespace, group_id), {})
         return [s for s in group.values() if not s.closed]
+
+    def has_room(self, namespace: str, group_id: str) -> bool:
+        """Whether a live worker of the group is below its capacity (for whichever processor)."""
+        return any(s.has_room() for s in self.live(namespace, group_id))
 
     def eligible(self, namespace: str, group_id: str, processor: str) -> list[WorkerSession]:
         """Live sessions of a group that serve the processor, with or without room."""

@@ -17,6 +17,7 @@ from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler._crash_points import crash_point
+from sx.scheduler.dispatch._ownership import GroupOwnership
 from sx.scheduler.dispatch._registry import Assignment, WorkerSession
 from sx.scheduler.dispatch._state import DispatchState, kill_message, mark_draining, same_group
 from sx.scheduler.store import Instance, InstanceChange, InstanceStore
@@ -43,9 +44,16 @@ class InstanceReports:
     """
 
     def __init__(
-        self, store: InstanceStore, *, clock: Clock, state: DispatchState, on_finished: OnFinished
+        self,
+        store: InstanceStore,
+        *,
+        clock: Clock,
+        state: DispatchState,
+        on_finished: OnFinished,
+        ownership: GroupOwnership,
     ) -> None:
         self._store = store
+        self._ownership = ownership
         self._clock = clock
         self._state = state
         self._on_finished = on_finished
@@ -74,6 +82,7 @@ class InstanceReports:
             elif status in (InstanceStatus.SUCCESS, InstanceStatus.FAILED):
                 assert status is not None
                 await self._finish_from_report(session, report, status)
+                self._state.tracing.reported(report, session.worker_id)
             else:
                 log.warning(
                     "worker %s reported instance %d with status %d (expected 3, 4 or 5); ignored",
@@ -154,6 +163,7 @@ class InstanceReports:
                 progress=progress or None,
             ),
             only_if_status=only_if_status,
+            fence=self._ownership.fence(),
         )
         if updated is not None:
             if not assignment.running_stored:
@@ -210,6 +220,7 @@ class InstanceReports:
                 progress=report.progress,
             ),
             only_if_status=ACTIVE_INSTANCE_STATUSES,
+            fence=self._ownership.fence(),
         )
         state.dispatch_wake.set()  # a slot on this worker is free
         if updated is None:
@@ -232,18 +243,23 @@ class InstanceReports:
             instance_id,
             InstanceChange(status=InstanceStatus.WAITING, worker_id="", worker_addr="", executor=""),
             only_if_status=only_if_status,
+            fence=self._ownership.fence(),
         )
         if updated is not None:
             self._state.enqueue(updated)
         return updated
 
-    async def fail(self, instance_id: int, result: str, *, system_failure: bool) -> Instance | None:
-        """Finish an instance FAILED with this result (unless it already finished) and notify."""
+    async def fail(
+        self, instance_id: int, result: str, *, system_failure: bool, fenced: bool = True
+    ) -> Instance | None:
+        """Finish an instance FAILED with this result (unless it already finished) and notify. Unfenced
+        only for an instance of a group no replica holds (a stop asked for meanwhile)."""
         self._state.forget(instance_id)
         updated = await self._store.update_instance(
             instance_id,
             InstanceChange(status=InstanceStatus.FAILED, result=result, end_time=self._clock.now()),
             only_if_status=ACTIVE_INSTANCE_STATUSES,
+            fence=self._ownership.fence() if fenced else None,
         )
         if updated is not None:
             log.warning("instance %d failed: %s", instance_id, result)

@@ -52,6 +52,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         if second is None:
             return
         await sessions.authenticate(register, challenge, second.answer, context)
+        redirect = await sessions.redirect(register)
+        if redirect is not None:  # another replica dispatches this group
+            yield redirect
+            return
         session = sessions.new_session(register)
         reader: asyncio.Task[None] | None = None
         try:

@@ -23,6 +23,8 @@ from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
 from sx.protos import new_nonce, registration_proof
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
+from sx.scheduler.dispatch._log_writer import InstanceLogWriter
+from sx.scheduler.dispatch._ownership import GroupOwnership
 from sx.scheduler.dispatch._registry import Assignment, WorkerKey, WorkerSession
 from sx.scheduler.dispatch._reports import InstanceReports
 from sx.scheduler.dispatch._state import (
@@ -31,9 +33,18 @@ from sx.scheduler.dispatch._state import (
     forget_task_files_message,
     kill_message,
     mark_draining,
+    redirect_message,
     same_group,
 )
-from sx.scheduler.store import AccessStore, Group, Instance, InstanceChange, InstanceStore, JobStore
+from sx.scheduler.store import (
+    AccessStore,
+    FencedError,
+    Group,
+    Instance,
+    InstanceChange,
+    InstanceStore,
+    JobStore,
+)
 
 __all__ = ["MAX_MASTER_RESUMES", "SessionStore", "WorkerSessions"]
 
@@ -46,6 +57,7 @@ log = logging.getLogger("sx.scheduler.dispatch")
 
 MAX_MASTER_RESUMES = 3
 """Times a batch instance whose master was lost is submitted again before it fails."""
+_FINAL_STATUSES = frozenset({int(InstanceStatus.SUCCESS), int(InstanceStatus.FAILED)})
 
 
 class WorkerSessions:
@@ -61,9 +73,13 @@ class WorkerSessions:
         heartbeat_interval: float,
         heartbeat_timeout: timedelta,
         scheduler_id: str,
+        ownership: GroupOwnership,
         batch_resume_wait: timedelta = timedelta(seconds=30),
+        logs: InstanceLogWriter | None = None,
     ) -> None:
         self._store = store
+        self._ownership = ownership
+        self._logs = logs
         self._clock = clock
         self._state = state
         self._reports = reports
@@ -120,6 +136,18 @@ class WorkerSessions:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{where} does not exist")
             raise AssertionError("abort raises")
         return group
+
+    async def redirect(self, register: scheduler_pb2.Register) -> scheduler_pb2.SchedulerMessage | None:
+        """None when this scheduler dispatches the worker's group (taking it now if it should and no
+        replica holds it); else the Redirect to the replica that does."""
+        group = (register.namespace, register.group_id)
+        if await self._ownership.claim(group):
+            return None
+        address = self._ownership.owner_address(group)
+        reason = f"group {register.group_id!r} of namespace {register.namespace!r} is dispatched by " + (
+            address or "no scheduler yet"
+        )
+        return redirect_message(address, reason)
 
     def new_session(self, register: scheduler_pb2.Register) -> WorkerSession:
         now = self._clock.now()
@@ -211,6 +239,7 @@ class WorkerSessions:
                     executor=session.executor,
                 ),
                 only_if_status=ACTIVE_INSTANCE_STATUSES,
+                fence=self._ownership.fence(),
             )
         orphans = state.orphans.pop(key, None)
         if orphans is not None and orphans.assigned:
@@ -298,9 +327,17 @@ class WorkerSessions:
                 if kind == "heartbeat":
                     self._on_heartbeat(session, message.heartbeat)
                 elif kind == "report":
+                    if self._logs is not None and message.report.status in _FINAL_STATUSES:
+                        # The worker sent the instance's lines first: stored before it reads as ended,
+                        # so a reader that sees it ended sees them.
+                        await self._logs.flush()
                     await self._reports.on_report(session, message.report)
                 elif kind == "submit_reply":
                     await self._reports.on_submit_reply(session, message.submit_reply)
+                elif kind == "log_batch":
+                    if self._logs is not None:
+                        key = session.key
+                        self._logs.offer(key.namespace, key.group_id, key.worker_id, message.log_batch)
                 elif kind == "deregister":
                     log.info("worker %s deregistered: %s", session.worker_id, message.deregister.reason)
                     session.accepting = False
@@ -311,6 +348,8 @@ class WorkerSessions:
         except Exception as exc:  # the stream broke, or the store failed: the worker reconnects and re-sends
             if session.closed:
                 return  # we ended it ourselves
+            if isinstance(exc, FencedError):
+                self._ownership.suspect()  # its report is not acknowledged: the worker re-sends it
             log.warning("stream of worker %s ended: %r", session.worker_id, exc)
             close = ("UNAVAILABLE", f"stream error: {exc}")
         if not session.closed:
@@ -336,6 +375,10 @@ class WorkerSessions:
                 next_at = await self._check_liveness()
             except asyncio.CancelledError:
                 raise
+            except FencedError as exc:
+                log.warning("liveness pass refused: %s", exc)
+                self._ownership.suspect()
+                next_at = self._clock.now() + timedelta(seconds=1)
             except Exception:
                 log.exception("liveness pass failed; retrying")
                 next_at = self._clock.now() + timedelta(seconds=1)

@@ -13,6 +13,7 @@ again, for any whose creator could not hand it over.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,10 +25,11 @@ from sx.protos.v1 import scheduler_pb2
 from sx.scheduler._clock import Clock
 from sx.scheduler._crash_points import crash_point
 from sx.scheduler.dispatch._instance_spec import build_instance_spec, processor_of, wants_worker_list
+from sx.scheduler.dispatch._ownership import GroupOwnership
 from sx.scheduler.dispatch._registry import Assignment, WorkerSession
 from sx.scheduler.dispatch._reports import InstanceReports
 from sx.scheduler.dispatch._state import RECOVERY_LIMIT, DispatchState, Waiting
-from sx.scheduler.store import InstanceChange, InstanceStore, Job, JobStore
+from sx.scheduler.store import FencedError, InstanceChange, InstanceStore, Job, JobStore
 
 __all__ = ["Submission", "SubmissionStore"]
 
@@ -40,6 +42,19 @@ log = logging.getLogger("sx.scheduler.dispatch")
 
 # Loops with nothing scheduled still look around this often (cheap; guards against a missed wake).
 _IDLE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class _Wait:
+    """An instance stays waiting: ``until`` is when to look at it again (None: when a report wakes the
+    loop); ``blocks`` when what holds it holds the rest of its job's queue too."""
+
+    until: datetime | None
+    blocks: bool
+
+
+_FULL = _Wait(None, blocks=True)
+"""The workers that may take it are all at capacity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +82,10 @@ class Submission:
         state: DispatchState,
         reports: InstanceReports,
         waiting_rescan: timedelta,
+        ownership: GroupOwnership,
     ) -> None:
         self._store = store
+        self._ownership = ownership
         self._clock = clock
         self._state = state
         self._reports = reports
@@ -89,6 +106,11 @@ class Submission:
                 next_at = min(await self._dispatch_due(), self._next_rescan)
             except asyncio.CancelledError:
                 raise
+            except FencedError as exc:
+                # The lease of a group was lost: the ownership check forgets the group's instances.
+                log.warning("dispatch pass refused: %s", exc)
+                self._ownership.suspect()
+                next_at = self._clock.now() + timedelta(seconds=0.2)
             except Exception:
                 log.exception("dispatch pass failed; retrying")
                 next_at = self._clock.now() + timedelta(seconds=1)
@@ -100,7 +122,12 @@ class Submission:
         state = self._state
         self._next_rescan = self._clock.now() + self._waiting_rescan
         found = await self._store.instances_with_status([InstanceStatus.WAITING], limit=RECOVERY_LIMIT)
-        fresh = [i for i in found if i.id not in state.waiting and i.id not in state.owner]
+        owns = self._ownership.owns
+        fresh = [
+            i
+            for i in found
+            if i.id not in state.waiting and i.id not in state.owner and owns((i.namespace, i.group_id))
+        ]
         for instance in fresh:
             state.enqueue(instance)
         if fresh:
@@ -109,66 +136,94 @@ class Submission:
     async def _dispatch_due(self) -> datetime:
         """Submit every due waiting instance that a worker can take; returns when to look again."""
         now = self._clock.now()
-        next_at = now + _IDLE
-        due: list[Waiting] = []
-        for entry in self._state.waiting.values():
-            if entry.due <= now:
-                due.append(entry)
-            else:
-                next_at = min(next_at, entry.due)
-        due.sort(key=lambda e: (e.due, e.instance.id))
-        jobs: dict[int, Job | None] = {}
         submitted: list[_Submitted] = []
         try:
-            next_at = await self._submit_due(due, jobs, now, next_at, submitted)
+            next_at = await self._submit_due(now, submitted)
         finally:
             await self._record_and_send(submitted)
         return next_at
 
-    async def _submit_due(
-        self,
-        due: list[Waiting],
-        jobs: dict[int, Job | None],
-        now: datetime,
-        next_at: datetime,
-        submitted: list[_Submitted],
-    ) -> datetime:
-        waiting = self._state.waiting
-        for entry in due:
-            instance = entry.instance
-            if waiting.get(instance.id) is not entry:
-                continue  # killed or claimed during an await of this pass
-            if instance.job_id not in jobs:
-                try:
-                    jobs[instance.job_id] = await self._store.get_job(instance.job_id)
-                except Exception as exc:  # one unreadable definition must not stall the pass
-                    log.exception("job %d of instance %d cannot be read", instance.job_id, instance.id)
-                    waiting.pop(instance.id, None)
-                    await self._reports.fail(
-                        instance.id,
-                        shorten_head(f"job {instance.job_id} cannot be read: {describe_exception(exc)}"),
-                        system_failure=False,
-                    )
+    async def _submit_due(self, now: datetime, submitted: list[_Submitted]) -> datetime:
+        """Take due entries in schedule order across the jobs' queues (a merge of their heads) until
+        each queue is empty, not due yet, or blocked: its group's workers are full, or none serves it."""
+        state = self._state
+        next_at = now + _IDLE
+        heads: list[tuple[datetime, int, int]] = []
+        for job_id in list(state.queues):
+            head = state.head(job_id)
+            if head is not None:
+                heads.append((head.due, head.instance.id, job_id))
+        heapq.heapify(heads)
+        jobs: dict[int, Job | None] = {}
+        deferred: list[Waiting] = []
+        full: set[tuple[str, str]] = set()
+        """Groups none of whose workers has room now: their queues wait for a report to wake the loop."""
+        try:
+            while heads:
+                due, _, job_id = heapq.heappop(heads)
+                if due > now:
+                    next_at = min(next_at, due)
+                    continue  # the rest of this queue is due later still
+                entry = state.head(job_id)
+                if entry is None:
                     continue
-            job = jobs[instance.job_id]
-            if waiting.get(instance.id) is not entry:
-                continue
-            if job is None:
-                del waiting[instance.id]
-                await self._reports.fail(
-                    instance.id, f"job {instance.job_id} no longer exists", system_failure=False
-                )
-                continue
-            wait_until = await self._submit(entry, job, now, submitted)
-            if wait_until is not None:
-                next_at = min(next_at, wait_until)
+                instance = entry.instance
+                group = (instance.namespace, instance.group_id)
+                if group in full or (not state.registry.has_room(*group) and state.registry.live(*group)):
+                    full.add(group)
+                    continue  # blocked: nothing of this group goes out in this pass
+                state.take(job_id)
+                wait = await self._submit_entry(entry, jobs, now, submitted)
+                if wait is not None and wait.until is not None:
+                    next_at = min(next_at, wait.until)
+                if state.waiting.get(instance.id) is entry:
+                    deferred.append(entry)  # still waiting: back in its queue after the pass
+                    if wait is not None and wait.blocks:
+                        continue  # so does the rest of its job's queue
+                following = state.head(job_id)
+                if following is not None:
+                    heapq.heappush(heads, (following.due, following.instance.id, job_id))
+        finally:
+            for entry in deferred:
+                if state.waiting.get(entry.instance.id) is entry:
+                    state.queue(entry)
         return next_at
+
+    async def _submit_entry(
+        self, entry: Waiting, jobs: dict[int, Job | None], now: datetime, submitted: list[_Submitted]
+    ) -> _Wait | None:
+        """Submit, fail or leave one due entry (see `_submit`), reading its job once per pass."""
+        waiting = self._state.waiting
+        instance = entry.instance
+        if instance.job_id not in jobs:
+            try:
+                jobs[instance.job_id] = await self._store.get_job(instance.job_id)
+            except Exception as exc:  # one unreadable definition must not stall the pass
+                log.exception("job %d of instance %d cannot be read", instance.job_id, instance.id)
+                waiting.pop(instance.id, None)
+                await self._reports.fail(
+                    instance.id,
+                    shorten_head(f"job {instance.job_id} cannot be read: {describe_exception(exc)}"),
+                    system_failure=False,
+                )
+                return None
+        job = jobs[instance.job_id]
+        if waiting.get(instance.id) is not entry:
+            return None  # killed or claimed during the read
+        if job is None:
+            del waiting[instance.id]
+            await self._reports.fail(
+                instance.id, f"job {instance.job_id} no longer exists", system_failure=False
+            )
+            return None
+        return await self._submit(entry, job, now, submitted)
 
     async def _submit(
         self, entry: Waiting, job: Job, now: datetime, submitted: list[_Submitted]
-    ) -> datetime | None:
+    ) -> _Wait | None:
         """Assign one instance to a worker (it joins ``submitted``, to be recorded READY and sent), fail
-        it, or leave it waiting (returning when to look again)."""
+        it (None both), or leave it waiting (`_Wait`): workers at capacity, none online yet (until its
+        deadline), or a worker holding its task file awaited."""
         state = self._state
         registry = state.registry
         instance = entry.instance
@@ -179,12 +234,14 @@ class Submission:
             instance.namespace, instance.group_id, processor, exclude=frozenset(refused), only=holders
         )
         if session is None and holders is not None:
-            return state.resume_until[instance.id]  # a holder of its task file may come back until then
+            # A holder of its task file may come back until then; the rest of its job's queue goes on.
+            return _Wait(state.resume_until[instance.id], blocks=False)
         if session is None:
             eligible = registry.eligible(instance.namespace, instance.group_id, processor)
             remaining = [s for s in eligible if s.worker_id not in refused]
             if remaining:
-                return None  # workers are at capacity: a finishing instance wakes the loop
+                # At capacity; with workers that refused it excluded, others of the queue may still go.
+                return _FULL if not refused else _Wait(None, blocks=False)
             if refused:
                 del state.waiting[instance.id]
                 reasons = "; ".join(f"{wid}: {msg}" for wid, msg in sorted(refused.items()))
@@ -193,7 +250,7 @@ class Submission:
                 )
                 return None
             if now < entry.deadline:
-                return entry.deadline
+                return _Wait(entry.deadline, blocks=True)  # no worker serves it yet
             del state.waiting[instance.id]
             where = f"group {instance.group_id} of namespace {instance.namespace}"
             if processor and registry.live(instance.namespace, instance.group_id):
@@ -263,13 +320,15 @@ class Submission:
         state = self._state
         try:
             updated = await self._store.update_instances(
-                changes, only_if_status=(InstanceStatus.WAITING, InstanceStatus.READY)
+                changes,
+                only_if_status=(InstanceStatus.WAITING, InstanceStatus.READY),
+                fence=self._ownership.fence(),
             )
         except BaseException:
             for s in submitted:
                 if s.instance_id in s.session.assigned:
                     state.release(s.instance_id)
-                    state.waiting.setdefault(s.instance_id, s.entry)
+                    state.requeue(s.entry)
             raise
         crash_point("dispatch.recorded")
         for s in submitted:
@@ -279,6 +338,7 @@ class Submission:
                 state.release(s.instance_id)
                 state.forget(s.instance_id)
                 continue  # it ended meanwhile: never sent, nothing to undo on a worker
+            self._state.tracing.dispatched(s.message.submit.instance, s.session.worker_id)
             s.session.send(s.message)
             log.info(
                 "instance %d of job %d submitted to worker %s", s.instance_id, s.job_id, s.session.worker_id

@@ -2,12 +2,12 @@
 
 A job names its channel (``sendChannel``: sms by default) and its contacts. The ``AlarmRouter`` picks
 the channel by that name, sends, and records every alarm in the store whether it was delivered or not,
-so an undeliverable alarm still shows up in the alarm history.
+so an undeliverable alarm still shows up in the alarm history. The HTTP channels here retry with
+backoff (tenacity); the apprise channels (chat tools, mail) are in ``_apprise``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
+import tenacity
 
 from sx.processors import Contact, SxError
 from sx.scheduler.store import Alarm, AlarmStore, Instance, Job
@@ -51,6 +52,8 @@ class AlarmMessage:
     message: str
     channel: str
     contacts: tuple[Contact, ...] = ()
+    alarm_url: str = ""
+    """The job's own apprise URLs (``alarmUrl``), used by the apprise channel instead of its default."""
     created_at: datetime | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
 
@@ -65,10 +68,20 @@ class AlarmMessage:
             "instanceId": self.instance_id,
             "message": self.message,
             "channel": self.channel,
-            "contactInfo": [{"userPhone": c.user_phone, "userName": c.user_name} for c in self.contacts],
+            "contactInfo": [_contact_json(c) for c in self.contacts],
             "createdAt": self.created_at.isoformat() if self.created_at else None,
             "detail": dict(self.detail),
         }
+
+
+def _contact_json(contact: Contact) -> dict[str, str]:
+    body = {"userPhone": contact.user_phone, "userName": contact.user_name}
+    # The later fields only when set, so receivers of the first body shape see what they always did.
+    if contact.user_mail:
+        body["userMail"] = contact.user_mail
+    if contact.ding:
+        body["ding"] = contact.ding
+    return body
 
 
 class AlarmChannel(Protocol):
@@ -118,17 +131,23 @@ class _HttpPoster:
         self._client = client
 
     async def post(self, body: Mapping[str, Any]) -> None:
-        last: Exception | None = None
-        for attempt in range(self._attempts):
-            if attempt:
-                await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
-            try:
-                await self._post_once(body)
-                return
-            except httpx.HTTPError as exc:
-                last = exc
-                logger.info("alarm POST to %s failed (attempt %d): %s", self.url, attempt + 1, exc)
-        raise AlarmDeliveryError(f"POST {self.url} failed after {self._attempts} attempts: {last}")
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self._attempts),
+            wait=tenacity.wait_exponential(multiplier=self._backoff, min=0),
+            retry=tenacity.retry_if_exception_type(httpx.HTTPError),
+            after=self._log_failure,
+            reraise=True,
+        )
+        try:
+            await retrying(self._post_once, body)
+        except httpx.HTTPError as exc:
+            raise AlarmDeliveryError(
+                f"POST {self.url} failed after {self._attempts} attempts: {exc}"
+            ) from exc
+
+    def _log_failure(self, state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        logger.info("alarm POST to %s failed (attempt %d): %s", self.url, state.attempt_number, error)
 
     async def _post_once(self, body: Mapping[str, Any]) -> None:
         if self._client is not None:
@@ -257,6 +276,7 @@ class AlarmRouter:
                 message=message,
                 channel=monitor.send_channel,
                 contacts=tuple(monitor.contacts),
+                alarm_url=monitor.alarm_url,
                 created_at=now,
                 detail=dict(detail or {}),
             )

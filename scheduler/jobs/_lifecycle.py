@@ -10,6 +10,7 @@ job's timeout, alarms once, and kills them when the job asks for it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 from typing import Protocol
 
@@ -53,8 +54,9 @@ class Lifecycle:
     ``engine`` is woken when a second_delay job is re-armed; ``alarms`` may be None (no alarms sent);
     ``on_created`` receives retry instances (for dispatch, which waits for their schedule time);
     ``stop_instance(instance, reason)`` kills an instance for timeoutKillEnable; ``history_keep`` is
-    how many finished instances each job keeps (0 keeps all). The lifecycle subscribes to ``events``
-    (its own, with no other listener, when none is given): see the module docstring.
+    how many finished instances each job keeps (0 keeps all); ``watches_group(namespace, group_id)``
+    says which groups' timeouts this scheduler watches (all by default). The lifecycle subscribes to
+    ``events`` (its own, with no other listener, when none is given): see the module docstring.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class Lifecycle:
         events: InstanceEvents | None = None,
         timeout_check_interval: float = 1.0,
         timeout_scan_limit: int = 10000,
+        watches_group: Callable[[str, str], bool] | None = None,
     ) -> None:
         if history_keep < 0:
             raise ValueError(f"history_keep={history_keep!r}: must not be negative")
@@ -86,6 +89,8 @@ class Lifecycle:
         self._stop_instance = stop_instance
         self._interval = timedelta(seconds=timeout_check_interval)
         self._scan_limit = timeout_scan_limit
+        # With scheduler replicas, each watches the timeouts of the groups it dispatches (one alarm).
+        self._watches_group = watches_group
         self._killed: set[int] = set()
         # Instances whose end is being handled now: a second caller (workflow recovery) waits its turn out.
         self._finishing: set[int] = set()
@@ -220,7 +225,10 @@ class Lifecycle:
         running = await self._store.instances_with_status([InstanceStatus.RUNNING], limit=self._scan_limit)
         jobs: dict[int, Job | None] = {}
         late = 0
+        watches = self._watches_group
         for instance in running:
+            if watches is not None and not watches(instance.namespace, instance.group_id):
+                continue
             if instance.job_id not in jobs:
                 jobs[instance.job_id] = await self._store.get_job(instance.job_id)
             job = jobs[instance.job_id]

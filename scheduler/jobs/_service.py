@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sx.processors import DefinitionError, InstanceStatus, JobSpec, TriggerType
+from sx.processors import DefinitionError, ExecuteMode, InstanceStatus, JobSpec, TimeType, TriggerType
 from sx.processors.engine import ACTIVE_INSTANCE_STATUSES, killed_result
 from sx.scheduler._clock import Clock
 from sx.scheduler._errors import BadRequest, Conflict, NotFound
@@ -186,15 +186,26 @@ class JobService:
         *,
         name: str | None = None,
         name_contains: str | None = None,
+        enabled: bool | None = None,
+        time_type: TimeType | None = None,
+        execute_mode: ExecuteMode | None = None,
         page_num: int = 1,
         page_size: int = 20,
     ) -> Page[Job]:
-        """A page of a group's jobs by id; ``name`` matches exactly, ``name_contains`` a substring."""
+        """A page of a group's jobs by id; ``name`` matches exactly, ``name_contains`` a substring, and
+        ``enabled``, ``time_type`` and ``execute_mode`` (when given) must match too (paged in the store)."""
         await require_group(self.store, namespace, group_id)
 
         async def page(offset: int, limit: int) -> Page[Job]:
             return await self.store.list_jobs(
-                namespace, group_id, name_contains=name_contains or None, offset=offset, limit=limit
+                namespace,
+                group_id,
+                name_contains=name_contains or None,
+                enabled=enabled,
+                time_type=time_type,
+                execute_mode=execute_mode,
+                offset=offset,
+                limit=limit,
             )
 
         return await page_or_named(
@@ -351,6 +362,35 @@ class JobService:
         return await self.store.list_instances(
             job_id,
             statuses=statuses or None,
+            since=since,
+            until=until,
+            offset=page_offset(page_num, page_size),
+            limit=page_size,
+        )
+
+    async def list_group_instances(
+        self,
+        namespace: str,
+        group_id: str,
+        *,
+        job_id: int | None = None,
+        statuses: Sequence[InstanceStatus] | None = None,
+        trigger_types: Sequence[TriggerType] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_num: int = 1,
+        page_size: int = 20,
+    ) -> Page[Instance]:
+        """A page of a group's instances across its jobs (or of ``job_id``'s), newest first."""
+        await require_group(self.store, namespace, group_id)
+        if job_id is not None:
+            await self.get_job(namespace, group_id, job_id)
+        return await self.store.list_group_instances(
+            namespace,
+            group_id,
+            job_id=job_id,
+            statuses=statuses or None,
+            trigger_types=trigger_types or None,
             since=since,
             until=until,
             offset=page_offset(page_num, page_size),

@@ -7,7 +7,8 @@ calendar keeps only fires whose local date is one of its days.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -95,7 +96,6 @@ def next_fire_time(
     expression = spec.schedule.expression
     if calendar is None:
         return _cron_next(expression, tz, after)
-    days = sorted(calendar.days)
     cursor = after
     for _ in range(_MAX_CALENDAR_HOPS):
         found = _cron_next(expression, tz, cursor)
@@ -105,15 +105,22 @@ def next_fire_time(
         if local_day in calendar.days:
             return found
         # Jump to just before the next calendar day rather than stepping through fires on other days.
-        next_day = _first_day_after(days, local_day)
+        next_day = _first_day_after(_sorted_days(calendar.days), local_day)
         if next_day is None:
             return None
         cursor = max(found, _start_of_day(next_day, tz) - timedelta(seconds=1))
     return None
 
 
-def _first_day_after(days: Iterable[date], day: date) -> date | None:
-    return next((d for d in days if d > day), None)
+@lru_cache(maxsize=256)
+def _sorted_days(days: frozenset[date]) -> tuple[date, ...]:
+    # A calendar's days change rarely and a walk over many fires (a backfill) asks again and again.
+    return tuple(sorted(days))
+
+
+def _first_day_after(days: Sequence[date], day: date) -> date | None:
+    index = bisect_right(days, day)
+    return days[index] if index < len(days) else None
 
 
 def _start_of_day(day: date, tz: tzinfo) -> datetime:

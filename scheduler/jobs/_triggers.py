@@ -57,6 +57,8 @@ class TriggerEngine:
     For ``recovery`` seconds after start, while workers come back to a restarted scheduler, a fire
     that finds its job's maxConcurrency taken follows the job's misfire policy (it does not run, with a
     warning) instead of ending REJECTED: the instances in the way are there because of the downtime.
+    The same holds while ``group_recovering(namespace, group_id)`` says the job's group is between
+    scheduler replicas (its owner died or restarted).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class TriggerEngine:
         error_backoff: float = 1.0,
         recovery: float = 0.0,
         on_misfire: Callable[[MisfirePolicy], None] | None = None,
+        group_recovering: Callable[[str, str], bool] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r}: must be at least 1")
@@ -93,6 +96,7 @@ class TriggerEngine:
         self._prefetch_batches = max(1, prefetch_batches)
         self._recovery = timedelta(seconds=max(0.0, recovery))
         self._recovering_until = clock.now()
+        self._group_recovering = group_recovering
         self._loop = Loop(
             "sx-trigger-engine",
             self._cycle,
@@ -282,19 +286,20 @@ class TriggerEngine:
             return
         active = await self._store.count_active_instances_by_job([job.id for _, job in wanted])
         recovering = self._clock.now() < self._recovering_until
+        group_recovering = self._group_recovering
         for i, job in wanted:
             limit = job.spec.max_concurrency
             if active.get(job.id, 0) < limit:
                 continue
             fire = plans[i].fire
             assert fire.instance is not None
-            if recovering:
+            if recovering or (group_recovering is not None and group_recovering(job.namespace, job.group_id)):
                 # Instances from before the restart hold the limit until their workers are back (or
                 # are found lost): the downtime was ours, so the fire follows the misfire policy.
                 plans[i] = _Plan(Fire(fire.job_id, fire.due, fire.next_fire_time, None), wants_instance=False)
                 logger.warning(
-                    "job %d: fire at %s not run (misfirePolicy %s): its instances from before the "
-                    "scheduler's restart hold maxConcurrency %d while workers come back",
+                    "job %d: fire at %s not run (misfirePolicy %s): its instances from before a "
+                    "scheduler restart or a change of replica hold maxConcurrency %d while workers come back",
                     job.id,
                     fire.instance.schedule_time.isoformat(),
                     MisfirePolicy(job.spec.misfire).value,

@@ -5,14 +5,15 @@
     StoreError
     ├── DuplicateError   a row with the same unique key exists
     ├── NotFoundError    the row an update names does not exist
-    └── InUseError       the SQLite file is held by another scheduler
+    ├── InUseError       the SQLite file is held by another scheduler
+    └── FencedError      a write names a group lease its writer no longer holds
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DuplicateError", "InUseError", "NotFoundError", "StoreError"]
+__all__ = ["DuplicateError", "FencedError", "InUseError", "NotFoundError", "StoreError"]
 
 
 class StoreError(Exception):
@@ -35,3 +36,12 @@ class InUseError(StoreError):
         super().__init__(message)
         self.database = database
         self.pid = pid
+
+
+class FencedError(StoreError):
+    """A fenced write was refused, nothing written: the writer no longer holds the lease of the group of
+    ``instance_ids`` (it expired, or another scheduler took it). The writer must stop acting for it."""
+
+    def __init__(self, message: str, *, instance_ids: list[int]) -> None:
+        super().__init__(message)
+        self.instance_ids = instance_ids

@@ -14,25 +14,31 @@ Protocol)``. ``Store`` (an ABC) is every part plus ``start``/``close``; ``sql.Sq
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sx.processors import InstanceStatus, JobSpec, TaskStatus
+from sx.processors import ExecuteMode, InstanceStatus, JobSpec, TaskStatus, TimeType, TriggerType
+from sx.scheduler.store._backfills import BackfillStore
 from sx.scheduler.store._records import (
     AccessKey,
     Alarm,
     Calendar,
+    Fence,
     Fire,
     Group,
+    GroupLease,
     Instance,
     InstanceChange,
     Job,
+    LogLine,
     Namespace,
     NewInstance,
+    NewLogLine,
     NewTask,
     NewWorkflowInstance,
     Page,
+    SchedulerReplica,
     Task,
     TaskStatusChange,
     Workflow,
@@ -46,8 +52,10 @@ __all__ = [
     "AccessStore",
     "AlarmStore",
     "CalendarStore",
+    "InstanceLogStore",
     "InstanceStore",
     "JobStore",
+    "LeaseStore",
     "ParallelTaskStore",
     "Store",
     "WorkflowStore",
@@ -138,10 +146,13 @@ class JobStore(Protocol):
         group_id: str,
         *,
         name_contains: str | None = None,
+        enabled: bool | None = None,
+        time_type: TimeType | None = None,
+        execute_mode: ExecuteMode | None = None,
         offset: int = 0,
         limit: int = 50,
     ) -> Page[Job]:
-        """Jobs of a group ordered by id."""
+        """Jobs of a group ordered by id; each filter given keeps only the jobs matching it."""
 
     @abstractmethod
     async def update_job(
@@ -200,10 +211,33 @@ class InstanceStore(Protocol):
         """A job's instances, newest first; since/until bound schedule_time."""
 
     @abstractmethod
+    async def list_group_instances(
+        self,
+        namespace: str,
+        group_id: str,
+        *,
+        job_id: int | None = None,
+        statuses: Sequence[InstanceStatus] | None = None,
+        trigger_types: Sequence[TriggerType] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> Page[Instance]:
+        """A group's instances across its jobs (or one job's), newest first; each filter given keeps
+        only the instances matching it; since/until bound schedule_time."""
+
+    @abstractmethod
     async def instances_with_status(
-        self, statuses: Sequence[InstanceStatus], *, limit: int = 1000, group_id: str | None = None
+        self,
+        statuses: Sequence[InstanceStatus],
+        *,
+        limit: int = 1000,
+        group_id: str | None = None,
+        namespace: str | None = None,
     ) -> list[Instance]:
-        """Instances in these statuses across all jobs, oldest first (dispatch, recovery, timeouts)."""
+        """Instances in these statuses across all jobs (or one namespace, one group), oldest first
+        (dispatch, recovery, timeouts)."""
 
     @abstractmethod
     async def update_instance(
@@ -212,31 +246,38 @@ class InstanceStore(Protocol):
         change: InstanceChange,
         *,
         only_if_status: Sequence[InstanceStatus] | None = None,
+        fence: Fence | None = None,
     ) -> Instance | None:
         """Apply a change; with only_if_status, only when the instance is in one of those statuses
-        (compare-and-set). Returns the updated instance, or None when it is missing or the guard failed."""
+        (compare-and-set). Returns the updated instance, or None when it is missing or the guard failed.
+        With ``fence``, raises `FencedError` (writing nothing) unless the fence's tokens hold the lease
+        of the instance's group."""
 
     async def update_instances(
         self,
         changes: Sequence[tuple[int, InstanceChange]],
         *,
         only_if_status: Sequence[InstanceStatus] | None = None,
+        fence: Fence | None = None,
     ) -> dict[int, Instance | None]:
         """``update_instance`` for many instances at once (one transaction where the store can), each
-        with the same guard; maps every id to its updated instance or None."""
+        with the same guard and fence; maps every id to its updated instance or None."""
         return {
-            instance_id: await self.update_instance(instance_id, change, only_if_status=only_if_status)
+            instance_id: await self.update_instance(
+                instance_id, change, only_if_status=only_if_status, fence=fence
+            )
             for instance_id, change in changes
         }
 
     @abstractmethod
     async def count_active_instances(self, job_id: int) -> int:
-        """Instances of the job that are waiting, ready or running (for maxConcurrency)."""
+        """Instances of the job that are waiting, ready or running (for maxConcurrency); backfill
+        instances (trigger type 2) are left out: a backfill keeps its own concurrency."""
 
     @abstractmethod
     async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
-        """Active instances of many jobs in one query (the trigger engine's maxConcurrency check);
-        jobs with none may be left out."""
+        """Active instances of many jobs in one query (the trigger engine's maxConcurrency check),
+        backfill instances left out as in ``count_active_instances``; jobs with none may be left out."""
 
     @abstractmethod
     async def find_retry(self, instance_id: int) -> Instance | None:
@@ -462,8 +503,110 @@ class ParallelTaskStore(Protocol):
         Does nothing (0) when the target has tasks already; returns how many were copied."""
 
 
+class LeaseStore(Protocol):
+    """Scheduler replicas and group leases: which replica dispatches which group (namespace + group).
+
+    A replica checks in every few seconds; each group is leased to one replica at a time, and every
+    write its dispatcher makes is fenced by the lease's token (``update_instance(fence=...)``). Signals
+    carry news between replicas (an instance created or a stop asked for on one replica reaches the
+    group's owner): LISTEN/NOTIFY on PostgreSQL, in-process on SQLite (one scheduler)."""
+
+    @abstractmethod
+    async def check_in(self, replica: SchedulerReplica, *, now: datetime, ttl: timedelta) -> None:
+        """Record the replica as alive until ``now + ttl`` (its addresses and presence key too)."""
+
+    @abstractmethod
+    async def check_out(self, replica_id: str, *, now: datetime) -> None:
+        """The replica stops: remove it and give up every lease it holds."""
+
+    @abstractmethod
+    async def live_replicas(self, *, now: datetime) -> list[SchedulerReplica]:
+        """Replicas whose check-in holds at ``now`` and (on PostgreSQL) whose presence lock is held."""
+
+    @abstractmethod
+    async def group_leases(self) -> list[GroupLease]:
+        """Every group's lease, held or lapsed."""
+
+    @abstractmethod
+    async def take_lease(
+        self,
+        namespace: str,
+        group_id: str,
+        *,
+        holder: str,
+        now: datetime,
+        ttl: timedelta,
+        replacing: GroupLease | None,
+    ) -> GroupLease | None:
+        """Take a group's lease with a new token and the next epoch: when it has none (``replacing``
+        None), or still exactly as ``replacing`` says (lapsed, or its holder gone). None when it moved
+        meanwhile. Waits for writes fenced by the old token to commit."""
+
+    @abstractmethod
+    async def renew_leases(
+        self, holder: str, tokens: Sequence[str], *, now: datetime, ttl: timedelta, workers: dict[str, str]
+    ) -> set[str]:
+        """Extend the leases held under these tokens that have not lapsed at ``now``; returns the tokens
+        renewed (any other is lost). ``workers`` maps a token to its group's worker snapshot (JSON)."""
+
+    @abstractmethod
+    async def release_lease(self, token: str, *, now: datetime) -> None:
+        """Give up the lease held under ``token`` (hand-over to another replica)."""
+
+    @abstractmethod
+    async def attend(self, presence_key: int, on_signal: Callable[[str], None]) -> None:
+        """Hold this replica's presence (on PostgreSQL an advisory lock on a connection of its own, freed
+        by the server the moment the process dies) and call ``on_signal(payload)`` for every signal,
+        until ``close``. Called again after the connection was lost, it re-opens it."""
+
+    @abstractmethod
+    async def attending(self) -> bool:
+        """Whether the presence (and signal) connection is open."""
+
+    @abstractmethod
+    async def signal(self, payload: str) -> None:
+        """Send a signal to every replica attending (this one included)."""
+
+
+class InstanceLogStore(Protocol):
+    """The instances' online logs: the lines workers ship, bounded per instance, gone with the instance."""
+
+    @abstractmethod
+    async def append_instance_logs(
+        self, namespace: str, group_id: str, lines: Sequence[NewLogLine], *, max_lines: int
+    ) -> int:
+        """Store ``lines`` (of any instances) in one transaction, numbered in order after each
+        instance's last line; returns how many were stored. Lines of an instance that does not exist
+        (any more) or is not of this group are dropped. An instance keeps at most ``max_lines`` lines:
+        what comes later is counted in one line after them, "truncated: N lines dropped"."""
+
+    @abstractmethod
+    async def read_instance_log(
+        self,
+        instance_id: int,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        min_level: int = 0,
+        task_id: int | None = None,
+        task_name: str | None = None,
+    ) -> list[LogLine]:
+        """The instance's lines with ``seq`` above ``after``, in order: at most ``limit``, at
+        ``min_level`` or above, of one subtask (id, name) when given."""
+
+
 class Store(
-    AccessStore, JobStore, InstanceStore, CalendarStore, AlarmStore, WorkflowStore, ParallelTaskStore, ABC
+    AccessStore,
+    JobStore,
+    InstanceStore,
+    CalendarStore,
+    AlarmStore,
+    WorkflowStore,
+    ParallelTaskStore,
+    BackfillStore,
+    LeaseStore,
+    InstanceLogStore,
+    ABC,
 ):
     """The scheduler's durable state: every kind of record, and the connections to open and close.
 

@@ -7,7 +7,7 @@ Records come back from the store (``Job``, ``Instance``, ...) or go in to ask fo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
 
 from sx.processors import InstanceStatus, JobSpec, Schedule, TaskStatus, TimeType, TriggerType
@@ -16,16 +16,21 @@ __all__ = [
     "AccessKey",
     "Alarm",
     "Calendar",
+    "Fence",
     "Fire",
     "Group",
+    "GroupLease",
     "Instance",
     "InstanceChange",
     "Job",
+    "LogLine",
     "Namespace",
     "NewInstance",
+    "NewLogLine",
     "NewTask",
     "NewWorkflowInstance",
     "Page",
+    "SchedulerReplica",
     "Task",
     "TaskStatusChange",
     "Workflow",
@@ -103,6 +108,8 @@ class NewInstance:
     """The instance this one retries (maxAttempt), so a retry is created at most once."""
     upstream_data: tuple[tuple[str, str], ...] = ()
     """Workflow nodes: (job name, result) of each upstream job, handed to the processor."""
+    rerun_of: int | None = None
+    """A manual re-run (trigger type 4): the finished instance it runs again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,7 @@ class Instance:
     retry_of: int | None = None
     timeout_alarmed: bool = False
     upstream_data: tuple[tuple[str, str], ...] = ()
+    rerun_of: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +319,41 @@ class TaskStatusChange:
     worker_addr: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class NewLogLine:
+    """A line a processor logged, as a worker shipped it, for the instance's online log. ``time_ms``:
+    when it was logged, in epoch milliseconds (what workers send; no datetime per line)."""
+
+    instance_id: int
+    time_ms: int
+    level: int
+    """A Python logging level number (20 INFO, 30 WARNING, ...)."""
+    worker_id: str
+    message: str
+    task_id: int = 0
+    """Map modes: the subtask that logged it; 0 and "" otherwise."""
+    task_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A stored line of an instance's log; ``seq`` numbers the instance's lines from 1 in arrival order."""
+
+    instance_id: int
+    seq: int
+    time_ms: int
+    level: int
+    worker_id: str
+    message: str
+    task_id: int = 0
+    task_name: str = ""
+
+    @property
+    def time(self) -> datetime:
+        """When it was logged (UTC)."""
+        return datetime.fromtimestamp(self.time_ms / 1000, UTC)
+
+
 T = TypeVar("T")
 
 
@@ -318,3 +361,48 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerReplica:
+    """A scheduler process sharing the store: where its workers and API callers reach it, and until
+    when its last check-in holds (it checks in every few seconds while it runs)."""
+
+    replica_id: str
+    grpc_address: str
+    http_url: str
+    presence_key: int
+    """The key of the PostgreSQL advisory lock its presence connection holds: free means it is gone."""
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLease:
+    """Which scheduler dispatches a group (namespace + group id), under which token, and until when.
+
+    ``epoch`` counts the owners the group has had; ``token`` is unique to one holding of the lease, so
+    a write fenced with a token from before a loss of the lease is refused even by the same replica.
+    ``workers`` is the owner's last snapshot of the group's connected workers (JSON), for the other
+    replicas' listings."""
+
+    namespace: str
+    group_id: str
+    holder: str
+    token: str
+    epoch: int
+    expires_at: datetime
+    acquired_at: datetime
+    workers: str = "[]"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.namespace, self.group_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a fenced write proves: its writer holds, at ``now``, a lease of the written instance's group
+    under one of ``tokens`` (see `GroupLease`)."""
+
+    tokens: frozenset[str]
+    now: datetime

@@ -1,7 +1,7 @@
 """Workflows: DAGs of one group's jobs.
 
-- ``WorkflowService``: workflow CRUD and validation, listing, executing, watching, re-running and
-  stopping instances (what the OpenAPI calls).
+- ``WorkflowService``: workflow CRUD and validation, listing, executing, watching, re-running (a failed
+  node, or a finished instance whole) and stopping instances (what the OpenAPI calls).
 - ``WorkflowEngine``: advancing running instances as their nodes end, stopping, re-running a node,
   recovering instances left behind.
 - ``WorkflowFireLoop``: the cron and fix_rate time trigger of workflows.

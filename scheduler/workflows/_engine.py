@@ -61,6 +61,7 @@ STOPPED_PREFIX = "stopped: "
 """How a stopped workflow instance's result starts (its nodes are not retried)."""
 
 ACTIVE_WORKFLOW_STATUSES = (InstanceStatus.WAITING, InstanceStatus.RUNNING)
+_RERUNS = (TriggerType.MANUAL_RERUN, TriggerType.DATA_RERUN)
 
 
 class EngineStore(WorkflowStore, JobStore, InstanceStore, Protocol):
@@ -179,6 +180,8 @@ class WorkflowEngine:
                 row = rows.get(source)
                 upstream.append((source_job.name if source_job else str(source), row.result if row else ""))
         now = self._clock.now()
+        # A re-run workflow instance runs its nodes for the data time of the instance it repeats.
+        data_base = wf_instance.schedule_time if wf_instance.trigger_type in _RERUNS else now
         return NewInstance(
             job_id=job.id,
             namespace=job.namespace,
@@ -187,7 +190,7 @@ class WorkflowEngine:
             trigger_type=trigger_type,
             time_type=job.spec.schedule.time_type,
             schedule_time=now,
-            data_time=now + timedelta(seconds=job.spec.data_offset),
+            data_time=data_base + timedelta(seconds=job.spec.data_offset),
             instance_parameters=wf_instance.instance_parameters if not upstream else "",
             wf_instance_id=wf_instance.id,
             upstream_data=tuple(upstream),

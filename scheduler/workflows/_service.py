@@ -32,6 +32,7 @@ from sx.scheduler.store import (
     Instance,
     InstanceStore,
     JobStore,
+    NewWorkflowInstance,
     Page,
     Workflow,
     WorkflowInstance,
@@ -331,6 +332,35 @@ class WorkflowService:
             )
         job = await self._jobs.get_job(namespace, group_id, job_id)
         return await self._engine.rerun(wf_instance, job.id)
+
+    async def rerun_instance(self, namespace: str, group_id: str, wf_instance_id: int) -> WorkflowInstance:
+        """Run a finished workflow instance again, whole: a new instance with trigger type 4, the same
+        graph, instance parameters and schedule time, whose nodes run for that data time. Conflict
+        while it is unfinished."""
+        original, _ = await self.get_instance(namespace, group_id, wf_instance_id)
+        if not original.status.finished:
+            raise Conflict(
+                f"wfInstanceId={wf_instance_id}: still unfinished (status {int(original.status)}); only "
+                "a finished workflow instance can be re-run",
+                field="wfInstanceId",
+                value=wf_instance_id,
+            )
+        wf_instance = await self._store.create_workflow_instance(
+            NewWorkflowInstance(
+                workflow_id=original.workflow_id,
+                namespace=original.namespace,
+                group_id=original.group_id,
+                status=InstanceStatus.WAITING,
+                trigger_type=TriggerType.MANUAL_RERUN,
+                schedule_time=original.schedule_time,
+                nodes=original.nodes,
+                edges=original.edges,
+                instance_parameters=original.instance_parameters,
+            )
+        )
+        log.info("workflow instance %d re-runs workflow instance %d", wf_instance.id, wf_instance_id)
+        await self._engine.advance(wf_instance.id)
+        return await self._store.get_workflow_instance(wf_instance.id) or wf_instance
 
     async def stop_instance(self, namespace: str, group_id: str, wf_instance_id: int) -> WorkflowInstance:
         """Stop a running workflow instance: it fails and its running nodes are killed."""

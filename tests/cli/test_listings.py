@@ -34,7 +34,7 @@ def alarmed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dic
 
 def invoke(url: str, *args: str) -> Result:
     return CliRunner().invoke(
-        main, [*args, "--server", url, "--namespace", NS, "--group", GROUP], catch_exceptions=False
+        main, [*args, "--openapi", url, "--namespace", NS, "--group", GROUP], catch_exceptions=False
     )
 
 

@@ -51,9 +51,11 @@ CREATE_FIELDS = [
     "timeoutKillEnable",
     "failEnable",
     "sendChannel",
+    "alarmUrl",
     "contactInfo",
     "timeZone",
     "misfirePolicy",
+    "captureLogs",
 ]
 
 
@@ -421,6 +423,7 @@ def test_job_config_info_shape() -> None:
             "timeoutKillEnable": False,
             "failEnable": False,
             "sendChannel": "sms",
+            "alarmUrl": "",
         },
         "contactInfo": [],
     }

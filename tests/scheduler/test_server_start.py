@@ -28,7 +28,7 @@ async def test_failed_start_stops_the_parts_already_started(tmp_path: Path) -> N
     try:
         settings = SchedulerSettings(data_dir=tmp_path, http_port=taken.getsockname()[1], grpc_port=0)
         server = SchedulerServer(settings)
-        with pytest.raises(OSError):
+        with pytest.raises(SchedulerStartError, match=r"cannot listen for the OpenAPI on 127\.0\.0\.1:"):
             await server.start()
     finally:
         taken.close()

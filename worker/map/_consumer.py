@@ -252,6 +252,22 @@ class MapConsumers:
             )
         return contexts.make(info, mapper=mapper)
 
+    async def _process(self, group: TaskGroup, info: TaskInfo, ctx: JobContext) -> ProcessResult:
+        """One attempt of a map task's process hook, in a span continuing its master's instance span
+        (StartTasks carried its context) when tracing is on."""
+        tracing = self._hooks.tracing
+        if not tracing.enabled:
+            return await self._hooks.call(group.resolved, "process", ctx)
+        attributes: dict[str, str | int] = {
+            "sx.instance_id": group.spec.instance_id,
+            "sx.task_id": info.task_id,
+            "sx.task_attempt": info.task_attempt,
+            "sx.worker_id": self._worker_id,
+        }
+        parent = group.spec.trace_context
+        with tracing.span(f"sx.task {info.task_name}", parent=parent, attributes=attributes):
+            return await self._hooks.call(group.resolved, "process", ctx)
+
     def _mapper(self, group: TaskGroup, seat: Seat) -> PeerMapper:
         return PeerMapper(peers=self._peers, group=group, worker_id=self._worker_id, seat=seat)
 
@@ -272,7 +288,7 @@ class MapConsumers:
         outcome: ProcessResult
         try:
             while True:
-                outcome = await self._hooks.call(group.resolved, "process", task.ctx)
+                outcome = await self._process(group, info, task.ctx)
                 if mapper.backlog:
                     outcome = await self._drain(mapper, seat, outcome)
                 if outcome.ok or task.kill_reason is not None or info.task_attempt >= retries:

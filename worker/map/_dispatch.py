@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sx.protos.v1 import common_pb2, peer_pb2
+from sx.worker._metrics import WorkerMetrics
 from sx.worker._outcome import error_text
 from sx.worker._peer import PeerClients
 from sx.worker.map._progress import MapProgress
@@ -87,8 +88,10 @@ class TaskDispatch:
         room: Callable[[], None],
         check_done: Callable[[], None],
         fail: Callable[[str], None],
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.spec = spec
+        self.metrics = metrics
         self.peers = peers
         self.worker_id = worker_id
         self.address = address
@@ -200,6 +203,8 @@ class TaskDispatch:
         for name, n in names.items():
             self.progress.sent(name, address, target.worker_id, n)
         self.progress.page(len(records))
+        if self.metrics is not None:
+            self.metrics.subtasks_sent(len(records))
 
     async def _send(self, target: Target, records: list[TaskRecord], *, registered: bool = False) -> None:
         if not registered:

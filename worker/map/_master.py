@@ -130,6 +130,7 @@ class MapMaster:
             room=self._room_made,
             check_done=self._check_done,
             fail=self._fail,
+            metrics=self.hooks.metrics,
         )
         self._admission = MapAdmission(
             store=self.store,
@@ -205,6 +206,9 @@ class MapMaster:
                     target.inflight -= count
             for (name, address, ok, was_running), count in moves.items():
                 progress.finished(name, address, ok=ok, was_running=was_running, count=count)
+            if self.hooks.metrics is not None:
+                succeeded = sum(1 for _, status, _ in done if status is TaskStatus.SUCCESS)
+                self.hooks.metrics.subtasks_done(succeeded, len(done) - succeeded)
             self.store.finish(done)
             self._wake.set()
             self._check_done()

@@ -166,7 +166,13 @@ class TaskRunner:
                         instance_id,
                         group.spec.job_id,
                     )
-                    outcome = await self._hooks.call(group.resolved, "process", task.ctx)
+                    # A child of the master's instance span, whose context StartTasks carried.
+                    with self._hooks.tracing.span(
+                        "sx.broadcast.task",
+                        parent=group.spec.trace_context,
+                        attributes={"sx.instance_id": instance_id, "sx.task_id": task.info.task_id},
+                    ):
+                        outcome = await self._hooks.call(group.resolved, "process", task.ctx)
                 else:
                     outcome = ProcessResult.failure("killed")
         except asyncio.CancelledError:

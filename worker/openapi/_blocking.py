@@ -90,6 +90,17 @@ class SyncOpenApiClient:
     list_instances = _Blocking(OpenApiClient.list_instances)
     list_instance_tasks = _Blocking(OpenApiClient.list_instance_tasks)
     retry_instance_tasks = _Blocking(OpenApiClient.retry_instance_tasks)
+    # re-runs and backfills
+    rerun_instance = _Blocking(OpenApiClient.rerun_instance)
+    backfill_job = _Blocking(OpenApiClient.backfill_job)
+    plan_backfill = _Blocking(OpenApiClient.plan_backfill)
+    get_backfill = _Blocking(OpenApiClient.get_backfill)
+    list_backfills = _Blocking(OpenApiClient.list_backfills)
+    list_backfill_fires = _Blocking(OpenApiClient.list_backfill_fires)
+    stop_backfill = _Blocking(OpenApiClient.stop_backfill)
+    rerun_workflow_instance = _Blocking(OpenApiClient.rerun_workflow_instance)
+    backfill_workflow = _Blocking(OpenApiClient.backfill_workflow)
+    plan_workflow_backfill = _Blocking(OpenApiClient.plan_workflow_backfill)
     # workflows
     execute_workflow = _Blocking(OpenApiClient.execute_workflow)
     enable_workflow = _Blocking(OpenApiClient.enable_workflow)
@@ -108,6 +119,7 @@ class SyncOpenApiClient:
     # workers and alarms
     list_workers = _Blocking(OpenApiClient.list_workers)
     list_alarms = _Blocking(OpenApiClient.list_alarms)
+    get_instance_log = _Blocking(OpenApiClient.get_instance_log)
     # namespaces, groups, calendars, access keys
     create_namespace = _Blocking(OpenApiClient.create_namespace)
     list_namespaces = _Blocking(OpenApiClient.list_namespaces)

@@ -16,7 +16,6 @@ not async.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import random
@@ -27,6 +26,7 @@ from types import TracebackType
 from typing import Any, Final
 
 import httpx
+import tenacity
 
 from sx.processors import InstanceStatus, JobSpec, TaskStatus, WorkflowSpec
 from sx.protos import sign_request
@@ -41,9 +41,14 @@ from sx.worker.openapi._errors import (
 from sx.worker.openapi._models import (
     AccessKeyInfo,
     AlarmPage,
+    BackfillFirePage,
+    BackfillInfo,
+    BackfillPage,
+    BackfillPlanInfo,
     CalendarInfo,
     GroupInfo,
     InstanceDetail,
+    InstanceLog,
     InstancePage,
     JobInfo,
     JobPage,
@@ -103,6 +108,7 @@ class OpenApiClient:
         self.namespace_source = namespace_source
         self.retries = retries
         self.backoff = backoff
+        self.timeout = timeout
         self._key = (access_key_id, access_key_secret) if access_key_id and access_key_secret else None
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport)
 
@@ -131,16 +137,24 @@ class OpenApiClient:
         """POST ``params`` (plus namespace and group when ``address``) to ``path``; the envelope's data."""
         body_params = {**(self._address() if address else {}), **(params or {})}
         body = json.dumps(body_params, separators=(",", ":")).encode()
-        attempt = 0
-        while True:
-            try:
-                return await self._attempt(path, body, idempotent=idempotent)
-            except _Retry as retry:
-                if attempt >= self.retries:
-                    raise retry.error from None
-            delay = self.backoff * (2**attempt)
-            attempt += 1
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))  # jitter spreads retrying clients
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            wait=self._backoff_wait,
+            retry=tenacity.retry_if_exception_type(_Retry),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(path, body, idempotent=idempotent)
+        except _Retry as retry:
+            raise retry.error from None
+        raise AssertionError("tenacity ended without an outcome")  # pragma: no cover
+
+    def _backoff_wait(self, state: tenacity.RetryCallState) -> float:
+        """``backoff`` doubled per attempt, times 0.5 to 1 at random: the jitter spreads retrying clients."""
+        delay: float = self.backoff * 2 ** (state.attempt_number - 1)
+        return delay * (0.5 + random.random() / 2)
 
     async def _attempt(self, path: str, body: bytes, *, idempotent: bool) -> Any:
         headers = {"content-type": "application/json", "accept": "application/json"}
@@ -333,6 +347,11 @@ class OpenApiClient:
         params = {"wfInstanceId": wf_instance_id, "jobId": job_id}
         return int(await self.call("/openapi/v1/workflow/instance/rerun", params, idempotent=False))
 
+    async def rerun_workflow_instance(self, wf_instance_id: int) -> int:
+        """Run a finished workflow instance again, whole (trigger type 4); the new wfInstanceId."""
+        params = {"wfInstanceId": wf_instance_id}
+        return int(await self.call("/openapi/v1/workflow/instance/retry", params, idempotent=False))
+
     async def stop_workflow_instance(self, wf_instance_id: int) -> None:
         await self.call(
             "/openapi/v1/workflow/instance/stop", {"wfInstanceId": wf_instance_id}, idempotent=True
@@ -424,6 +443,108 @@ class OpenApiClient:
         data = await self.call("/openapi/v1/instance/retryTasks", params, idempotent=False)
         return TaskRetry.model_validate(data)
 
+    # -- extensions: re-runs and backfills ----------------------------------------------------------
+
+    async def rerun_instance(self, job_id: int, instance_id: int) -> int:
+        """RetryJobInstance: run a finished instance again (trigger type 4); the new instance's id.
+        ConflictError while it is unfinished or the job runs maxConcurrency instances."""
+        params = {"jobId": job_id, "jobInstanceId": instance_id}
+        return int(await self.call("/openapi/v1/instance/retry", params, idempotent=False))
+
+    async def backfill_job(
+        self,
+        job_id: int,
+        start_date: str | datetime,
+        end_date: str | datetime,
+        *,
+        concurrency: int = 1,
+        skip_successful: bool = False,
+        max_fire_times: int | None = None,
+        instance_parameters: str = "",
+    ) -> BackfillInfo:
+        """RerunJob: run the job for every fire time whose data time lies in [start_date, end_date]
+        (datetimes, or ``yyyy-MM-dd HH:mm:ss`` in the job's zone), ``concurrency`` at a time."""
+        params = _backfill_params(start_date, end_date, skip_successful, max_fire_times)
+        params["jobId"] = job_id
+        params.update(concurrency=concurrency, instanceParameters=instance_parameters)
+        return BackfillInfo.model_validate(await self.call("/openapi/v1/job/rerun", params, idempotent=False))
+
+    async def plan_backfill(
+        self,
+        job_id: int,
+        start_date: str | datetime,
+        end_date: str | datetime,
+        *,
+        skip_successful: bool = False,
+        max_fire_times: int | None = None,
+    ) -> BackfillPlanInfo:
+        """RerunJob's dry run: the fire times a backfill would run; nothing is created."""
+        params = _backfill_params(start_date, end_date, skip_successful, max_fire_times)
+        params["jobId"] = job_id
+        params["dryRun"] = True
+        data = await self.call("/openapi/v1/job/rerun", params, idempotent=True)
+        return BackfillPlanInfo.model_validate(data)
+
+    async def backfill_workflow(
+        self,
+        workflow_id: int,
+        start_date: str | datetime,
+        end_date: str | datetime,
+        *,
+        concurrency: int = 1,
+        skip_successful: bool = False,
+        max_fire_times: int | None = None,
+        instance_parameters: str = "",
+    ) -> BackfillInfo:
+        """RerunWorkflow: a workflow instance for every fire time in [start_date, end_date], its nodes
+        run for the data time of its fire, ``concurrency`` at a time."""
+        params = _backfill_params(start_date, end_date, skip_successful, max_fire_times)
+        params.update(workflowId=workflow_id, concurrency=concurrency, instanceParameters=instance_parameters)
+        data = await self.call("/openapi/v1/workflow/rerun", params, idempotent=False)
+        return BackfillInfo.model_validate(data)
+
+    async def plan_workflow_backfill(
+        self,
+        workflow_id: int,
+        start_date: str | datetime,
+        end_date: str | datetime,
+        *,
+        skip_successful: bool = False,
+        max_fire_times: int | None = None,
+    ) -> BackfillPlanInfo:
+        """RerunWorkflow's dry run: the fire times a workflow backfill would run."""
+        params = _backfill_params(start_date, end_date, skip_successful, max_fire_times)
+        params.update(workflowId=workflow_id, dryRun=True)
+        data = await self.call("/openapi/v1/workflow/rerun", params, idempotent=True)
+        return BackfillPlanInfo.model_validate(data)
+
+    async def get_backfill(self, backfill_id: int) -> BackfillInfo:
+        data = await self.call("/openapi/v1/backfill/get", {"backfillId": backfill_id}, idempotent=True)
+        return BackfillInfo.model_validate(data)
+
+    async def list_backfills(
+        self, *, job_id: int | None = None, page_num: int = 1, page_size: int = 20
+    ) -> BackfillPage:
+        """A page of the group's backfills (one job's when ``job_id`` is given), newest first."""
+        params: dict[str, Any] = {"pageNum": page_num, "pageSize": page_size}
+        if job_id is not None:
+            params["jobId"] = job_id
+        data = await self.call("/openapi/v1/backfill/list", params, idempotent=True)
+        return BackfillPage.model_validate(data)
+
+    async def list_backfill_fires(
+        self, backfill_id: int, *, page_num: int = 1, page_size: int = 100
+    ) -> BackfillFirePage:
+        """A page of the backfill's fire times in schedule order (``page_size`` up to 1000)."""
+        params = {"backfillId": backfill_id, "pageNum": page_num, "pageSize": page_size}
+        data = await self.call("/openapi/v1/backfill/fires", params, idempotent=True)
+        return BackfillFirePage.model_validate(data)
+
+    async def stop_backfill(self, backfill_id: int) -> BackfillInfo:
+        """Start no more of its fire times; ConflictError when it is not running."""
+        data = await self.call("/openapi/v1/backfill/stop", {"backfillId": backfill_id}, idempotent=False)
+        return BackfillInfo.model_validate(data)
+
     # -- extensions: workers and alarms -------------------------------------------------------------
 
     async def list_workers(self, *, page_num: int = 1, page_size: int = MAX_PAGE_SIZE) -> WorkerPage:
@@ -451,6 +572,67 @@ class OpenApiClient:
             params["delivered"] = delivered
         params.update(_time_range(start_time, end_time))
         return AlarmPage.model_validate(await self.call("/openapi/v1/alarm/list", params, idempotent=True))
+
+    # -- extension: instance logs -------------------------------------------------------------------
+
+    async def get_instance_log(
+        self,
+        job_id: int,
+        instance_id: int,
+        *,
+        offset: int = 0,
+        limit: int = 100,
+        level: str | None = None,
+        task_id: int | None = None,
+        task_name: str | None = None,
+        wait: float = 0,
+    ) -> InstanceLog:
+        """Lines of the instance's online log after ``offset`` (at most ``limit``), optionally at
+        ``level`` or above and of one subtask. With ``wait`` > 0 the scheduler waits up to that many
+        seconds (kept below this client's timeout) for a line when there is none yet."""
+        params: dict[str, Any] = {"jobId": job_id, "instanceId": instance_id}
+        params.update(offset=offset, limit=limit)
+        if level is not None:
+            params["level"] = level
+        if task_id is not None:
+            params["taskId"] = task_id
+        if task_name is not None:
+            params["taskName"] = task_name
+        seconds = int(min(wait, self.timeout - 2))
+        if seconds > 0:
+            params.update(follow=True, wait=seconds)
+        data = await self.call("/openapi/v1/instance/log", params, idempotent=True)
+        return InstanceLog.model_validate(data)
+
+    async def follow_instance_log(
+        self,
+        job_id: int,
+        instance_id: int,
+        *,
+        offset: int = 0,
+        level: str | None = None,
+        task_id: int | None = None,
+        task_name: str | None = None,
+        wait: float = 20,
+    ) -> AsyncIterator[InstanceLog]:
+        """Each answer with new lines of the instance's log as they are stored, from ``offset``, until
+        the log is complete (its instance finished and every line was read)."""
+        while True:
+            log = await self.get_instance_log(
+                job_id,
+                instance_id,
+                offset=offset,
+                limit=1000,
+                level=level,
+                task_id=task_id,
+                task_name=task_name,
+                wait=wait,
+            )
+            if log.lines:
+                yield log
+            offset = log.next_offset
+            if log.complete:
+                return
 
     # -- extensions: namespaces and groups ----------------------------------------------------------
 
@@ -550,4 +732,24 @@ def _time_range(start_time: str | datetime | None, end_time: str | datetime | No
             params[wire] = int(value.timestamp() * 1000)
         elif value is not None:
             params[wire] = value
+    return params
+
+
+def _backfill_params(
+    start_date: str | datetime,
+    end_date: str | datetime,
+    skip_successful: bool,
+    max_fire_times: int | None,
+) -> dict[str, Any]:
+    """A backfill's range and options as RerunJob / RerunWorkflow take them."""
+    params: dict[str, Any] = {"skipSuccessful": skip_successful}
+    for wire, value in (("startDate", start_date), ("endDate", end_date)):
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                raise ValueError(f"{wire}={value!r}: must be timezone-aware")
+            params[wire] = int(value.timestamp() * 1000)
+        else:
+            params[wire] = value
+    if max_fire_times is not None:
+        params["maxFireTimes"] = max_fire_times
     return params

@@ -20,13 +20,21 @@ __all__ = [
     "AccessKeyInfo",
     "AlarmInfo",
     "AlarmPage",
+    "BackfillFireInfo",
+    "BackfillFirePage",
+    "BackfillInfo",
+    "BackfillPage",
+    "BackfillPlanInfo",
     "CalendarInfo",
     "GroupInfo",
     "InstanceDetail",
+    "InstanceLog",
+    "InstanceLogLine",
     "InstancePage",
     "JobInfo",
     "JobPage",
     "NamespaceInfo",
+    "PlannedFire",
     "TaskDetail",
     "TaskPage",
     "TaskRetry",
@@ -94,6 +102,76 @@ class InstanceDetail(_Answer):
     progress: str = ""
     time_type: int = 0
     trigger_type: int = 0
+    """1 scheduled, 2 data re-run (a backfill), 3 api, 4 manual re-run, 5 system retry."""
+    rerun_of: int | None = None
+    """Extension: for a manual re-run (trigger type 4), the instance it runs again."""
+
+
+class BackfillInfo(_Answer):
+    """A backfill (RerunJob, RerunWorkflow extensions) and its progress: fire times pending, running,
+    done, failed and skipped. ``state`` is running, stopped or finished; dates are in the job's (the
+    workflow's) zone. ``job_id`` is None for a workflow's backfill, ``workflow_id`` for a job's."""
+
+    backfill_id: int
+    job_id: int | None = None
+    workflow_id: int | None = None
+    state: str
+    start_date: str = ""
+    end_date: str = ""
+    concurrency: int = 1
+    skip_successful: bool = False
+    total: int = 0
+    pending: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    create_time: str = ""
+    update_time: str = ""
+
+
+class BackfillPage(_Answer):
+    """A page of a group's backfills, newest first."""
+
+    total: int
+    page_num: int
+    page_size: int
+    backfills: tuple[BackfillInfo, ...] = ()
+
+
+class BackfillFireInfo(_Answer):
+    """One fire time of a backfill: its schedule date (the job's zone), state and instance."""
+
+    schedule_date: str
+    state: str
+    instance_id: int | None = None
+
+
+class BackfillFirePage(_Answer):
+    """A page of a backfill's fire times, in schedule order."""
+
+    total: int
+    page_num: int
+    page_size: int
+    fires: tuple[BackfillFireInfo, ...] = ()
+
+
+class PlannedFire(_Answer):
+    """A fire time a backfill would run (a dry run), and whether it would skip it."""
+
+    schedule_date: str
+    skip: bool = False
+
+
+class BackfillPlanInfo(_Answer):
+    """A dry run of RerunJob (``job_id``) or RerunWorkflow (``workflow_id``): how many fire times the
+    range holds, how many would be skipped, and the fire times in schedule order (the first 10,000)."""
+
+    job_id: int | None = None
+    workflow_id: int | None = None
+    total: int
+    skipped: int = 0
+    fire_times: tuple[PlannedFire, ...] = ()
 
 
 class InstancePage(_Answer):
@@ -153,6 +231,33 @@ class AlarmPage(_Answer):
     page_num: int
     page_size: int
     alarms: tuple[AlarmInfo, ...] = ()
+
+
+class InstanceLogLine(_Answer):
+    """One line of an instance's online log (GetInstanceLog extension). ``offset`` numbers it in the
+    instance's log from 1; ``time`` is in the scheduler's zone with milliseconds, ``time_ms`` epoch
+    milliseconds; ``task_id`` / ``task_name`` name the subtask in map modes (0 and "" otherwise)."""
+
+    offset: int
+    time: str
+    time_ms: int = 0
+    level: str = "INFO"
+    worker_id: str = ""
+    task_id: int = 0
+    task_name: str = ""
+    message: str = ""
+
+
+class InstanceLog(_Answer):
+    """Lines of an instance's online log after ``offset``; read on from ``next_offset``. ``complete``:
+    the instance finished a while ago and every line was read, so none will follow."""
+
+    job_id: int
+    instance_id: int
+    offset: int
+    next_offset: int
+    complete: bool = False
+    lines: tuple[InstanceLogLine, ...] = ()
 
 
 class TaskDetail(_Answer):

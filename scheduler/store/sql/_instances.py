@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from sx.processors import InstanceStatus
+from sx.processors import InstanceStatus, TriggerType
 from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
-from sx.scheduler.store._errors import NotFoundError
+from sx.scheduler.store._errors import FencedError, NotFoundError
 from sx.scheduler.store._interfaces import InstanceStore
-from sx.scheduler.store._records import Instance, InstanceChange, NewInstance, Page
+from sx.scheduler.store._records import Fence, Instance, InstanceChange, NewInstance, Page
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase, is_foreign_key_violation
 from sx.scheduler.store.sql._rows import (
@@ -37,12 +37,16 @@ _FINISHED: Final = tuple(s for s in InstanceStatus if s.finished)
 # again for its compiled-cache key. These are built once and bound per call.
 _t_instances = tables.instances
 _GET_INSTANCE: Final = sa.select(_t_instances).where(_t_instances.c.id == sa.bindparam("b_id"))
+# Backfill instances (data re-runs) keep a concurrency of their own: they never take the live fires'
+# maxConcurrency, nor count against it.
+_NOT_BACKFILL: Final = _t_instances.c.trigger_type != int(TriggerType.DATA_RERUN)
 _COUNT_ACTIVE: Final = (
     sa.select(sa.func.count())
     .select_from(_t_instances)
     .where(
         _t_instances.c.job_id == sa.bindparam("b_job_id"),
         _t_instances.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]),
+        _NOT_BACKFILL,
     )
 )
 _INSERT_INSTANCE: Final = sa.insert(_t_instances).returning(_t_instances.c.id)
@@ -53,6 +57,44 @@ _UPDATE_INSTANCE: Final = (
     sa.update(_t_instances).where(_t_instances.c.id == sa.bindparam("b_id")).returning(*_t_instances.c)
 )
 _UPDATE_INSTANCE_IF: Final = _UPDATE_INSTANCE.where(_STATUS_IN)
+# A fenced write first reads which of its instances' group leases the writer holds (FOR SHARE on
+# PostgreSQL: a replica taking a lease over waits for the writes fenced by the old token to commit).
+_t_leases = tables.group_leases
+_FENCED_IDS: Final = (
+    sa.select(_t_instances.c.id)
+    .join(
+        _t_leases,
+        sa.and_(
+            _t_leases.c.namespace == _t_instances.c.namespace,
+            _t_leases.c.group_id == _t_instances.c.group_id,
+        ),
+    )
+    .where(
+        _t_instances.c.id.in_(sa.bindparam("b_ids", expanding=True)),
+        _t_leases.c.token.in_(sa.bindparam("b_tokens", expanding=True)),
+        _t_leases.c.expires_at > sa.bindparam("b_now", type_=UtcDateTime()),
+    )
+    .with_for_update(read=True, of=_t_leases)
+)
+_EXISTING_IDS: Final = sa.select(_t_instances.c.id).where(
+    _t_instances.c.id.in_(sa.bindparam("b_ids", expanding=True))
+)
+
+
+def _check_fence(conn: Connection, instance_ids: list[int], fence: Fence | None) -> None:
+    """Raise FencedError unless the fence holds the group lease of every existing one of the instances."""
+    if fence is None or not instance_ids:
+        return
+    params = {"b_ids": instance_ids, "b_tokens": sorted(fence.tokens) or [""], "b_now": fence.now}
+    held = {row[0] for row in conn.execute(_FENCED_IDS, params)}
+    if len(held) == len(instance_ids):
+        return
+    unheld = [i for i in instance_ids if i not in held]
+    existing = sorted(row[0] for row in conn.execute(_EXISTING_IDS, {"b_ids": unheld}))
+    if existing:
+        raise FencedError(
+            f"instances {existing}: this scheduler no longer holds their group's lease", instance_ids=existing
+        )
 
 
 _CHANGE_FIELDS: Final = (
@@ -131,14 +173,53 @@ class SqlInstances(SqlStoreBase, InstanceStore):
             t, where, order_by=t.c.id.desc(), offset=offset, limit=limit, record=instance_from_row
         )
 
+    async def list_group_instances(
+        self,
+        namespace: str,
+        group_id: str,
+        *,
+        job_id: int | None = None,
+        statuses: Sequence[InstanceStatus] | None = None,
+        trigger_types: Sequence[TriggerType] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        offset: int = 0,
+        limit: int = 10,
+    ) -> Page[Instance]:
+        check_page(offset, limit)
+        check_aware("since", since)
+        check_aware("until", until)
+        t = tables.instances
+        where: list[sa.ColumnElement[bool]] = [t.c.namespace == namespace, t.c.group_id == group_id]
+        if job_id is not None:
+            where.append(t.c.job_id == job_id)
+        if statuses is not None:
+            where.append(t.c.status.in_([int(s) for s in statuses]))
+        if trigger_types is not None:
+            where.append(t.c.trigger_type.in_([int(s) for s in trigger_types]))
+        if since is not None:
+            where.append(t.c.schedule_time >= sa.literal(since, UtcDateTime()))
+        if until is not None:
+            where.append(t.c.schedule_time <= sa.literal(until, UtcDateTime()))
+        return await self._read_page(
+            t, where, order_by=t.c.id.desc(), offset=offset, limit=limit, record=instance_from_row
+        )
+
     async def instances_with_status(
-        self, statuses: Sequence[InstanceStatus], *, limit: int = 1000, group_id: str | None = None
+        self,
+        statuses: Sequence[InstanceStatus],
+        *,
+        limit: int = 1000,
+        group_id: str | None = None,
+        namespace: str | None = None,
     ) -> list[Instance]:
         check_page(0, limit)
         t = tables.instances
         query = sa.select(t).where(t.c.status.in_([int(s) for s in statuses]))
         if group_id is not None:
             query = query.where(t.c.group_id == group_id)
+        if namespace is not None:
+            query = query.where(t.c.namespace == namespace)
         async with self._read() as conn:
             rows = (await conn.execute(query.order_by(t.c.id).limit(limit))).all()
         return [instance_from_row(r) for r in rows]
@@ -149,6 +230,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         change: InstanceChange,
         *,
         only_if_status: Sequence[InstanceStatus] | None = None,
+        fence: Fence | None = None,
     ) -> Instance | None:
         params = _instance_change_params(instance_id, change, only_if_status)
         row: sa.Row[Any] | None
@@ -156,7 +238,12 @@ class SqlInstances(SqlStoreBase, InstanceStore):
             row = await self._fetch_one(_GET_INSTANCE if only_if_status is None else _GET_INSTANCE_IF, params)
         else:
             update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
-            row = await self._write_sync(lambda conn: conn.execute(update, params).one_or_none())
+
+            def work(conn: Connection) -> sa.Row[Any] | None:
+                _check_fence(conn, [instance_id], fence)
+                return conn.execute(update, params).one_or_none()
+
+            row = await self._write_sync(work)
         return None if row is None else instance_from_row(row)
 
     async def update_instances(
@@ -164,6 +251,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         changes: Sequence[tuple[int, InstanceChange]],
         *,
         only_if_status: Sequence[InstanceStatus] | None = None,
+        fence: Fence | None = None,
     ) -> dict[int, Instance | None]:
         update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
         found: dict[int, Instance | None] = {}
@@ -174,6 +262,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
             ]
 
             def work(conn: Connection, chunk: list[dict[str, Any]] = chunk) -> list[sa.Row[Any] | None]:
+                _check_fence(conn, [params["b_id"] for params in chunk], fence)
                 return [conn.execute(update, params).one_or_none() for params in chunk]
 
             rows = await self._write_sync(work)
@@ -198,7 +287,11 @@ class SqlInstances(SqlStoreBase, InstanceStore):
             chunk = list(job_ids[start : start + 500])
             query = (
                 sa.select(t.c.job_id, sa.func.count())
-                .where(t.c.job_id.in_(chunk), t.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]))
+                .where(
+                    t.c.job_id.in_(chunk),
+                    t.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]),
+                    _NOT_BACKFILL,
+                )
                 .group_by(t.c.job_id)
             )
             async with self._read() as conn:

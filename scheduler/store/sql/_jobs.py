@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sx.processors import JobSpec
+from sx.processors import ExecuteMode, JobSpec, TimeType
 from sx.scheduler.store._errors import DuplicateError, NotFoundError, StoreError
 from sx.scheduler.store._interfaces import JobStore
 from sx.scheduler.store._records import Fire, Instance, Job, NewInstance, Page
@@ -119,6 +119,9 @@ class SqlJobs(SqlStoreBase, JobStore):
         group_id: str,
         *,
         name_contains: str | None = None,
+        enabled: bool | None = None,
+        time_type: TimeType | None = None,
+        execute_mode: ExecuteMode | None = None,
         offset: int = 0,
         limit: int = 50,
     ) -> Page[Job]:
@@ -127,6 +130,14 @@ class SqlJobs(SqlStoreBase, JobStore):
         where = [t.c.namespace == namespace, t.c.group_id == group_id]
         if name_contains:
             where.append(t.c.name.icontains(name_contains, autoescape=True))
+        if enabled is not None:
+            where.append(t.c.enabled == enabled)
+        if time_type is not None:
+            where.append(t.c.time_type == int(time_type))
+        if execute_mode is not None:
+            # The spec is compact JSON with sorted keys (dump_spec), so the pair appears literally; a
+            # string value holding these characters would have its quotes escaped and cannot match.
+            where.append(t.c.spec.contains(f'"execute_mode":"{execute_mode.value}"', autoescape=True))
         return await self._read_page(
             t, where, order_by=t.c.id, offset=offset, limit=limit, record=job_from_row
         )

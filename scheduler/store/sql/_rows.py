@@ -131,6 +131,7 @@ def instance_from_row(row: sa.Row[Any]) -> Instance:
         retry_of=row.retry_of,
         timeout_alarmed=bool(row.timeout_alarmed),
         upstream_data=_load_upstream(row.upstream_data),
+        rerun_of=row.rerun_of,
     )
 
 
@@ -158,6 +159,7 @@ def new_instance_values(new: NewInstance, created_at: datetime) -> dict[str, Any
         "retry_of": new.retry_of,
         "upstream_data": _dump_upstream(new.upstream_data),
         "timeout_alarmed": False,
+        "rerun_of": new.rerun_of,
     }
 
 
@@ -179,6 +181,7 @@ def created_instance(instance_id: int, new: NewInstance, created_at: datetime) -
         result=new.result,
         retry_of=new.retry_of,
         upstream_data=new.upstream_data,
+        rerun_of=new.rerun_of,
     )
 
 

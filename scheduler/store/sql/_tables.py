@@ -139,6 +139,8 @@ instances = sa.Table(
     sa.Column("timeout_alarmed", sa.Boolean(), nullable=False),
     # Workflow nodes: JSON [[job name, result], ...] of the upstream jobs (migration 0003).
     sa.Column("upstream_data", sa.Text(), nullable=True),
+    # A manual re-run (trigger type 4): the instance it runs again (migration 0007).
+    sa.Column("rerun_of", sa.BigInteger(), nullable=True),
     sa.Index("ix_sx_instances_job", "job_id", "id"),
     sa.Index("ix_sx_instances_job_status", "job_id", "status"),  # active counts (migration 0004)
     sa.Index("ix_sx_instances_status", "status", "id"),
@@ -252,6 +254,90 @@ tasks = sa.Table(
     sa.Column("end_time", UtcDateTime(), nullable=True),
 )
 
+# Backfills (data re-runs of a job or a workflow over past fire times, migration 0007): one row per
+# backfill, and one per fire time it runs; the fire's primary key makes each fire time's instance (a
+# workflow backfill's: workflow instance) exist at most once.
+backfills = sa.Table(
+    "sx_backfills",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.BigInteger(), sa.ForeignKey("sx_jobs.id", ondelete="CASCADE"), nullable=True),
+    sa.Column(
+        "workflow_id", sa.BigInteger(), sa.ForeignKey("sx_workflows.id", ondelete="CASCADE"), nullable=True
+    ),
+    sa.Column("namespace", sa.String(64), nullable=False),
+    sa.Column("group_id", sa.String(128), nullable=False),
+    sa.Column("start_time", UtcDateTime(), nullable=False),
+    sa.Column("end_time", UtcDateTime(), nullable=False),
+    sa.Column("concurrency", sa.Integer(), nullable=False),
+    sa.Column("skip_successful", sa.Boolean(), nullable=False),
+    sa.Column("instance_parameters", sa.Text(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    _created(),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_sx_backfills_group", "namespace", "group_id", "id"),
+    sa.Index("ix_sx_backfills_state", "state", "id"),
+    sqlite_autoincrement=True,
+)
+
+backfill_fires = sa.Table(
+    "sx_backfill_fires",
+    metadata,
+    sa.Column(
+        "backfill_id",
+        sa.BigInteger(),
+        sa.ForeignKey("sx_backfills.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("schedule_time", UtcDateTime(), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("instance_id", sa.BigInteger(), nullable=True),
+    sa.Index("ix_sx_backfill_fires_state", "backfill_id", "state", "schedule_time"),
+)
+
+# Scheduler replicas sharing the store, and which one dispatches each group (migration 0008).
+schedulers = sa.Table(
+    "sx_schedulers",
+    metadata,
+    sa.Column("replica_id", sa.String(200), primary_key=True),
+    sa.Column("grpc_address", sa.String(255), nullable=False),
+    sa.Column("http_url", sa.String(255), nullable=False),
+    sa.Column("presence_key", sa.Integer(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+group_leases = sa.Table(
+    "sx_group_leases",
+    metadata,
+    sa.Column("namespace", sa.String(64), primary_key=True),
+    sa.Column("group_id", sa.String(128), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("epoch", sa.BigInteger(), nullable=False),
+    sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("acquired_at", UtcDateTime(), nullable=False),
+    sa.Column("workers", sa.Text(), nullable=False),
+)
+
+# The instances' online logs (migration 0006): lines numbered per instance, gone with their instance.
+instance_logs = sa.Table(
+    "sx_instance_logs",
+    metadata,
+    sa.Column(
+        "instance_id",
+        sa.BigInteger(),
+        sa.ForeignKey("sx_instances.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.Integer(), primary_key=True),
+    sa.Column("time_ms", sa.BigInteger(), nullable=False),  # epoch ms, as workers send it
+    sa.Column("level", sa.Integer(), nullable=False),
+    sa.Column("worker_id", sa.String(255), nullable=False),
+    sa.Column("task_id", sa.BigInteger(), nullable=False),
+    sa.Column("task_name", sa.String(255), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+)
+
 VERSION_TABLE = "sx_alembic_version"
 
 __all__ = [
@@ -260,12 +346,17 @@ __all__ = [
     "UtcDateTime",
     "access_keys",
     "alarms",
+    "backfill_fires",
+    "backfills",
     "calendars",
+    "group_leases",
     "groups",
+    "instance_logs",
     "jobs",
     "metadata",
     "namespaces",
     "nonces",
+    "schedulers",
     "tasks",
     "wf_instances",
     "wf_nodes",

@@ -315,13 +315,43 @@ async def test_after_a_restart_a_fire_blocked_by_maxconcurrency_follows_the_misf
             await h.advance(1)
         made = await all_instances(store, job.id)
         assert [i.status for i in made] == [InstanceStatus.WAITING]
-        said = f"not run (misfirePolicy {policy.value}): its instances from before the scheduler's restart"
+        said = f"not run (misfirePolicy {policy.value}): its instances from before a scheduler restart"
         assert sum(f"job {job.id}: fire at" in m and said in m for m in caplog.messages) == 3
         # Past the recovery window, an instance at the limit rejects fires as always.
         await h.advance(7)
         made = await all_instances(store, job.id)
         assert [i.status for i in made] == [InstanceStatus.WAITING, InstanceStatus.REJECTED]
         assert made[-1].schedule_time == T0 + timedelta(seconds=11)
+    finally:
+        await h.engine.stop()
+
+
+async def test_while_a_group_changes_replica_a_fire_blocked_by_maxconcurrency_follows_the_misfire_policy(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    await prepare(store)
+    clock = ManualClock(T0)
+    spec = JobSpec(class_name="demo:Noop", name="blocked", schedule=fixed_rate(1))
+    job = await add_job(store, clock, spec)
+    between_owners = {(job.namespace, job.group_id)}
+    h = Harness(store, clock)
+    h.engine = TriggerEngine(
+        store,
+        clock=clock,
+        default_tz=UTC,
+        on_created=h._on_created,
+        group_recovering=lambda namespace, group_id: (namespace, group_id) in between_owners,
+    )
+    await h.engine.start()
+    try:
+        await h.advance(1)  # fires T0+1: WAITING, held by a worker that is moving to the new owner
+        await h.advance(1)
+        assert [i.status for i in await all_instances(store, job.id)] == [InstanceStatus.WAITING]
+        assert any(f"job {job.id}: fire at" in m and "change of replica" in m for m in caplog.messages)
+        between_owners.clear()  # the group settled on its new owner: the limit rejects as always
+        await h.advance(1)
+        made = await all_instances(store, job.id)
+        assert [i.status for i in made] == [InstanceStatus.WAITING, InstanceStatus.REJECTED]
     finally:
         await h.engine.stop()
 

@@ -11,9 +11,12 @@ import sx.scheduler.store.sql as sql_face
 from sx.scheduler.store import (
     AccessStore,
     AlarmStore,
+    BackfillStore,
     CalendarStore,
+    InstanceLogStore,
     InstanceStore,
     JobStore,
+    LeaseStore,
     ParallelTaskStore,
     Store,
     WorkflowStore,
@@ -28,6 +31,9 @@ PARTS: list[type] = [
     AlarmStore,
     WorkflowStore,
     ParallelTaskStore,
+    InstanceLogStore,
+    LeaseStore,
+    BackfillStore,
 ]
 
 
@@ -41,17 +47,28 @@ def test_the_faces() -> None:
     records = [
         "AccessKey",
         "Alarm",
+        "Backfill",
+        "BackfillFire",
+        "BackfillProgress",
+        "BackfillState",
         "Calendar",
+        "Fence",
         "Fire",
+        "FireState",
         "Group",
+        "GroupLease",
         "Instance",
         "InstanceChange",
         "Job",
+        "LogLine",
         "Namespace",
+        "NewBackfill",
         "NewInstance",
+        "NewLogLine",
         "NewTask",
         "NewWorkflowInstance",
         "Page",
+        "SchedulerReplica",
         "Task",
         "TaskStatusChange",
         "Workflow",
@@ -60,7 +77,7 @@ def test_the_faces() -> None:
         "WorkflowInstance",
         "WorkflowNode",
     ]
-    errors = ["DuplicateError", "InUseError", "NotFoundError", "StoreError"]
+    errors = ["DuplicateError", "FencedError", "InUseError", "NotFoundError", "StoreError"]
     interfaces = [part.__name__ for part in PARTS] + ["Store"]
     assert sorted(store_face.__all__) == sorted(records + errors + interfaces)
     assert sorted(sql_face.__all__) == ["SqlStore", "normalize_url", "sqlite_url"]

@@ -1,0 +1,159 @@
+"""Storing the log lines workers ship (``LogBatch`` on their streams) as the instances' online logs.
+
+A stream's reader hands each batch to ``InstanceLogWriter.offer``, which only queues it: a slow store
+never holds up reports and heartbeats. One task writes what is queued, one transaction per group at a
+time (up to ``WRITE_LINES`` lines each). The queue is bounded (``QUEUE_LINES``): when the store cannot
+keep up, a batch that does not fit is dropped and its lines are counted per instance, and that count is
+stored as a WARNING line "N lines dropped ..." as soon as there is room again, so the scheduler's memory
+stays flat whatever the workers log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from sx.protos.v1 import scheduler_pb2
+from sx.scheduler.store import InstanceLogStore, NewLogLine
+
+__all__ = ["QUEUE_LINES", "WRITE_LINES", "InstanceLogWriter"]
+
+log = logging.getLogger("sx.scheduler.dispatch")
+
+QUEUE_LINES = 100_000
+"""Lines received and not yet stored above which batches are dropped (and counted)."""
+WRITE_LINES = 1_000
+"""Lines per store transaction at most: small enough that the writes of instance reports, which wait
+for the same (SQLite) writer, are not held up behind a long one."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    namespace: str
+    group_id: str
+    lines: list[NewLogLine]
+
+
+class InstanceLogWriter:
+    """Queues the workers' log batches and stores them; ``start`` and ``stop`` run its writing task."""
+
+    def __init__(self, store: InstanceLogStore, *, max_lines: int, queue_lines: int = QUEUE_LINES) -> None:
+        self._store = store
+        self._max_lines = max_lines
+        self._queue_lines = queue_lines
+        self._queue: deque[_Pending] = deque()
+        self._queued = 0
+        self._dropped: dict[tuple[str, str, int], int] = {}
+        """(namespace, group, instance id) -> lines dropped while the queue was full, not yet stored."""
+        self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()
+        """One pass at a time, so lines are numbered in the order they arrived."""
+        self._task: asyncio.Task[None] | None = None
+        self.stored = 0
+        """Lines stored since the start (the truncation of a full instance log aside)."""
+
+    def offer(self, namespace: str, group_id: str, worker_id: str, batch: scheduler_pb2.LogBatch) -> None:
+        """Queue a worker's batch for storing (never waits). A batch whose columns differ in length is
+        malformed and dropped whole."""
+        count = len(batch.messages)
+        columns = (batch.instance_ids, batch.times_ms, batch.levels, batch.task_ids, batch.task_names)
+        if not count or any(len(column) != count for column in columns):
+            return
+        if self._queued + count > self._queue_lines:
+            for instance_id in batch.instance_ids:
+                key = (namespace, group_id, instance_id)
+                self._dropped[key] = self._dropped.get(key, 0) + 1
+            return
+        lines = [
+            NewLogLine(instance_id, time_ms, level, worker_id, message, task_id, task_name)
+            for instance_id, time_ms, level, task_id, task_name, message in zip(
+                batch.instance_ids,
+                batch.times_ms,
+                batch.levels,
+                batch.task_ids,
+                batch.task_names,
+                batch.messages,
+                strict=True,
+            )
+        ]
+        self._queue.append(_Pending(namespace, group_id, lines))
+        self._queued += len(lines)
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Store everything queued now (a final report waits for its instance's lines this way)."""
+        await self._write_queued()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="sx-instance-log-writer")
+
+    async def stop(self) -> None:
+        """Store what is queued (one last pass), then stop."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            await self._write_queued()
+        except Exception:
+            log.exception("storing the last instance log lines failed")
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._write_queued()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the lines taken are lost; the next batches are tried again
+                log.exception("storing instance log lines failed")
+
+    async def _write_queued(self) -> None:
+        async with self._writing:
+            while self._queue or self._dropped:
+                namespace, group_id, lines = self._take()
+                if lines:
+                    self.stored += await self._store.append_instance_logs(
+                        namespace, group_id, lines, max_lines=self._max_lines
+                    )
+
+    def _take(self) -> tuple[str, str, list[NewLogLine]]:
+        """Up to WRITE_LINES queued lines of the first queued group, then its dropped counts."""
+        if self._queue:
+            namespace, group_id = self._queue[0].namespace, self._queue[0].group_id
+        else:
+            namespace, group_id, _ = next(iter(self._dropped))
+        lines: list[NewLogLine] = []
+        while self._queue and len(lines) < WRITE_LINES:
+            first = self._queue[0]
+            if (first.namespace, first.group_id) != (namespace, group_id):
+                break
+            self._queue.popleft()
+            self._queued -= len(first.lines)
+            lines += first.lines
+        return namespace, group_id, lines + self._dropped_lines(namespace, group_id)
+
+    def _dropped_lines(self, namespace: str, group_id: str) -> list[NewLogLine]:
+        now = int(time.time() * 1000)
+        lines: list[NewLogLine] = []
+        for key in [k for k in self._dropped if k[:2] == (namespace, group_id)]:
+            count = self._dropped.pop(key)
+            lines.append(
+                NewLogLine(
+                    instance_id=key[2],
+                    time_ms=now,
+                    level=logging.WARNING,
+                    worker_id="",
+                    message=f"{count} lines dropped: the scheduler received them faster than it could "
+                    "store them",
+                )
+            )
+        return lines

@@ -1,0 +1,271 @@
+"""Shipping the lines processors log to the scheduler, for the instances' online logs.
+
+``LogShipper`` is the ``LogSink`` the worker gives every job context: ``ctx.logger`` lines, script
+output and (with the job's ``captureLogs``) plain ``logging`` calls and ``print`` inside a hook land in
+one bounded buffer, and a task on the loop sends them over the scheduler stream as ``LogBatch``
+messages every ``interval`` seconds (at once while a whole batch waits), and all of an instance's lines
+before its final report. Writing a line only appends to the buffer, so logging never waits for the
+network. While the worker cannot ship (not registered, or its stream is backed up) the buffer keeps the
+newest ``capacity`` lines: each line pushed out is counted for its instance, and the count travels as a
+WARNING line "N lines dropped ..." ahead of that instance's next lines; on registering again the buffer
+goes out before the re-sent reports.
+
+Capturing is process-wide (one root logging handler, one ``sys.stdout`` wrapper, installed while any
+shipper runs) and routed by the job context current where the call is made, so several workers in one
+process each ship their own runs' lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, TextIO
+
+from sx.processors import ExecuteMode, JobContext, get_current_context
+from sx.protos.v1 import scheduler_pb2
+
+__all__ = ["DEFAULT_BUFFER_LINES", "LogShipper", "LogStream"]
+
+log = logging.getLogger("sx.worker")
+
+DEFAULT_BUFFER_LINES = 10_000
+BATCH_LINES = 1_000
+"""Lines per LogBatch message."""
+SHIP_INTERVAL = 0.2
+"""Seconds between shipping rounds: lines reach the scheduler this late at most while it is reachable."""
+BUSY_INTERVAL = 0.01
+"""Seconds between shipping rounds while a whole batch or more waits."""
+
+# (time ms, instance id, job id, level, task id, task name, message): a tuple is the cheapest record.
+_Line = tuple[int, int, int, int, int, str, str]
+
+
+class LogStream(Protocol):
+    """Where batches go: the scheduler connection."""
+
+    def can_send_logs(self, *, force: bool = False) -> bool:
+        """Whether a batch sent now goes out (registered, and, unless ``force``, the stream keeps up)."""
+        ...
+
+    def send_logs(self, batch: scheduler_pb2.LogBatch, *, force: bool = False) -> bool: ...
+
+
+class LogShipper:
+    """A bounded buffer of log lines and the task that ships it (``run``; ``close`` ships what is left)."""
+
+    def __init__(
+        self,
+        stream: Callable[[], LogStream | None],
+        *,
+        capacity: int = DEFAULT_BUFFER_LINES,
+        interval: float = SHIP_INTERVAL,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"log_buffer_lines={capacity!r}: must be at least 1")
+        self._stream = stream
+        self._capacity = capacity
+        self._interval = interval
+        self._lines: deque[_Line] = deque()
+        self._lock = threading.Lock()
+        self._dropped: dict[int, tuple[int, int]] = {}
+        """instance id -> (job id, lines of it pushed out of the full buffer and not yet reported)."""
+        self.dropped_total = 0
+        """Lines dropped since the start (they were reported as "N lines dropped" lines)."""
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the LogSink side (any thread) ---------------------------------------------------------------
+
+    def write(self, ctx: JobContext, level: int, message: str) -> None:
+        mode = ctx.execute_mode  # identity tests: an Enum's hash is computed in Python, per line
+        mapped = mode is ExecuteMode.GRID or mode is ExecuteMode.BATCH or mode is ExecuteMode.PARALLEL
+        line = (
+            int(time.time() * 1000),
+            ctx.instance_id,
+            ctx.job_id,
+            level,
+            ctx.task_id if mapped else 0,
+            ctx.task_name if mapped else "",
+            message,
+        )
+        lines = self._lines
+        if len(lines) >= self._capacity:
+            with self._lock:  # threads logging at once may overshoot by a line each: still bounded
+                while len(lines) >= self._capacity:
+                    oldest = lines.popleft()
+                    _, count = self._dropped.get(oldest[1], (oldest[2], 0))
+                    self._dropped[oldest[1]] = (oldest[2], count + 1)
+                    self.dropped_total += 1
+        lines.append(line)  # deque appends and pops are atomic: no lock on the common path
+
+    def captures(self, ctx: JobContext) -> bool:
+        return ctx.capture_logs
+
+    @property
+    def buffered(self) -> int:
+        """Lines waiting to be shipped."""
+        return len(self._lines)
+
+    # -- shipping (the loop) -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            _capture.install()
+            self._task = asyncio.create_task(self._run(), name="sx-log-shipper")
+
+    async def _run(self) -> None:
+        while True:
+            # A full batch waiting goes out at once (the stream takes a few batches per turn).
+            await asyncio.sleep(self._interval if len(self._lines) < BATCH_LINES else BUSY_INTERVAL)
+            try:
+                self.ship()
+            except Exception:  # a bad line must not end shipping for good
+                log.exception("shipping log lines failed")
+
+    def ship(self, *, force: bool = False) -> int:
+        """Send what is buffered, as far as the stream takes it now (with ``force``, whatever its
+        backlog: before a final report, whose lines must not come after it); returns the batches sent."""
+        sent = 0
+        while self._lines or self._dropped:
+            stream = self._stream()
+            if stream is None or not stream.can_send_logs(force=force):
+                break
+            stream.send_logs(self._take(), force=force)  # it takes it: checked just above, same thread
+            sent += 1
+        return sent
+
+    def drain(self) -> list[scheduler_pb2.LogBatch]:
+        """Everything buffered, as batches (the connection sends them on registering)."""
+        batches: list[scheduler_pb2.LogBatch] = []
+        while self._lines or self._dropped:
+            batches.append(self._take())
+        return batches
+
+    def _take(self) -> scheduler_pb2.LogBatch:
+        """The next batch: the dropped counts, then up to BATCH_LINES lines, out of the buffer."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, {}
+            take = min(len(self._lines), BATCH_LINES)
+            lines = [self._lines.popleft() for _ in range(take)]
+        now = int(time.time() * 1000)
+        notes = [(now, i, j, logging.WARNING, 0, "", _dropped_message(n)) for i, (j, n) in dropped.items()]
+        return _batch(notes + lines)
+
+    async def close(self) -> None:
+        """Stop the shipping task and send what the stream takes now."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        _capture.uninstall()
+        self.ship()
+
+
+def _dropped_message(count: int) -> str:
+    return f"{count} lines dropped: the worker's log buffer was full while it could not ship them"
+
+
+def _batch(lines: list[_Line]) -> scheduler_pb2.LogBatch:
+    """The lines as a LogBatch's columns."""
+    batch = scheduler_pb2.LogBatch()
+    if lines:
+        times, instances, jobs, levels, task_ids, task_names, messages = zip(*lines, strict=True)
+        batch.times_ms.extend(times)
+        batch.instance_ids.extend(instances)
+        batch.job_ids.extend(jobs)
+        batch.levels.extend(levels)
+        batch.task_ids.extend(task_ids)
+        batch.task_names.extend(task_names)
+        batch.messages.extend(messages)
+    return batch
+
+
+# -- capturing plain logging and print inside hooks ----------------------------------------------------
+
+
+def _capturing_context() -> JobContext | None:
+    ctx = get_current_context()
+    if ctx is None or ctx.log_sink is None or not ctx.log_sink.captures(ctx):
+        return None
+    return ctx
+
+
+class _CaptureHandler(logging.Handler):
+    """Ships records logged inside a capturing job's hook (``ctx.logger`` lines are shipped already)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "sx.job":
+            return
+        ctx = _capturing_context()
+        if ctx is None or ctx.log_sink is None:
+            return
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message = f"{message}\n{logging.Formatter().formatException(record.exc_info)}"
+            ctx.log_sink.write(ctx, record.levelno, message)
+        except Exception:
+            self.handleError(record)
+
+
+class _CapturedStdout:
+    """``sys.stdout`` while capturing: writes go through, and each whole line printed inside a
+    capturing job's hook is shipped too (INFO)."""
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+        self._partial: weakref.WeakKeyDictionary[JobContext, str] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        written = self._target.write(text)
+        ctx = _capturing_context()
+        if ctx is not None and ctx.log_sink is not None and text:
+            with self._lock:
+                pending = self._partial.pop(ctx, "") + text
+                *whole, rest = pending.split("\n")
+                if rest:
+                    self._partial[ctx] = rest
+            for line in whole:
+                ctx.log_sink.write(ctx, logging.INFO, line)
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+class _Capture:
+    """The process-wide capture hooks, installed while at least one shipper runs."""
+
+    def __init__(self) -> None:
+        self._users = 0
+        self._handler = _CaptureHandler()
+        self._stdout: _CapturedStdout | None = None
+
+    def install(self) -> None:
+        self._users += 1
+        if self._users > 1:
+            return
+        logging.getLogger().addHandler(self._handler)
+        self._stdout = _CapturedStdout(sys.stdout)
+        sys.stdout = self._stdout
+
+    def uninstall(self) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
+        logging.getLogger().removeHandler(self._handler)
+        if self._stdout is not None and sys.stdout is self._stdout:
+            sys.stdout = self._stdout._target
+        self._stdout = None
+
+
+_capture = _Capture()

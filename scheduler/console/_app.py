@@ -211,7 +211,8 @@ def create_console(services: Services, *, session_secret: bytes | None = None) -
     routes = [
         Route("/login", _login(console), methods=["GET", "POST"]),
         Route("/logout", _logout(console), methods=["POST"]),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        # Links are followed: an editable install (strict mode) lays the package out as links to the checkout.
+        Mount("/static", StaticFiles(directory=STATIC, follow_symlink=True), name="static"),
         page("/", _pages.overview_page),
         page("/jobs", _pages.jobs_page),
         page(job, _pages.job_page),

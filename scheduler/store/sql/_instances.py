@@ -310,8 +310,13 @@ class SqlInstances(SqlStoreBase, InstanceStore):
             return 0  # keeping no limit: history is kept whole
         t = tables.instances
         finished = [t.c.job_id == job_id, t.c.status.in_([int(s) for s in _FINISHED])]
-        # The newest finished instance beyond `keep`: it and everything older go.
-        boundary = sa.select(t.c.id).where(*finished).order_by(t.c.id.desc()).offset(keep).limit(1)
+        # The newest finished instance beyond `keep`: it and everything older go. One index range per
+        # finished status ((job_id, status) holds the id too): a single `status IN` query is planned on
+        # the (job_id, id) index and walks every waiting instance of a backlog first, per finished one.
+        per_status = sa.union_all(
+            *(sa.select(t.c.id).where(t.c.job_id == job_id, t.c.status == int(s)) for s in _FINISHED)
+        ).subquery()
+        boundary = sa.select(per_status.c.id).order_by(per_status.c.id.desc()).offset(keep).limit(1)
         async with self._write() as conn:
             oldest_pruned = (await conn.execute(boundary)).scalar_one_or_none()
             if oldest_pruned is None:

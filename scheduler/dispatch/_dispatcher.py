@@ -126,6 +126,7 @@ class Dispatcher:
         self._outgoing: list[int] = []
         """Instances created here for groups other replicas dispatch, to be signalled to them."""
         self._flushing: asyncio.Task[None] | None = None
+        self._stopping = False
         self._reports = InstanceReports(
             store, clock=clock, state=self._state, on_finished=on_finished, ownership=self.ownership
         )
@@ -228,6 +229,8 @@ class Dispatcher:
 
     def _on_signal(self, payload: str) -> None:
         """A signal from a replica (this one too): an instance created, or a stop asked for."""
+        if self._stopping:
+            return  # the groups' next owner reads their instances from the store
         task = asyncio.create_task(self._apply_signal(payload), name="sx-signal")
         self._signal_tasks.add(task)
         task.add_done_callback(self._signal_tasks.discard)
@@ -278,6 +281,7 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop the loops and end every worker stream; instances are left for the next start."""
+        self._stopping = True
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

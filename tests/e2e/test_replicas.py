@@ -8,12 +8,17 @@ ended SUCCESS on its first run.
 All processes are real (``sx-worker serve`` and ``sx-worker run``); workers are given the three
 replicas' addresses and follow their group's owner. Counts come from the store (SQL) and from the
 workers' own records of each run.
+
+The suite's load is 30 jobs every two seconds, so that on a busy 2-core machine maxConcurrency stays a
+matter of replicas rather than of CPU; ``SX_TEST_REPLICA_LOAD=full`` runs the same tests with 100 jobs due
+every second.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import time
@@ -45,7 +50,9 @@ from tests.postgres import PostgresServer
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(300)]
 
 GROUPS = ("alpha", "beta")
-JOBS_PER_GROUP = 15
+FULL_LOAD = os.environ.get("SX_TEST_REPLICA_LOAD", "light") == "full"
+JOBS_PER_GROUP = 50 if FULL_LOAD else 15
+TICK = cron("* * * * * ?") if FULL_LOAD else cron("*/2 * * * * ?")
 LEASE_SECONDS = 4
 SERVE_LINE = re.compile(r"scheduler: OpenAPI (http://\S+) .*gRPC (\S+)")
 FINAL = (InstanceStatus.SUCCESS, InstanceStatus.FAILED, InstanceStatus.REJECTED)
@@ -147,14 +154,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator
         running.replicas = [running.serve() for _ in range(3)]
         for i, group in enumerate(GROUPS):
             # Each group made through another replica: the OpenAPI answers on every one.
-            url = running.replicas[i].http_url
-            with SyncOpenApiClient(url, namespace=NAMESPACE, group_id=group) as client:
+            with SyncOpenApiClient(
+                running.replicas[i].http_url, namespace=NAMESPACE, group_id=group
+            ) as client:
                 running.app_keys[group] = client.ensure_group().app_key
+        # Workers first: timed jobs made before any worker could take their fires would pile up.
+        workers = [running.start_worker(group) for group in GROUPS for _ in range(2)]
+        for proc in workers:
+            wait_for(partial(_registered, proc), within=START_TIMEOUT, what=f"{proc.name} to register")
+        for i, group in enumerate(GROUPS):
+            with SyncOpenApiClient(
+                running.replicas[i].http_url, namespace=NAMESPACE, group_id=group
+            ) as client:
                 tick = JobSpec(name="tick", class_name="e2e.replica.tick", max_concurrency=3)
                 running.tick_jobs[group] = [
-                    client.create_job(
-                        tick.model_copy(update={"name": f"tick-{n}", "schedule": cron("*/2 * * * * ?")})
-                    )
+                    client.create_job(tick.model_copy(update={"name": f"tick-{n}", "schedule": TICK}))
                     for n in range(JOBS_PER_GROUP)
                 ]
                 running.api_jobs[group] = client.create_job(
@@ -163,9 +177,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator
                 running.hold_jobs[group] = client.create_job(
                     JobSpec(name="hold", class_name="e2e.replica.hold")
                 )
-        workers = [running.start_worker(group) for group in GROUPS for _ in range(2)]
-        for proc in workers:
-            wait_for(partial(_registered, proc), within=START_TIMEOUT, what=f"{proc.name} to register")
         yield running
     except BaseException:
         print(running.logs())

@@ -24,6 +24,7 @@ from sx.scheduler.store._interfaces import LeaseStore
 from sx.scheduler.store._records import GroupLease, SchedulerReplica
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase
+from sx.scheduler.store.sql._rows import lease_from_row, replica_from_row
 from sx.scheduler.store.sql._tables import UtcDateTime
 
 __all__ = ["SIGNAL_CHANNEL", "SqlLeases"]
@@ -38,29 +39,6 @@ _PRESENCE_CONNECT_TIMEOUT: Final = 10.0
 _s = tables.schedulers
 _l = tables.group_leases
 _NOW: Final = sa.bindparam("b_now", type_=UtcDateTime())
-
-
-def _lease_from_row(row: sa.Row[Any]) -> GroupLease:
-    return GroupLease(
-        namespace=row.namespace,
-        group_id=row.group_id,
-        holder=row.holder,
-        token=row.token,
-        epoch=int(row.epoch),
-        expires_at=row.expires_at,
-        acquired_at=row.acquired_at,
-        workers=row.workers,
-    )
-
-
-def _replica_from_row(row: sa.Row[Any]) -> SchedulerReplica:
-    return SchedulerReplica(
-        replica_id=row.replica_id,
-        grpc_address=row.grpc_address,
-        http_url=row.http_url,
-        presence_key=int(row.presence_key),
-        expires_at=row.expires_at,
-    )
 
 
 class SqlLeases(SqlStoreBase, LeaseStore):
@@ -99,18 +77,18 @@ class SqlLeases(SqlStoreBase, LeaseStore):
         query = sa.select(_s).where(_s.c.expires_at > now).order_by(_s.c.replica_id)
         if self._is_sqlite:
             async with self._read() as conn:
-                return [_replica_from_row(row) for row in await conn.execute(query)]
+                return [replica_from_row(row) for row in await conn.execute(query)]
         # A presence lock this transaction can take is held by no one: that replica's process is gone.
         # (Transaction-level: released at the end of this read.)
         vacant = sa.func.pg_try_advisory_xact_lock(_PRESENCE_CLASS, _s.c.presence_key).label("vacant")
         async with self._write() as conn:
             rows = (await conn.execute(query.add_columns(vacant))).all()
-        return [_replica_from_row(row) for row in rows if not row.vacant]
+        return [replica_from_row(row) for row in rows if not row.vacant]
 
     async def group_leases(self) -> list[GroupLease]:
         async with self._read() as conn:
             rows = await conn.execute(sa.select(_l).order_by(_l.c.namespace, _l.c.group_id))
-            return [_lease_from_row(row) for row in rows]
+            return [lease_from_row(row) for row in rows]
 
     async def take_lease(
         self,
@@ -162,7 +140,7 @@ class SqlLeases(SqlStoreBase, LeaseStore):
                     .returning(*_l.c)
                 )
                 row = (await conn.execute(update)).one_or_none()
-        return None if row is None else _lease_from_row(row)
+        return None if row is None else lease_from_row(row)
 
     async def renew_leases(
         self, holder: str, tokens: Sequence[str], *, now: datetime, ttl: timedelta, workers: dict[str, str]

@@ -18,9 +18,11 @@ from sx.processors.engine import stored_definitions
 from sx.scheduler.store._records import (
     Alarm,
     Calendar,
+    GroupLease,
     Instance,
     Job,
     NewInstance,
+    SchedulerReplica,
     Task,
     Workflow,
     WorkflowDef,
@@ -39,7 +41,9 @@ __all__ = [
     "dump_workflow_def",
     "instance_from_row",
     "job_from_row",
+    "lease_from_row",
     "new_instance_values",
+    "replica_from_row",
     "task_from_row",
     "utc_now",
     "wf_instance_from_row",
@@ -300,4 +304,27 @@ def alarm_from_row(row: sa.Row[Any]) -> Alarm:
         delivered=bool(row.delivered),
         created_at=row.created_at,
         detail=json.loads(row.detail),
+    )
+
+
+def lease_from_row(row: sa.Row[Any]) -> GroupLease:
+    return GroupLease(
+        namespace=row.namespace,
+        group_id=row.group_id,
+        holder=row.holder,
+        token=row.token,
+        epoch=int(row.epoch),
+        expires_at=row.expires_at,
+        acquired_at=row.acquired_at,
+        workers=row.workers,
+    )
+
+
+def replica_from_row(row: sa.Row[Any]) -> SchedulerReplica:
+    return SchedulerReplica(
+        replica_id=row.replica_id,
+        grpc_address=row.grpc_address,
+        http_url=row.http_url,
+        presence_key=int(row.presence_key),
+        expires_at=row.expires_at,
     )

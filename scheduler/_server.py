@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from datetime import timedelta, tzinfo
 from types import TracebackType
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +31,7 @@ from sx.scheduler._clock import Clock, RealClock
 from sx.scheduler._health import GRPC_SERVICES, Readiness
 from sx.scheduler._metrics import SchedulerMetrics
 from sx.scheduler._settings import SchedulerSettings, is_loopback
+from sx.scheduler._shutdown import bounded_step
 from sx.scheduler.api import AccessKeys, Authenticator, Operations, Services, create_app
 from sx.scheduler.console import create_console
 from sx.scheduler.dispatch import Dispatcher, InstanceTracing, server_credentials
@@ -60,6 +62,10 @@ from sx.scheduler.workflows import WorkflowEngine, WorkflowFireLoop, WorkflowSer
 __all__ = ["SchedulerServer", "SchedulerStartError", "alarm_channels", "local_zone"]
 
 log = logging.getLogger("sx.scheduler")
+
+# Per part of the stop sequence: when its stacks are logged, and when it is left behind.
+_STOP_WARN_AFTER = 10.0
+_STOP_GIVE_UP_AFTER = 25.0
 
 
 class SchedulerStartError(SxError):
@@ -345,16 +351,33 @@ class SchedulerServer:
         self.http_url = f"http://{shown}:{port}"
 
     async def stop(self) -> None:
-        """Stop what runs; parts that never started (after a failed start) are skipped."""
+        """Stop what runs; parts that never started (after a failed start) are skipped.
+
+        Each part gets a bounded time (see _shutdown): one that hangs is logged with every task's
+        stack and left behind, so the dispatcher still stops and gives its groups up."""
         await self.readiness.stop()
         if self._health is not None:
             # Probes see the scheduler going away before its streams end.
             await self._health.enter_graceful_shutdown()
-        await self.backfill_driver.stop()
-        await self.lifecycle.stop()
-        await self.workflow_fires.stop()
-        await self.engine.stop()
-        await self.dispatcher.stop()
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("the backfill driver", self.backfill_driver.stop),
+            ("the lifecycle", self.lifecycle.stop),
+            ("the workflow fire loop", self.workflow_fires.stop),
+            ("the trigger engine", self.engine.stop),
+            ("the dispatcher", self.dispatcher.stop),
+            ("the OpenAPI server", self._stop_http),
+        ]
+        for name, stop in steps:
+            await bounded_step(
+                name, stop(), logger=log, warn_after=_STOP_WARN_AFTER, give_up_after=_STOP_GIVE_UP_AFTER
+            )
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2.0)
+            self._grpc = None
+            self._health = None
+        await self.store.close()
+
+    async def _stop_http(self) -> None:
         http, task = self._http, self._http_task
         self._http = self._http_task = None
         if http is not None and task is not None:
@@ -363,11 +386,6 @@ class SchedulerServer:
                 await task
             except Exception:
                 log.exception("the OpenAPI server ended with an error")
-        if self._grpc is not None:
-            await self._grpc.stop(grace=2.0)
-            self._grpc = None
-            self._health = None
-        await self.store.close()
 
     async def __aenter__(self) -> SchedulerServer:
         await self.start()

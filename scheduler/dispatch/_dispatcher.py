@@ -196,8 +196,9 @@ class Dispatcher:
 
     # -- groups taken on and given up (GroupOwnership's callbacks) ------------------------------------
     async def _group_acquired(self, group: GroupKey) -> None:
-        """This replica now dispatches the group: queue its WAITING instances, and hold its READY and
-        RUNNING ones for their workers (which reconnect here, or are lost after the heartbeat timeout)."""
+        """This replica now dispatches the group: queue its WAITING instances, hold its READY and RUNNING
+        ones for their workers (which reconnect here, or are lost after the heartbeat timeout), and apply
+        the stops asked for them that their last owner did not."""
         namespace, group_id = group
         state = self._state
         for instance in await self._store.instances_with_status(
@@ -211,6 +212,11 @@ class Dispatcher:
             limit=RECOVERY_LIMIT,
         )
         self._sessions.hold_for_workers(active, now=self._clock.now())
+        # Stops asked on other replicas that the group's last owner did not apply before it went.
+        for instance_id, reason in await self._store.stop_requests(namespace, group_id):
+            to_stop = await self._store.get_instance(instance_id)
+            if to_stop is not None and not to_stop.status.finished:
+                await self.stop_instance(to_stop, reason)
         state.dispatch_wake.set()
         state.liveness_wake.set()
 
@@ -317,6 +323,8 @@ class Dispatcher:
             if current is None or current.status.finished:
                 return False
             if self.ownership.owner_address(group):
+                # Kept too: an owner that stops or dies before applying the signal leaves it to the next.
+                await self._store.request_stop(instance.id, reason, now=self._clock.now())
                 await self._store.signal(f"{_STOP} {instance.id} {reason[:_REASON_LIMIT]}")
                 return True
             # No replica holds the group now: no worker runs it through a scheduler; end it here.

@@ -39,6 +39,9 @@ GroupKey = tuple[str, str]
 
 _TICK = 1.0
 """Seconds between check-ins (and renewals); a lease lasts several ticks."""
+_STALLED_AFTER = timedelta(seconds=3 * _TICK)
+"""An owner whose lease was last renewed this long ago (as last read) has stopped renewing: a tick of
+its own, one of ours reading it, and one of slack."""
 
 
 class OwnershipStore(AccessStore, LeaseStore, Protocol):
@@ -136,13 +139,17 @@ class GroupOwnership:
         return snapshot
 
     def recovering(self, group: GroupKey, within: timedelta) -> bool:
-        """Whether a group is between owners: no live replica holds it, or one took it over (from
-        another) less than ``within`` ago, so its workers may still be coming back to it."""
+        """Whether a group is between owners: no live replica holds it, its owner has stopped renewing
+        (paused or stalled: it dispatches nothing meanwhile), or one took it over (from another) less
+        than ``within`` ago, so its workers may still be coming back to it."""
         lease = self._leases.get(group)
         if lease is None:
             return False  # never dispatched yet: nothing of it can be in the way
         now = _utc_now()
         if lease.expires_at <= now or lease.holder not in self._replicas:
+            return True
+        renewed_at = lease.renewed_at
+        if renewed_at is not None and group not in self._held and now - renewed_at > _STALLED_AFTER:
             return True
         return lease.epoch > 1 and now - lease.acquired_at < within
 

@@ -567,6 +567,16 @@ class LeaseStore(Protocol):
     async def signal(self, payload: str) -> None:
         """Send a signal to every replica attending (this one included)."""
 
+    @abstractmethod
+    async def request_stop(self, instance_id: int, reason: str, *, now: datetime) -> None:
+        """Keep a stop asked for on a replica that does not dispatch the instance's group (the latest
+        reason wins), for the group's next owner should the current one stop or die before applying
+        its signal. Gone with the instance."""
+
+    @abstractmethod
+    async def stop_requests(self, namespace: str, group_id: str) -> list[tuple[int, str]]:
+        """The kept stop requests (instance id, reason) of the group's unfinished instances."""
+
 
 class InstanceLogStore(Protocol):
     """The instances' online logs: the lines workers ship, bounded per instance, gone with the instance."""

@@ -383,7 +383,8 @@ class GroupLease:
     ``epoch`` counts the owners the group has had; ``token`` is unique to one holding of the lease, so
     a write fenced with a token from before a loss of the lease is refused even by the same replica.
     ``workers`` is the owner's last snapshot of the group's connected workers (JSON), for the other
-    replicas' listings."""
+    replicas' listings. ``renewed_at`` is when its holder last renewed it (None for leases stored
+    before it was recorded)."""
 
     namespace: str
     group_id: str
@@ -393,6 +394,7 @@ class GroupLease:
     expires_at: datetime
     acquired_at: datetime
     workers: str = "[]"
+    renewed_at: datetime | None = None
 
     @property
     def key(self) -> tuple[str, str]:

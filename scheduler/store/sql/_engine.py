@@ -52,6 +52,10 @@ _SQLITE_FILE: Final = "scheduler.db"
 # One key for every sx scheduler: replicas starting at once take turns to migrate.
 _MIGRATION_LOCK_KEY: Final = 0x5358_5343_4844  # "SXSCHD"
 _SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+# A transaction of ours never waits on its own process for long: our statements follow one another. One
+# that does is a paused or stalled replica's, and its row locks (the lease row a fenced write shares)
+# would hold the other replicas' take-over of its groups until it woke; the server ends it instead.
+_PG_IDLE_IN_TRANSACTION_MS: Final = 5000
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -399,6 +403,11 @@ class SqlStoreBase:
                 max_overflow=20,
                 pool_pre_ping=True,
                 pool_recycle=1800,
+                connect_args={
+                    "server_settings": {
+                        "idle_in_transaction_session_timeout": str(_PG_IDLE_IN_TRANSACTION_MS)
+                    }
+                },
             )
         if self._in_memory:
             engine = create_async_engine(self._url, echo=self._echo, poolclass=StaticPool)

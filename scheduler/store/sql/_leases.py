@@ -20,6 +20,7 @@ from typing import Any, Final
 import asyncpg
 import sqlalchemy as sa
 
+from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
 from sx.scheduler.store._interfaces import LeaseStore
 from sx.scheduler.store._records import GroupLease, SchedulerReplica
 from sx.scheduler.store.sql import _tables as tables
@@ -38,6 +39,8 @@ _PRESENCE_CONNECT_TIMEOUT: Final = 10.0
 
 _s = tables.schedulers
 _l = tables.group_leases
+_r = tables.stop_requests
+_i = tables.instances
 _NOW: Final = sa.bindparam("b_now", type_=UtcDateTime())
 
 
@@ -114,6 +117,7 @@ class SqlLeases(SqlStoreBase, LeaseStore):
                         epoch=1,
                         expires_at=expires_at,
                         acquired_at=now,
+                        renewed_at=now,
                         workers="[]",
                     )
                     .on_conflict_do_nothing(index_elements=[_l.c.namespace, _l.c.group_id])
@@ -135,6 +139,7 @@ class SqlLeases(SqlStoreBase, LeaseStore):
                         epoch=_l.c.epoch + 1,
                         expires_at=expires_at,
                         acquired_at=now,
+                        renewed_at=now,
                         workers="[]",
                     )
                     .returning(*_l.c)
@@ -153,7 +158,7 @@ class SqlLeases(SqlStoreBase, LeaseStore):
                 update = (
                     sa.update(_l)
                     .where(_l.c.token == token, _l.c.holder == holder, _l.c.expires_at > _NOW)
-                    .values(expires_at=now + ttl, workers=workers.get(token, "[]"))
+                    .values(expires_at=now + ttl, renewed_at=now, workers=workers.get(token, "[]"))
                 )
                 if (await conn.execute(update, {"b_now": now})).rowcount:
                     renewed.add(token)
@@ -203,6 +208,29 @@ class SqlLeases(SqlStoreBase, LeaseStore):
             return
         async with self._write() as conn:
             await conn.execute(sa.select(sa.func.pg_notify(SIGNAL_CHANNEL, payload)))
+
+    async def request_stop(self, instance_id: int, reason: str, *, now: datetime) -> None:
+        insert = self._insert(_r).values(instance_id=instance_id, reason=reason, requested_at=now)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[_r.c.instance_id],
+            set_={"reason": insert.excluded.reason, "requested_at": insert.excluded.requested_at},
+        )
+        async with self._write() as conn:
+            await conn.execute(upsert)
+
+    async def stop_requests(self, namespace: str, group_id: str) -> list[tuple[int, str]]:
+        query = (
+            sa.select(_r.c.instance_id, _r.c.reason)
+            .join(_i, _i.c.id == _r.c.instance_id)
+            .where(
+                _i.c.namespace == namespace,
+                _i.c.group_id == group_id,
+                _i.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]),
+            )
+            .order_by(_r.c.instance_id)
+        )
+        async with self._read() as conn:
+            return [(row.instance_id, row.reason) for row in await conn.execute(query)]
 
     async def _close_presence(self) -> None:
         presence, self._presence = self._presence, None

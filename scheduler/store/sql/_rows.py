@@ -317,6 +317,7 @@ def lease_from_row(row: sa.Row[Any]) -> GroupLease:
         expires_at=row.expires_at,
         acquired_at=row.acquired_at,
         workers=row.workers,
+        renewed_at=row.renewed_at,
     )
 
 

@@ -317,6 +317,23 @@ group_leases = sa.Table(
     sa.Column("expires_at", UtcDateTime(), nullable=False),
     sa.Column("acquired_at", UtcDateTime(), nullable=False),
     sa.Column("workers", sa.Text(), nullable=False),
+    # When the holder last renewed it: another replica tells a stalled owner by it (migration 0009).
+    sa.Column("renewed_at", UtcDateTime(), nullable=True),
+)
+
+# StopInstance asked on a replica that does not dispatch the instance's group (migration 0009): kept so
+# that the group's next owner applies it when the owner it was signalled to stops or dies first.
+stop_requests = sa.Table(
+    "sx_stop_requests",
+    metadata,
+    sa.Column(
+        "instance_id",
+        sa.BigInteger(),
+        sa.ForeignKey("sx_instances.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("requested_at", UtcDateTime(), nullable=False),
 )
 
 # The instances' online logs (migration 0006): lines numbered per instance, gone with their instance.
@@ -357,6 +374,7 @@ __all__ = [
     "namespaces",
     "nonces",
     "schedulers",
+    "stop_requests",
     "tasks",
     "wf_instances",
     "wf_nodes",

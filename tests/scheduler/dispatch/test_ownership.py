@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -106,3 +106,45 @@ async def test_groups_are_spread_handed_over_and_taken_back(_store_postgres_url:
         # b stopped (its leases given up): a takes them back at once.
         await until(lambda: sorted(a.held()) == sorted(GROUPS), a_events, "a to take the groups back")
         assert sorted(a_events.acquired) == sorted(GROUPS + sorted(share))
+
+
+@pytest.mark.postgres
+async def test_a_group_whose_live_owner_stopped_renewing_is_recovering(_store_postgres_url: str) -> None:
+    """An owner that is alive (its presence held) but has stopped renewing, paused or stalled, dispatches
+    nothing: the other replicas treat its group as between owners (fires follow the misfire policy
+    rather than pile up and be rejected) until it renews again."""
+    url = _store_postgres_url
+    reset_database(url)
+    stalled = SqlStore(url)
+    await stalled.start()
+    try:
+        await stalled.create_namespace(Namespace("ns", "ns"))
+        await stalled.create_group(Group("ns", "g", app_key="k"))
+        key = presence_key()
+        await stalled.attend(key, lambda payload: None)
+        now = datetime.now(UTC)
+        holder = SchedulerReplica("replica-a", grpc_address="replica-a:9090", http_url="", presence_key=key)
+        await stalled.check_in(holder, now=now, ttl=timedelta(seconds=60))
+        # Renewed ten seconds ago, for a minute: held, but its owner has been silent for a while.
+        lease = await stalled.take_lease(
+            "ns",
+            "g",
+            holder="replica-a",
+            now=now - timedelta(seconds=10),
+            ttl=timedelta(seconds=60),
+            replacing=None,
+        )
+        assert lease is not None
+        events = Events()
+        async with replica(url, "replica-b", events) as b:
+            await until(
+                lambda: b.owner_address(("ns", "g")) == "replica-a:9090", events, "b to read the lease"
+            )
+            assert not b.owns(("ns", "g"))
+            assert b.recovering(("ns", "g"), timedelta(0))
+            await stalled.renew_leases(
+                "replica-a", [lease.token], now=datetime.now(UTC), ttl=timedelta(seconds=60), workers={}
+            )
+            await until(lambda: not b.recovering(("ns", "g"), timedelta(0)), events, "b to see it renewed")
+    finally:
+        await stalled.close()

@@ -38,8 +38,9 @@ def _replica(name: str, key: int) -> SchedulerReplica:
 async def _instance(store: SqlStore, group: str) -> int:
     if await store.get_namespace("ns") is None:
         await store.create_namespace(Namespace("ns", "ns"))
-    await store.create_group(Group("ns", group, app_key="k"))
-    job = await store.create_job(
+    if await store.get_group("ns", group) is None:
+        await store.create_group(Group("ns", group, app_key="k"))
+    job = await store.find_job("ns", group, f"job-{group}") or await store.create_job(
         namespace="ns",
         group_id=group,
         spec=JobSpec(name=f"job-{group}", class_name="tests.Job"),
@@ -182,3 +183,17 @@ async def test_a_replica_whose_connection_is_gone_is_seen_gone_before_its_check_
     finally:
         await other.close()
         await store.close()
+
+
+async def test_stop_requests_are_kept_per_unfinished_instance_of_the_group(store: SqlStore) -> None:
+    first, second = await _instance(store, "stops"), await _instance(store, "stops")
+    elsewhere = await _instance(store, "other")
+    await store.request_stop(first, "asked once", now=_now())
+    await store.request_stop(first, "asked again", now=_now())  # the latest reason wins
+    await store.request_stop(second, "asked", now=_now())
+    await store.request_stop(elsewhere, "asked", now=_now())
+    assert await store.stop_requests("ns", "stops") == [(first, "asked again"), (second, "asked")]
+    # A finished instance needs no stop any more.
+    await store.update_instance(second, InstanceChange(status=InstanceStatus.FAILED, end_time=_now()))
+    assert await store.stop_requests("ns", "stops") == [(first, "asked again")]
+    assert await store.stop_requests("ns", "other") == [(elsewhere, "asked")]

@@ -66,6 +66,7 @@ log = logging.getLogger("sx.scheduler")
 # Per part of the stop sequence: when its stacks are logged, and when it is left behind.
 _STOP_WARN_AFTER = 10.0
 _STOP_GIVE_UP_AFTER = 25.0
+_HTTP_GRACE_SECONDS = 5
 
 
 class SchedulerStartError(SxError):
@@ -336,7 +337,12 @@ class SchedulerServer:
             raise
         port = sock.getsockname()[1]
         config = uvicorn.Config(
-            self.tracing.tracing.traced_asgi(app), log_level="warning", access_log=False, lifespan="off"
+            self.tracing.tracing.traced_asgi(app),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            # Requests still open when stopping (a log follower's long poll) get this long, then end.
+            timeout_graceful_shutdown=_HTTP_GRACE_SECONDS,
         )
         server = uvicorn.Server(config)
         self._http = server
@@ -355,11 +361,10 @@ class SchedulerServer:
 
         Each part gets a bounded time (see _shutdown): one that hangs is logged with every task's
         stack and left behind, so the dispatcher still stops and gives its groups up."""
-        await self.readiness.stop()
-        if self._health is not None:
-            # Probes see the scheduler going away before its streams end.
-            await self._health.enter_graceful_shutdown()
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("the readiness watch", self.readiness.stop),
+            # Probes see the scheduler going away before its streams end.
+            ("the gRPC health service", self._leave_health),
             ("the backfill driver", self.backfill_driver.stop),
             ("the lifecycle", self.lifecycle.stop),
             ("the workflow fire loop", self.workflow_fires.stop),
@@ -376,6 +381,10 @@ class SchedulerServer:
             self._grpc = None
             self._health = None
         await self.store.close()
+
+    async def _leave_health(self) -> None:
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
 
     async def _stop_http(self) -> None:
         http, task = self._http, self._http_task

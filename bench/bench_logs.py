@@ -7,7 +7,8 @@ A ``sx-worker serve`` scheduler (SQLite, keeping every line: ``SX_INSTANCE_LOG_L
 count) and 2 ``sx-worker run`` workers (``--log-level warning``, so the lines are shipped but not also
 written to the workers' stderr). Each round runs the quiet job, then the logging one; each run is
 printed, and the summary gives the medians, the ratio logging / quiet (the target is at most 1.15),
-the lines stored per second (from ExecuteJob to the last line stored), and the scheduler's RSS before
+the lines stored per second (from ExecuteJob to the last line stored; lines a full buffer dropped are
+counted by their "N lines dropped" line, and each run says how many), and the scheduler's RSS before
 the first run and after each run.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -24,6 +26,8 @@ from _cluster import GROUP, NS, cluster
 
 from sx.processors import ExecuteMode, JobContext, JobSpec, MapOptions, MapProcessor, processor
 from sx.worker import SyncOpenApiClient
+
+_DROPPED = re.compile(r"(\d+) lines dropped")
 
 CONSUMER_SIZE, QUEUE_SIZE, DISPATCHER_SIZE, PAGE_SIZE = 64, 20_000, 4, 100
 
@@ -53,6 +57,19 @@ def _rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _wait_stored(api: SyncOpenApiClient, job_id: int, instance_id: int, tasks: int) -> int:
+    """Wait until every line of the run is stored, or counted in a stored "N lines dropped" line (a
+    buffer that overflowed); returns the lines dropped."""
+    while True:
+        notes = api.get_instance_log(job_id, instance_id, level="WARNING", limit=1000).lines
+        counts = [int(found.group(1)) for note in notes if (found := _DROPPED.match(note.message))]
+        # Lines are numbered from 1 per instance: the last one is the lines kept plus the notes.
+        last = tasks - sum(counts) + len(counts)
+        if api.get_instance_log(job_id, instance_id, offset=last - 1, limit=1).lines:
+            return sum(counts)
+        time.sleep(0.02)
 
 
 def main() -> None:
@@ -108,12 +125,12 @@ def main() -> None:
                     seconds[logging].append(elapsed)
                     line = ""
                     if logging:
-                        # The last line stored: offset N (lines are numbered from 1 per instance).
-                        while not api.get_instance_log(job_id, instance_id, offset=tasks - 1, limit=1).lines:
-                            time.sleep(0.02)
+                        dropped = _wait_stored(api, job_id, instance_id, tasks)
                         stored = time.perf_counter() - started
-                        stored_rates.append(tasks / stored)
+                        stored_rates.append((tasks - dropped) / stored)
                         line = f"; all {tasks:,} lines stored after {stored:.2f}s"
+                        if dropped:
+                            line += f" ({dropped:,} of them as dropped-lines counts)"
                     rss.append(_rss_mb(scheduler_pid))
                     cpu = [
                         _cpu_seconds(proc.pid) - before

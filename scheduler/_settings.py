@@ -36,7 +36,12 @@ class SchedulerSettings(BaseSettings):
         False, description="listen beyond loopback even though no access key is configured"
     )
     default_time_zone: str = Field("", description="IANA zone for jobs without one; default: the host's")
-    history_keep: int = Field(300, ge=1, description="finished instances kept per job")
+    history_keep: int = Field(
+        300,
+        ge=1,
+        description="finished instances kept per job (pruned every sixteenth of it, so up to a "
+        "sixteenth more for a while)",
+    )
     instance_log_lines: int = Field(
         10_000,
         ge=1,

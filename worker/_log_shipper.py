@@ -36,8 +36,12 @@ __all__ = ["DEFAULT_BUFFER_LINES", "LogShipper", "LogStream"]
 log = logging.getLogger("sx.worker")
 
 DEFAULT_BUFFER_LINES = 10_000
-BATCH_LINES = 1_000
-"""Lines per LogBatch message."""
+BATCH_LINES = 5_000
+"""Lines per LogBatch message at most: few messages, so a busy worker's stream keeps up with what it logs
+(the stream holds back lines once a few messages wait)."""
+BATCH_TEXT = 1 << 19
+"""Characters of messages per LogBatch at most (past the line that crosses it): at up to 4 bytes each in
+UTF-8, a batch stays below gRPC's 4 MB message limit whatever the lines' length."""
 SHIP_INTERVAL = 0.2
 """Seconds between shipping rounds: lines reach the scheduler this late at most while it is reachable."""
 BUSY_INTERVAL = 0.01
@@ -148,11 +152,17 @@ class LogShipper:
         return batches
 
     def _take(self) -> scheduler_pb2.LogBatch:
-        """The next batch: the dropped counts, then up to BATCH_LINES lines, out of the buffer."""
+        """The next batch: the dropped counts, then up to BATCH_LINES lines (BATCH_TEXT of text), out of
+        the buffer."""
         with self._lock:
             dropped, self._dropped = self._dropped, {}
-            take = min(len(self._lines), BATCH_LINES)
-            lines = [self._lines.popleft() for _ in range(take)]
+            buffered = self._lines
+            lines: list[_Line] = []
+            text = 0
+            while buffered and len(lines) < BATCH_LINES and text < BATCH_TEXT:
+                line = buffered.popleft()
+                text += len(line[6])
+                lines.append(line)
         now = int(time.time() * 1000)
         notes = [(now, i, j, logging.WARNING, 0, "", _dropped_message(n)) for i, (j, n) in dropped.items()]
         return _batch(notes + lines)

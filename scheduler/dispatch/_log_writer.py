@@ -14,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
+from itertools import repeat
 
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler.store import InstanceLogStore, NewLogLine
@@ -33,9 +34,31 @@ for the same (SQLite) writer, are not held up behind a long one."""
 
 @dataclass(slots=True)
 class _Pending:
+    """A worker's batch as it came, made into lines only when stored: one object while queued, where a
+    line object each would cost the reader's time and the garbage collector's; ``taken``: its first
+    lines already stored."""
+
     namespace: str
     group_id: str
-    lines: list[NewLogLine]
+    worker_id: str
+    batch: scheduler_pb2.LogBatch
+    taken: int = 0
+
+    def take(self, count: int) -> list[NewLogLine]:
+        """Its next ``count`` lines, zipped column by column into named tuples (the cheapest way)."""
+        start, end = self.taken, self.taken + count
+        self.taken = end
+        batch = self.batch
+        fields = zip(
+            batch.instance_ids[start:end],
+            batch.times_ms[start:end],
+            batch.levels[start:end],
+            repeat(self.worker_id),
+            batch.messages[start:end],
+            batch.task_ids[start:end],
+            batch.task_names[start:end],
+        )
+        return list(map(NewLogLine._make, fields))
 
 
 class InstanceLogWriter:
@@ -64,24 +87,12 @@ class InstanceLogWriter:
         if not count or any(len(column) != count for column in columns):
             return
         if self._queued + count > self._queue_lines:
-            for instance_id in batch.instance_ids:
+            for instance_id, dropped in Counter(batch.instance_ids).items():
                 key = (namespace, group_id, instance_id)
-                self._dropped[key] = self._dropped.get(key, 0) + 1
+                self._dropped[key] = self._dropped.get(key, 0) + dropped
             return
-        lines = [
-            NewLogLine(instance_id, time_ms, level, worker_id, message, task_id, task_name)
-            for instance_id, time_ms, level, task_id, task_name, message in zip(
-                batch.instance_ids,
-                batch.times_ms,
-                batch.levels,
-                batch.task_ids,
-                batch.task_names,
-                batch.messages,
-                strict=True,
-            )
-        ]
-        self._queue.append(_Pending(namespace, group_id, lines))
-        self._queued += len(lines)
+        self._queue.append(_Pending(namespace, group_id, worker_id, batch))
+        self._queued += count
         self._wake.set()
 
     async def flush(self) -> None:
@@ -136,9 +147,11 @@ class InstanceLogWriter:
             first = self._queue[0]
             if (first.namespace, first.group_id) != (namespace, group_id):
                 break
-            self._queue.popleft()
-            self._queued -= len(first.lines)
-            lines += first.lines
+            count = min(len(first.batch.messages) - first.taken, WRITE_LINES - len(lines))
+            lines += first.take(count)  # a worker's batch may be bigger than a transaction
+            self._queued -= count
+            if first.taken == len(first.batch.messages):
+                self._queue.popleft()
         return namespace, group_id, lines + self._dropped_lines(namespace, group_id)
 
     def _dropped_lines(self, namespace: str, group_id: str) -> list[NewLogLine]:

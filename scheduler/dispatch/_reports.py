@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from sx.processors import InstanceStatus
@@ -57,6 +57,26 @@ class InstanceReports:
         self._clock = clock
         self._state = state
         self._on_finished = on_finished
+
+    async def on_batch(
+        self,
+        session: WorkerSession,
+        items: Sequence[scheduler_pb2.InstanceReport | scheduler_pb2.SubmitReply],
+    ) -> None:
+        """Apply the reports and submit replies a worker sent back to back, in order, with one store
+        write for the accepted submits and one for the final reports of the run of them that `_Batch`
+        can group (each instance's own messages keep their order: a submit reply, its RUNNING report,
+        its final report). Anything else is applied alone, after what was grouped before it."""
+        batch = _Batch(self, session)
+        for item in items:
+            if isinstance(item, scheduler_pb2.SubmitReply):
+                if not batch.add_submit_reply(item):
+                    await batch.flush()
+                    await self.on_submit_reply(session, item)
+            elif not batch.add_report(item):
+                await batch.flush()
+                await self.on_report(session, item)
+        await batch.flush()
 
     async def on_report(self, session: WorkerSession, report: scheduler_pb2.InstanceReport) -> None:
         """Apply one report (once per delivery id) and acknowledge it."""
@@ -209,16 +229,7 @@ class InstanceReports:
         state.forget(instance_id)
         updated = await self._store.update_instance(
             instance_id,
-            InstanceChange(
-                status=status,
-                start_time=_ms_to_datetime(report.start_time_ms),
-                end_time=_ms_to_datetime(report.end_time_ms) or self._clock.now(),
-                worker_id=session.worker_id,
-                worker_addr=session.address,
-                executor=session.executor,
-                result=report.result,
-                progress=report.progress,
-            ),
+            self._final_change(session, report, status),
             only_if_status=ACTIVE_INSTANCE_STATUSES,
             fence=self._ownership.fence(),
         )
@@ -234,6 +245,86 @@ class InstanceReports:
             report.result[:200],
         )
         await self._notify(updated, system_failure=False)
+
+    def _final_change(
+        self, session: WorkerSession, report: scheduler_pb2.InstanceReport, status: InstanceStatus
+    ) -> InstanceChange:
+        """What a worker's final report stores on its instance."""
+        return InstanceChange(
+            status=status,
+            start_time=_ms_to_datetime(report.start_time_ms),
+            end_time=_ms_to_datetime(report.end_time_ms) or self._clock.now(),
+            worker_id=session.worker_id,
+            worker_addr=session.address,
+            executor=session.executor,
+            result=report.result,
+            progress=report.progress,
+        )
+
+    async def _finish_reported(
+        self, session: WorkerSession, reports: list[tuple[scheduler_pb2.InstanceReport, InstanceStatus]]
+    ) -> None:
+        """Store the final status of instances ``session`` holds, reported by it, in one write; then
+        notify each."""
+        state = self._state
+        changes = []
+        for report, status in reports:
+            state.release(report.instance_id)
+            state.forget(report.instance_id)
+            changes.append((report.instance_id, self._final_change(session, report, status)))
+        updated = await self._store.update_instances(
+            changes, only_if_status=ACTIVE_INSTANCE_STATUSES, fence=self._ownership.fence()
+        )
+        state.dispatch_wake.set()  # slots on this worker are free
+        for report, status in reports:
+            state.tracing.reported(report, session.worker_id)
+            instance = updated.get(report.instance_id)
+            if instance is None:
+                log.info(
+                    "late report for instance %d (already finished) from %s",
+                    report.instance_id,
+                    session.worker_id,
+                )
+                continue
+            log.info(
+                "instance %d %s on worker %s: %s",
+                report.instance_id,
+                status.name,
+                session.worker_id,
+                report.result[:200],
+            )
+            await self._notify(instance, system_failure=False)
+
+    async def _store_running(self, session: WorkerSession, accepted: list[int]) -> None:
+        """Record RUNNING, in one write, the instances ``session`` accepted (their submit replies)."""
+        now = self._clock.now()
+        change = InstanceChange(
+            status=InstanceStatus.RUNNING,
+            start_time=now,
+            worker_id=session.worker_id,
+            worker_addr=session.address,
+            executor=session.executor,
+        )
+        updated = await self._store.update_instances(
+            [(instance_id, change) for instance_id in accepted],
+            only_if_status=(InstanceStatus.WAITING, InstanceStatus.READY),
+            fence=self._ownership.fence(),
+        )
+        for instance_id in accepted:
+            assignment = session.assigned.get(instance_id)
+            if updated.get(instance_id) is not None:
+                if assignment is not None:
+                    if not assignment.running_stored:
+                        log.info("instance %d running on worker %s", instance_id, session.worker_id)
+                    assignment.running_stored = True
+                continue
+            current = await self._store.get_instance(instance_id)
+            if current is None or current.status.finished:
+                # Killed or finished while the submit travelled: the worker must not keep running it.
+                self._state.release(instance_id)
+                self._state.forget(instance_id)
+                job_id = assignment.job_id if assignment is not None else 0
+                session.send(kill_message(instance_id, job_id, "the instance has already finished"))
 
     async def back_to_waiting(
         self, instance_id: int, only_if_status: tuple[InstanceStatus, ...]
@@ -271,3 +362,79 @@ class InstanceReports:
             await self._on_finished(instance, system_failure)
         except Exception:
             log.exception("on_finished failed for instance %d", instance.id)
+
+
+class _Batch:
+    """The reports and submit replies of one worker's batch that go to the store together: accepted
+    submits (RUNNING) and final reports of instances the worker holds. Their acknowledgements go out
+    after the writes."""
+
+    def __init__(self, reports: InstanceReports, session: WorkerSession) -> None:
+        self._reports = reports
+        self._session = session
+        self._accepted: list[int] = []
+        self._running: set[int] = set()
+        """Instances whose RUNNING write is in this batch (their RUNNING report adds nothing)."""
+        self._finals: list[tuple[scheduler_pb2.InstanceReport, InstanceStatus]] = []
+        self._finishing: set[int] = set()
+        """The instances of ``_finals``."""
+        self._acks: list[str] = []
+
+    def add_submit_reply(self, reply: scheduler_pb2.SubmitReply) -> bool:
+        """Take an accepted submit of an instance the worker was assigned; False: apply it alone."""
+        assignment = self._session.assigned.get(reply.instance_id)
+        if not reply.accepted or assignment is None:
+            return False
+        assignment.accepted = True
+        if not assignment.running_stored and reply.instance_id not in self._running:
+            self._accepted.append(reply.instance_id)
+            self._running.add(reply.instance_id)
+        return True
+
+    def add_report(self, report: scheduler_pb2.InstanceReport) -> bool:
+        """Take a RUNNING report that adds nothing, or the first final report of an instance the worker
+        holds; False: apply it alone (a repeated delivery too)."""
+        session = self._session
+        state = self._reports._state
+        delivery_id = report.delivery_id
+        if not delivery_id or delivery_id in state.delivered.get(session.key, ()):
+            return False
+        instance_id = report.instance_id
+        if report.status == InstanceStatus.RUNNING:
+            assignment = session.assigned.get(instance_id)
+            if report.progress or assignment is None:
+                return False
+            if not assignment.running_stored and instance_id not in self._running:
+                return False
+        elif report.status in (InstanceStatus.SUCCESS, InstanceStatus.FAILED):
+            if state.owner.get(instance_id) != session.key:
+                return False
+            if instance_id in self._finishing:
+                return False
+            self._finishing.add(instance_id)
+            self._finals.append((report, InstanceStatus(report.status)))
+        else:
+            return False
+        self._acks.append(delivery_id)
+        return True
+
+    async def flush(self) -> None:
+        """Write what was taken, then acknowledge its reports."""
+        session = self._session
+        reports = self._reports
+        accepted, finals, acks = self._accepted, self._finals, self._acks
+        self._accepted, self._finals, self._acks = [], [], []
+        self._running, self._finishing = set(), set()
+        if accepted:
+            await reports._store_running(session, accepted)
+        if finals:
+            crash_point("dispatch.report")
+            await reports._finish_reported(session, finals)
+        if not acks:
+            return
+        applied = reports._state.delivered.setdefault(session.key, OrderedDict())
+        for delivery_id in acks:
+            applied[delivery_id] = None
+            session.send(scheduler_pb2.SchedulerMessage(ack=scheduler_pb2.ReportAck(delivery_id=delivery_id)))
+        while len(applied) > _DELIVERY_MEMORY:
+            applied.popitem(last=False)

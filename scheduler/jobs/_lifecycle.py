@@ -92,6 +92,8 @@ class Lifecycle:
         # With scheduler replicas, each watches the timeouts of the groups it dispatches (one alarm).
         self._watches_group = watches_group
         self._killed: set[int] = set()
+        # Per job, the instances that ended since its history was last pruned (see _finished).
+        self._ended_since_prune: dict[int, int] = {}
         # Instances whose end is being handled now: a second caller (workflow recovery) waits its turn out.
         self._finishing: set[int] = set()
         self._events = events if events is not None else InstanceEvents()
@@ -145,7 +147,14 @@ class Lifecycle:
         if retry is None and job.spec.schedule.time_type == TimeType.SECOND_DELAY:
             await self._rearm(job, instance)
         if self._history_keep > 0:
-            await self._store.prune_instances(job.id, self._history_keep)
+            # Pruned every few endings rather than at each: the history may exceed the bound by a
+            # sixteenth of it in between, and the prune's write is shared by that many instances.
+            ended = self._ended_since_prune.get(job.id, 0) + 1
+            if ended >= max(1, self._history_keep // 16):
+                self._ended_since_prune.pop(job.id, None)
+                await self._store.prune_instances(job.id, self._history_keep)
+            else:
+                self._ended_since_prune[job.id] = ended
         # After the retry decision: a workflow node fails only once its retries are used up.
         await self._events.ended(instance, retry)
         return retry

@@ -1,4 +1,5 @@
-"""The scheduler's records: what the store keeps and returns, as frozen dataclasses.
+"""The scheduler's records: what the store keeps and returns, as frozen dataclasses (a new log line, of
+which there are many, as a named tuple).
 
 Records come back from the store (``Job``, ``Instance``, ...) or go in to ask for a row (``NewInstance``,
 ``Fire``, ``NewTask``, ...). All datetimes are timezone-aware UTC.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sx.processors import InstanceStatus, JobSpec, Schedule, TaskStatus, TimeType, TriggerType
 
@@ -319,19 +320,21 @@ class TaskStatusChange:
     worker_addr: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class NewLogLine:
+class NewLogLine(NamedTuple):
     """A line a processor logged, as a worker shipped it, for the instance's online log. ``time_ms``:
-    when it was logged, in epoch milliseconds (what workers send; no datetime per line)."""
+    when it was logged, in epoch milliseconds (what workers send; no datetime per line); ``level``: a
+    Python logging level number (20 INFO, 30 WARNING, ...); ``task_id`` and ``task_name``: in the map
+    modes, the subtask that logged it (0 and "" otherwise).
+
+    A named tuple rather than a dataclass: the scheduler makes one per line workers ship, tens of
+    thousands a second, and a tuple is built and taken apart without a Python call per line."""
 
     instance_id: int
     time_ms: int
     level: int
-    """A Python logging level number (20 INFO, 30 WARNING, ...)."""
     worker_id: str
     message: str
     task_id: int = 0
-    """Map modes: the subtask that logged it; 0 and "" otherwise."""
     task_name: str = ""
 
 

@@ -9,6 +9,10 @@ A blocking (``def``) hook keeps its thread while ``ctx.map`` waits, and threads 
 ``ThreadWaits`` of them may wait at once. Past that, ``ctx.map`` leaves the rest of its batches to be
 sent in the background and returns; the task still ends only once the master took them all, so no
 thread and no slot is held for it meanwhile, and the memory it holds is what the hook had mapped.
+
+Tasks that never wait (CPU work in an async hook) would otherwise run back to back and hold the event
+loop: the consumers share ``LOOP_TURN`` per turn of the loop (``LoopTurns``), so a master keeps
+dispatching to its other workers while its own worker runs tasks.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import dataclasses
 import functools
 import inspect
+import time
 from collections.abc import Callable
 
 from sx.processors import CancelledError, JobContext, ProcessResult, SxError, TaskStatus
@@ -27,7 +32,11 @@ from sx.worker._hooks import HookRunner
 from sx.worker._peer import PeerClients
 from sx.worker.map._task_group import MAP_BATCH, WAITING_THREADS, RunningTask, Seat, TaskGroup, ThreadWaits
 
-__all__ = ["MapConsumers", "MapRefusedError", "PeerMapper"]
+__all__ = ["LOOP_TURN", "LoopTurns", "MapConsumers", "MapRefusedError", "PeerMapper"]
+
+LOOP_TURN = 0.002
+"""Seconds the consumers of a worker may run tasks in one turn of the event loop before they let the rest
+of the worker (statuses, dispatch, peer calls) run."""
 
 
 class MapRefusedError(SxError):
@@ -181,6 +190,32 @@ class PeerMapper:
         return offset
 
 
+class LoopTurns:
+    """How long the consumers of this worker have run tasks in the current turn of the event loop.
+
+    Once ``LOOP_TURN`` is spent, every consumer leaves the loop to the rest of the worker until the next
+    turn: one consumer yielding is not enough when dozens are ready and each would run a task first.
+    """
+
+    def __init__(self) -> None:
+        self._began = time.perf_counter()
+        self._spent = False
+
+    def spent(self) -> bool:
+        if self._spent:
+            return True
+        if time.perf_counter() - self._began < LOOP_TURN:
+            return False
+        self._spent = True
+        # Runs in the next turn, before the consumers that yield from now on.
+        asyncio.get_running_loop().call_soon(self._next_turn)
+        return True
+
+    def _next_turn(self) -> None:
+        self._spent = False
+        self._began = time.perf_counter()
+
+
 class MapConsumers:
     """Run the queued map tasks of each instance under its consumer limit (``TaskGroup.slots``).
 
@@ -198,6 +233,7 @@ class MapConsumers:
         # hooks run on at most min(concurrency, pool size) threads at once.
         threads = min(hooks.concurrency, hooks.thread_pool_size)
         self._threads = ThreadWaits(min(WAITING_THREADS, threads - 1))
+        self._turns = LoopTurns()
 
     def add(self, group: TaskGroup) -> None:
         """Start one more consumer when tasks wait and the instance's consumer limit allows it.
@@ -225,7 +261,14 @@ class MapConsumers:
             on_free = functools.partial(self.add, group)
             # A blocking hook runs in a thread of the pool, which ``ctx.map`` may keep only by permit.
             threads = None if inspect.iscoroutinefunction(group.resolved.processor.process) else self._threads
+            turns = self._turns
             while queue and not slots.returning:
+                if turns.spent():
+                    # Hooks that never wait (CPU work in an async hook) would hold the loop for the
+                    # whole queue: statuses, the master's dispatch and peer calls would wait too, and
+                    # the instance's other workers sit idle meanwhile.
+                    await asyncio.sleep(0)
+                    continue
                 info = queue.popleft()
                 group.queued_ids.discard(info.task_id)
                 self.add(group)

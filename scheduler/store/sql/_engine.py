@@ -17,12 +17,14 @@ Hot paths use Core statements, never the ORM unit of work.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -52,6 +54,8 @@ _SQLITE_FILE: Final = "scheduler.db"
 # One key for every sx scheduler: replicas starting at once take turns to migrate.
 _MIGRATION_LOCK_KEY: Final = 0x5358_5343_4844  # "SXSCHD"
 _SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+# Writes committed together at most (group commit on a SQLite file): bounds one transaction's time.
+_GROUP_LIMIT: Final = 256
 # A transaction of ours never waits on its own process for long: our statements follow one another. One
 # that does is a paused or stalled replica's, and its row locks (the lease row a fenced write shares)
 # would hold the other replicas' take-over of its groups until it woke; the server ends it instead.
@@ -102,6 +106,15 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+@dataclass(slots=True)
+class _QueuedWrite:
+    """A write transaction's work waiting for the writer thread, and its caller's future."""
+
+    work: Callable[[Connection], Any]
+    outcome: asyncio.Future[Any]
+    started: bool = False
+
+
 class SqlStoreBase:
     """The connections of a store on SQLite or PostgreSQL, which every kind of record's part uses.
 
@@ -137,6 +150,9 @@ class SqlStoreBase:
         self._writer_engine: sa.Engine | None = None
         self._writer: Connection | None = None
         self._writer_thread: concurrent.futures.ThreadPoolExecutor | None = None
+        # Writes waiting for the writer thread, and the task that runs them (see _write_in_thread).
+        self._queued_writes: collections.deque[_QueuedWrite] = collections.deque()
+        self._committer: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -287,17 +303,34 @@ class SqlStoreBase:
             engine.dispose()
 
     @staticmethod
-    def _transaction(conn: Connection, work: Callable[[Connection], _T]) -> _T:
-        # Runs in the writer thread: one SQLite write transaction, committed when work returns.
+    def _transaction(conn: Connection, works: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
+        # Runs in the writer thread: one SQLite write transaction for several callers' works, each in a
+        # savepoint of its own when there are several, so one that fails leaves the others' writes. The
+        # outcomes are (True, result) or (False, exception); an error outside the works (BEGIN, COMMIT,
+        # a savepoint) raises, and the whole transaction is rolled back.
+        outcomes: list[tuple[bool, Any]] = []
         with conn.begin():
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-            return work(conn)
+            if len(works) == 1:
+                return [(True, works[0](conn))]
+            for work in works:
+                conn.exec_driver_sql("SAVEPOINT sx_write")
+                try:
+                    result = work(conn)
+                except Exception as exc:
+                    conn.exec_driver_sql("ROLLBACK TO sx_write")
+                    conn.exec_driver_sql("RELEASE sx_write")
+                    outcomes.append((False, exc))
+                else:
+                    conn.exec_driver_sql("RELEASE sx_write")
+                    outcomes.append((True, result))
+        return outcomes
 
     async def _write_sync(self, work: Callable[[Connection], _T]) -> _T:
         """Run ``work`` (synchronous statements) as one write transaction, committed on success.
 
-        On a SQLite file it runs whole in the writer thread (see _open_writer); elsewhere on the async
-        engine, through run_sync.
+        On a SQLite file it runs in the writer thread (see _open_writer), in one transaction with the
+        other works queued meanwhile (group commit); elsewhere on the async engine, through run_sync.
         """
         if self._writer is None or self._write_lock is None:
             async with self._write() as conn:
@@ -309,18 +342,52 @@ class SqlStoreBase:
             self._observed("write", started)
 
     async def _write_in_thread(self, work: Callable[[Connection], _T]) -> _T:
+        queued = _QueuedWrite(work, asyncio.get_running_loop().create_future())
+        self._queued_writes.append(queued)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued(), name="sx-sqlite-commit")
+        try:
+            result: _T = await asyncio.shield(queued.outcome)
+            return result
+        except asyncio.CancelledError:
+            if queued.started:
+                # A cancelled caller does not stop a transaction under way: wait until it has ended.
+                await asyncio.wait([queued.outcome])
+            else:
+                queued.outcome.cancel()  # not started: it never will
+            raise
+
+    async def _commit_queued(self) -> None:
+        """Run the queued writes, as many as are queued (up to _GROUP_LIMIT) per transaction."""
         assert self._write_lock is not None
-        async with self._write_lock:
-            writer, thread = self._writer, self._writer_thread
-            if writer is None or thread is None:
-                raise RuntimeError("the store is not started: await store.start() first")
-            done = asyncio.get_running_loop().run_in_executor(thread, self._transaction, writer, work)
-            # A cancelled caller does not stop the transaction: keep the lock until it has ended.
-            try:
-                return await asyncio.shield(done)
-            except asyncio.CancelledError:
-                await asyncio.wait([done])
-                raise
+        queue = self._queued_writes
+        while queue:
+            async with self._write_lock:
+                group: list[_QueuedWrite] = []
+                while queue and len(group) < _GROUP_LIMIT:
+                    queued = queue.popleft()
+                    if not queued.outcome.cancelled():
+                        queued.started = True
+                        group.append(queued)
+                if not group:
+                    continue
+                writer, thread = self._writer, self._writer_thread
+                try:
+                    if writer is None or thread is None:
+                        raise RuntimeError("the store is not started: await store.start() first")
+                    works = [queued.work for queued in group]
+                    outcomes = await asyncio.get_running_loop().run_in_executor(
+                        thread, self._transaction, writer, works
+                    )
+                except Exception as exc:
+                    outcomes = [(False, exc)] * len(group)
+                for queued, (ok, value) in zip(group, outcomes, strict=True):
+                    if queued.outcome.done():
+                        continue
+                    if ok:
+                        queued.outcome.set_result(value)
+                    else:
+                        queued.outcome.set_exception(value)
 
     def _close_reader(self) -> None:
         reader, engine = self._reader, self._reader_engine

@@ -76,6 +76,28 @@ _FENCED_IDS: Final = (
     )
     .with_for_update(read=True, of=_t_leases)
 )
+# Pruning: the newest finished instance beyond `keep` (it and everything older go). One index range per
+# finished status ((job_id, status) holds the id too): a single `status IN` query is planned on the
+# (job_id, id) index and walks every waiting instance of a backlog first, per finished one.
+_PRUNE_PER_STATUS = sa.union_all(
+    *(
+        sa.select(_t_instances.c.id).where(
+            _t_instances.c.job_id == sa.bindparam("b_job_id"), _t_instances.c.status == int(s)
+        )
+        for s in _FINISHED
+    )
+).subquery()
+_PRUNE_BOUNDARY: Final = (
+    sa.select(_PRUNE_PER_STATUS.c.id)
+    .order_by(_PRUNE_PER_STATUS.c.id.desc())
+    .offset(sa.bindparam("b_keep", type_=sa.Integer))
+    .limit(1)
+)
+_PRUNE: Final = sa.delete(_t_instances).where(
+    _t_instances.c.job_id == sa.bindparam("b_job_id"),
+    _t_instances.c.status.in_([int(s) for s in _FINISHED]),
+    _t_instances.c.id <= sa.bindparam("b_oldest"),
+)
 _EXISTING_IDS: Final = sa.select(_t_instances.c.id).where(
     _t_instances.c.id.in_(sa.bindparam("b_ids", expanding=True))
 )
@@ -308,18 +330,12 @@ class SqlInstances(SqlStoreBase, InstanceStore):
     async def prune_instances(self, job_id: int, keep: int) -> int:
         if keep <= 0:
             return 0  # keeping no limit: history is kept whole
-        t = tables.instances
-        finished = [t.c.job_id == job_id, t.c.status.in_([int(s) for s in _FINISHED])]
-        # The newest finished instance beyond `keep`: it and everything older go. One index range per
-        # finished status ((job_id, status) holds the id too): a single `status IN` query is planned on
-        # the (job_id, id) index and walks every waiting instance of a backlog first, per finished one.
-        per_status = sa.union_all(
-            *(sa.select(t.c.id).where(t.c.job_id == job_id, t.c.status == int(s)) for s in _FINISHED)
-        ).subquery()
-        boundary = sa.select(per_status.c.id).order_by(per_status.c.id.desc()).offset(keep).limit(1)
-        async with self._write() as conn:
-            oldest_pruned = (await conn.execute(boundary)).scalar_one_or_none()
+        params = {"b_job_id": job_id, "b_keep": keep}
+
+        def work(conn: Connection) -> int:
+            oldest_pruned = conn.execute(_PRUNE_BOUNDARY, params).scalar_one_or_none()
             if oldest_pruned is None:
                 return 0
-            result = await conn.execute(sa.delete(t).where(*finished, t.c.id <= oldest_pruned))
-        return result.rowcount
+            return conn.execute(_PRUNE, {"b_job_id": job_id, "b_oldest": oldest_pruned}).rowcount
+
+        return await self._write_sync(work)

@@ -12,6 +12,8 @@ import functools
 import logging
 import re
 from collections.abc import Sequence
+from itertools import count, repeat
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,11 +43,15 @@ class SqlInstanceLogs(SqlStoreBase, InstanceLogStore):
     ) -> int:
         if max_lines < 1:
             raise ValueError(f"max_lines={max_lines!r}: must be at least 1")
-        by_instance: dict[int, list[NewLogLine]] = {}
-        for line in lines:
-            by_instance.setdefault(line.instance_id, []).append(line)
-        if not by_instance:
+        if not lines:
             return 0
+        instance_ids = set(map(itemgetter(0), lines))  # (instance_id first) no Python code per line
+        by_instance: dict[int, list[NewLogLine]] = {}
+        if len(instance_ids) == 1:  # the usual batch: lines of one instance
+            by_instance[instance_ids.pop()] = list(lines)
+        else:
+            for line in lines:
+                by_instance.setdefault(line.instance_id, []).append(line)
 
         def work(conn: Connection) -> int:
             return sum(
@@ -95,8 +101,21 @@ def _append(
     kept, dropped = lines[:room], len(lines) - room
     if kept:
         # Straight to the driver's executemany: building SQLAlchemy's parameters costs more per row than
-        # the insert itself, and a batch is up to thousands of rows.
-        values = [_values(line, last + n) for n, line in enumerate(kept, start=1)]
+        # the insert itself, and a batch is up to thousands of rows. The rows are the lines' columns
+        # zipped again with the numbers, in the INSERT's order, without Python code per row.
+        _, times, levels, worker_ids, messages, task_ids, task_names = zip(*kept, strict=True)
+        values = list(
+            zip(
+                repeat(instance_id),
+                count(last + 1),
+                times,
+                levels,
+                worker_ids,
+                task_ids,
+                task_names,
+                messages,
+            )
+        )
         conn.exec_driver_sql(_insert_sql(conn.dialect), values)
     if dropped > 0:
         marker = max_lines + 1

@@ -52,6 +52,30 @@ async def test_duplicate_delivery_and_late_final_change_nothing(setup: Setup) ->
     assert len(setup.finished) == 1
 
 
+async def test_reports_sent_back_to_back_finish_each_instance_once_and_are_each_acknowledged(
+    setup: Setup,
+) -> None:
+    await setup.start_dispatcher()
+    worker = await setup.worker("w1", capacity=50)
+    instances = [await setup.dispatch() for _ in range(30)]
+    for instance in instances:
+        await setup.wait_status(instance.id, InstanceStatus.RUNNING)
+    # Written without waiting for acknowledgements: the scheduler reads them in batches.
+    sent = []
+    for instance in instances:
+        sent.append(await worker.report_running(instance.id))
+        sent.append(await worker.report(instance.id, InstanceStatus.SUCCESS, f"done {instance.id}"))
+    # A final delivered again (its ack was lost) and a second final: acknowledged, changing nothing.
+    sent.append(await worker.report(instances[0].id, InstanceStatus.FAILED, "again", delivery_id=sent[1]))
+    sent.append(await worker.report(instances[1].id, InstanceStatus.FAILED, "late"))
+    await eventually(lambda: sorted(worker.acks) == sorted(sent))
+    for instance in instances:
+        done = await setup.store.get_instance(instance.id)
+        assert done is not None
+        assert (done.status, done.result) == (InstanceStatus.SUCCESS, f"done {instance.id}")
+    assert sorted(i.id for i, _ in setup.finished) == sorted(i.id for i in instances)
+
+
 async def test_refused_submit_fails_when_no_other_worker_takes_it(setup: Setup) -> None:
     await setup.start_dispatcher()
     await setup.worker("w1", accept=False, refuse_message="processor demo is not registered here")

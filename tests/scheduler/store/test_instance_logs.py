@@ -11,7 +11,7 @@ import pytest
 
 from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType
 from sx.protos.v1 import scheduler_pb2
-from sx.scheduler.dispatch._log_writer import InstanceLogWriter
+from sx.scheduler.dispatch._log_writer import WRITE_LINES, InstanceLogWriter
 from sx.scheduler.store import Instance, InstanceChange, NewInstance, NewLogLine
 from sx.scheduler.store.sql import SqlStore
 
@@ -141,3 +141,22 @@ async def test_the_writer_stores_batches_and_counts_what_its_full_queue_dropped(
 async def test_a_cap_below_one_is_refused(store: SqlStore, max_lines: int) -> None:
     with pytest.raises(ValueError, match="max_lines"):
         await store.append_instance_logs("ns", "g", [], max_lines=max_lines)
+
+
+async def test_the_writer_stores_a_batch_bigger_than_a_transaction_whole_and_in_order(
+    store: SqlStore,
+) -> None:
+    instance = await _instance(store)
+    writer = InstanceLogWriter(store, max_lines=10 * WRITE_LINES)
+    writer.offer("ns", "g", "w1", _batch(instance.id, 2 * WRITE_LINES + 3))
+    writer.offer("ns", "g", "w1", _batch(instance.id, 2))
+    await writer.flush()
+    lines = await store.read_instance_log(instance.id, limit=1000, after=2 * WRITE_LINES)
+    assert [(line.seq, line.message) for line in lines] == [
+        (2 * WRITE_LINES + 1, f"m{2 * WRITE_LINES}"),
+        (2 * WRITE_LINES + 2, f"m{2 * WRITE_LINES + 1}"),
+        (2 * WRITE_LINES + 3, f"m{2 * WRITE_LINES + 2}"),
+        (2 * WRITE_LINES + 4, "m0"),
+        (2 * WRITE_LINES + 5, "m1"),
+    ]
+    assert writer.stored == 2 * WRITE_LINES + 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -133,6 +134,34 @@ class Tree(MapReduceProcessor):
 
     def reduce(self, ctx: JobContext) -> str:
         return str(len(ctx.task_results))
+
+
+loop_ticks = 0
+"""Turns of the event loop a ticker coroutine saw (``_tick``)."""
+ticks_seen: dict[int, list[int]] = {}
+"""The ``loop_ticks`` each CPU-bound subtask of an instance started at."""
+
+
+@processor(name="m.cpu", registry=registry)
+class Cpu(MapProcessor):
+    """Async subtasks that burn about 1 ms of CPU and never wait (they hold the event loop)."""
+
+    async def process(self, ctx: JobContext) -> object:
+        if ctx.is_root_task:
+            await ctx.map_async(list(range(int(ctx.job_parameters or "60"))), "cpu")
+            return None
+        ticks_seen.setdefault(ctx.instance_id, []).append(loop_ticks)
+        until = time.thread_time() + 0.001
+        while time.thread_time() < until:
+            pass
+        return None
+
+
+async def _tick() -> None:
+    global loop_ticks
+    while True:
+        loop_ticks += 1
+        await asyncio.sleep(0)
 
 
 forever_started: dict[int, int] = {}
@@ -417,4 +446,27 @@ async def test_nested_maps_with_a_tiny_queue_and_one_consumer_finish(
         assert len(ids) == len(set(ids)) == total
         await _all_forgotten(workers, instance.instance_id)
     finally:
+        await _stop(workers)
+
+
+async def test_subtasks_that_never_wait_leave_the_loop_to_the_rest_of_the_worker(
+    endpoint: Endpoint, tmp_path: Path
+) -> None:
+    # Run whole, a page of such subtasks would hold the loop for its length: statuses, dispatch and
+    # peer calls wait meanwhile and the instance's other workers starve. Consumers take turns with the
+    # rest of the loop instead, so a ticker coroutine keeps running between subtasks.
+    workers = await _workers(endpoint, 1, tmp_path)
+    ticker = asyncio.create_task(_tick())
+    try:
+        instance = map_spec("m.cpu", workers, params="200", page_size=100, consumer_size=8)
+        report = await _run(endpoint, workers[0], instance)
+        assert report.status == 4, report.result
+        ticks = ticks_seen[instance.instance_id]
+        assert len(ticks) == 200
+        # Subtasks started in one turn of the loop: each burns at least 1 ms, and a turn gives
+        # consumers about 2 ms, so a handful at most (a page of 100 without the turns).
+        longest = max(ticks.count(tick) for tick in set(ticks))
+        assert longest <= 10, longest
+    finally:
+        ticker.cancel()
         await _stop(workers)

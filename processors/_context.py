@@ -71,15 +71,18 @@ class JobLogger(logging.LoggerAdapter[logging.Logger]):
     """
 
     def __init__(self, ctx: JobContext) -> None:
-        super().__init__(_JOB_LOG)
+        # What LoggerAdapter's __init__ sets, without calling it: one is made per ctx.logger use.
+        self.logger = _JOB_LOG
+        self.extra = None
         self.ctx = ctx
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         ctx = self.ctx
         sink = ctx.log_sink
-        if sink is not None and (level >= logging.INFO or self.logger.isEnabledFor(level)):
+        local = self.logger.isEnabledFor(level)
+        if sink is not None and (level >= logging.INFO or local):
             sink.write(ctx, level, _line_text(msg, args, kwargs.get("exc_info")))
-        if self.logger.isEnabledFor(level):
+        if local:
             text, options = self.process(msg, kwargs)
             self.logger.log(level, text, *args, **options)
 

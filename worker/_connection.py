@@ -201,11 +201,12 @@ class SchedulerConnection:
         outbox = self._outbox
         return outbox is not None and self.connected.is_set() and (force or outbox.qsize() < LOG_BACKLOG)
 
-    def send_logs(self, batch: scheduler_pb2.LogBatch, *, force: bool = False) -> bool:
-        """Send a batch of log lines when ``can_send_logs``; False (not sent) otherwise."""
+    def send_logs(self, message: scheduler_pb2.WorkerMessage, *, force: bool = False) -> bool:
+        """Send a message carrying a batch of log lines (``log_batch``: built in it, as wrapping a batch
+        would copy it) when ``can_send_logs``; False (not sent) otherwise."""
         if not self.can_send_logs(force=force):
             return False
-        self._send(scheduler_pb2.WorkerMessage(log_batch=batch))
+        self._send(message)
         return True
 
     def send_heartbeat(self) -> None:

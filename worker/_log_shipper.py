@@ -58,7 +58,9 @@ class LogStream(Protocol):
         """Whether a batch sent now goes out (registered, and, unless ``force``, the stream keeps up)."""
         ...
 
-    def send_logs(self, batch: scheduler_pb2.LogBatch, *, force: bool = False) -> bool: ...
+    def send_logs(self, message: scheduler_pb2.WorkerMessage, *, force: bool = False) -> bool:
+        """Send ``message`` (its ``log_batch``) when ``can_send_logs``; False (not sent) otherwise."""
+        ...
 
 
 class LogShipper:
@@ -148,12 +150,12 @@ class LogShipper:
         """Everything buffered, as batches (the connection sends them on registering)."""
         batches: list[scheduler_pb2.LogBatch] = []
         while self._lines or self._dropped:
-            batches.append(self._take())
+            batches.append(self._take().log_batch)
         return batches
 
-    def _take(self) -> scheduler_pb2.LogBatch:
-        """The next batch: the dropped counts, then up to BATCH_LINES lines (BATCH_TEXT of text), out of
-        the buffer."""
+    def _take(self) -> scheduler_pb2.WorkerMessage:
+        """The next batch, as the stream's message: the dropped counts, then up to BATCH_LINES lines
+        (BATCH_TEXT of text), out of the buffer."""
         with self._lock:
             dropped, self._dropped = self._dropped, {}
             buffered = self._lines
@@ -165,7 +167,9 @@ class LogShipper:
                 lines.append(line)
         now = int(time.time() * 1000)
         notes = [(now, i, j, logging.WARNING, 0, "", _dropped_message(n)) for i, (j, n) in dropped.items()]
-        return _batch(notes + lines)
+        message = scheduler_pb2.WorkerMessage()  # filled in place: wrapping a built batch would copy it
+        _fill_batch(message.log_batch, notes + lines)
+        return message
 
     async def close(self) -> None:
         """Stop the shipping task and send what the stream takes now."""
@@ -183,19 +187,28 @@ def _dropped_message(count: int) -> str:
     return f"{count} lines dropped: the worker's log buffer was full while it could not ship them"
 
 
-def _batch(lines: list[_Line]) -> scheduler_pb2.LogBatch:
-    """The lines as a LogBatch's columns."""
-    batch = scheduler_pb2.LogBatch()
-    if lines:
-        times, instances, jobs, levels, task_ids, task_names, messages = zip(*lines, strict=True)
-        batch.times_ms.extend(times)
+def _fill_batch(batch: scheduler_pb2.LogBatch, lines: list[_Line]) -> None:
+    """The lines as the batch's columns; a column whose lines all hold the same value is sent once."""
+    if not lines:
+        return
+    times, instances, jobs, levels, task_ids, task_names, messages = zip(*lines, strict=True)
+    batch.times_ms.extend(times)
+    batch.levels.extend(levels)
+    batch.task_ids.extend(task_ids)
+    batch.messages.extend(messages)
+    # The common batch: one instance's lines, of one task name (sets: no Python code per line).
+    if len(set(instances)) == 1:
+        batch.instance_id = instances[0]
+    else:
         batch.instance_ids.extend(instances)
+    if len(set(jobs)) == 1:
+        batch.job_id = jobs[0]
+    else:
         batch.job_ids.extend(jobs)
-        batch.levels.extend(levels)
-        batch.task_ids.extend(task_ids)
+    if len(set(task_names)) == 1:
+        batch.task_name = task_names[0]
+    else:
         batch.task_names.extend(task_names)
-        batch.messages.extend(messages)
-    return batch
 
 
 # -- capturing plain logging and print inside hooks ----------------------------------------------------

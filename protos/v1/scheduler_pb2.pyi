@@ -293,7 +293,7 @@ Global___InstanceReport: _TypeAlias = InstanceReport  # noqa: Y015
 class LogBatch(_message.Message):
     """Lines processors logged (ctx.logger, script output), for the instances' online logs, in the order
     they were logged. One line is the same index in every list (columns rather than a message per line:
-    a batch holds up to a thousand lines, and repeated scalars cost far less to build and read).
+    a batch holds up to thousands of lines, and repeated scalars cost far less to build and read).
     A worker whose buffer overflowed while it could not ship says so in a WARNING line "N lines
     dropped ..." of each instance concerned.
     """
@@ -307,8 +307,19 @@ class LogBatch(_message.Message):
     TASK_IDS_FIELD_NUMBER: _builtins.int
     TASK_NAMES_FIELD_NUMBER: _builtins.int
     MESSAGES_FIELD_NUMBER: _builtins.int
+    INSTANCE_ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    TASK_NAME_FIELD_NUMBER: _builtins.int
+    instance_id: _builtins.int
+    """Every line's, when instance_ids, job_ids or task_names is empty."""
+    job_id: _builtins.int
+    task_name: _builtins.str
     @_builtins.property
-    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def instance_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Per line, or empty when every line has the same value: then it is sent once (instance_id,
+        job_id, task_name below), as a batch's lines mostly come from one instance and one map task name.
+        """
+
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
@@ -337,10 +348,13 @@ class LogBatch(_message.Message):
         task_ids: _abc.Iterable[_builtins.int] | None = ...,
         task_names: _abc.Iterable[_builtins.str] | None = ...,
         messages: _abc.Iterable[_builtins.str] | None = ...,
+        instance_id: _builtins.int = ...,
+        job_id: _builtins.int = ...,
+        task_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_ids", b"instance_ids", "job_ids", b"job_ids", "levels", b"levels", "messages", b"messages", "task_ids", b"task_ids", "task_names", b"task_names", "times_ms", b"times_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instance_id", b"instance_id", "instance_ids", b"instance_ids", "job_id", b"job_id", "job_ids", b"job_ids", "levels", b"levels", "messages", b"messages", "task_ids", b"task_ids", "task_name", b"task_name", "task_names", b"task_names", "times_ms", b"times_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -50,13 +50,13 @@ class _Pending:
         self.taken = end
         batch = self.batch
         fields = zip(
-            batch.instance_ids[start:end],
+            batch.instance_ids[start:end] if batch.instance_ids else repeat(batch.instance_id, end - start),
             batch.times_ms[start:end],
             batch.levels[start:end],
             repeat(self.worker_id),
             batch.messages[start:end],
             batch.task_ids[start:end],
-            batch.task_names[start:end],
+            batch.task_names[start:end] if batch.task_names else repeat(batch.task_name),
         )
         return list(map(NewLogLine._make, fields))
 
@@ -81,13 +81,19 @@ class InstanceLogWriter:
 
     def offer(self, namespace: str, group_id: str, worker_id: str, batch: scheduler_pb2.LogBatch) -> None:
         """Queue a worker's batch for storing (never waits). A batch whose columns differ in length is
-        malformed and dropped whole."""
+        malformed and dropped whole (a column sent once, as its scalar, is empty)."""
         count = len(batch.messages)
-        columns = (batch.instance_ids, batch.times_ms, batch.levels, batch.task_ids, batch.task_names)
-        if not count or any(len(column) != count for column in columns):
+        columns = (batch.times_ms, batch.levels, batch.task_ids)
+        shared = (batch.instance_ids, batch.task_names)
+        if (
+            not count
+            or any(len(column) != count for column in columns)
+            or any(len(column) not in (0, count) for column in shared)
+        ):
             return
         if self._queued + count > self._queue_lines:
-            for instance_id, dropped in Counter(batch.instance_ids).items():
+            per_instance = Counter(batch.instance_ids) if batch.instance_ids else {batch.instance_id: count}
+            for instance_id, dropped in per_instance.items():
                 key = (namespace, group_id, instance_id)
                 self._dropped[key] = self._dropped.get(key, 0) + dropped
             return

@@ -200,7 +200,7 @@ class Lifecycle:
     async def _rearm(self, job: Job, instance: Instance) -> None:
         if not job.enabled or job.next_fire_time is not None:
             return
-        if await self._store.count_active_instances(job.id):
+        if not await self._store.active_instances_below(job.id, 1):
             return  # the last one to end re-arms
         end = instance.end_time or self._clock.now()
         try:

@@ -302,9 +302,8 @@ class JobService:
         result) when maxConcurrency instances are already active."""
         job = await self.get_job(namespace, group_id, job_id)
         now = self.clock.now()
-        active = await self.store.count_active_instances(job_id)
         limit = job.spec.max_concurrency
-        rejected = active >= limit
+        rejected = not await self.store.active_instances_below(job_id, limit)
         instance = await self.store.create_instance(
             NewInstance(
                 job_id=job_id,

@@ -275,6 +275,11 @@ class InstanceStore(Protocol):
         instances (trigger type 2) are left out: a backfill keeps its own concurrency."""
 
     @abstractmethod
+    async def active_instances_below(self, job_id: int, limit: int) -> bool:
+        """Whether the job has fewer than ``limit`` active instances, counted as in
+        ``count_active_instances`` (a store may answer without counting them all)."""
+
+    @abstractmethod
     async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
         """Active instances of many jobs in one query (the trigger engine's maxConcurrency check),
         backfill instances left out as in ``count_active_instances``; jobs with none may be left out."""

@@ -23,5 +23,20 @@ def test_batches_are_bounded_in_lines_and_text_and_keep_the_order() -> None:
     messages = [message for batch in batches for message in batch.messages]
     assert messages == [f"line {n}" for n in range(short)] + [long_line] * 4
     assert all(len("".join(batch.messages)) < BATCH_TEXT + len(long_line) for batch in batches)
-    assert set(batches[0].task_ids) == {3} and set(batches[0].instance_ids) == {2}
+    assert set(batches[0].task_ids) == {3}
+    # One instance's lines: its id, the job's and the task name go once per batch, not per line.
+    assert (batches[0].instance_id, batches[0].job_id, batches[0].task_name) == (2, 1, "t")
+    assert not batches[0].instance_ids and not batches[0].job_ids and not batches[0].task_names
     assert shipper.buffered == 0
+
+
+def test_a_batch_of_several_instances_or_task_names_sends_those_columns_per_line() -> None:
+    shipper = LogShipper(lambda: None)
+    one = JobContext(job_id=1, instance_id=2, task_id=3, task_name="a", execute_mode=ExecuteMode.GRID)
+    two = JobContext(job_id=1, instance_id=4, task_id=5, task_name="b", execute_mode=ExecuteMode.GRID)
+    for ctx in (one, two, one):
+        shipper.write(ctx, logging.INFO, f"from {ctx.instance_id}")
+    [batch] = shipper.drain()
+    assert list(batch.instance_ids) == [2, 4, 2] and list(batch.task_names) == ["a", "b", "a"]
+    assert batch.job_id == 1 and not batch.job_ids
+    assert list(batch.messages) == ["from 2", "from 4", "from 2"]

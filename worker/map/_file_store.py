@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     status INTEGER NOT NULL,
     result TEXT
 );
-CREATE INDEX IF NOT EXISTS tasks_queued ON tasks (id) WHERE status = 1;
+-- No index on status: pages are read by id from a cursor, and an index costs a write per change.
+DROP INDEX IF EXISTS tasks_queued;
 CREATE TABLE IF NOT EXISTS mapped (
     parent INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS mapped (
 _INIT = int(TaskStatus.INIT)
 _PULLED = int(TaskStatus.PULLED)
 
+
+_IDS_PER_STATEMENT = 500
+"""Task ids bound in one UPDATE (SQLite allows 32,766 parameters; pages are far smaller)."""
 
 _FILE_SUFFIXES = ("", "-wal", "-shm")
 """A task file is SQLite's database file plus its write-ahead log and shared-memory files."""
@@ -74,8 +78,11 @@ def remove_task_file(path: Path) -> None:
 class FileTaskStore(TaskStore):
     """The batch store: every task a row of a SQLite file, so memory stays flat up to 1,000,000 tasks.
 
-    Taking a page marks its rows PULLED; a reopened file turns PULLED rows back into queued ones.
-    ``job_id`` is written into the file; a file of another job (a reused id) is started over.
+    A row stays queued (INIT) on disk until its task finished: a page taken leaves the queue in memory
+    only (``_taken_below``, ``_requeued``), which saves a write per task, and a reopened file queues
+    every unfinished row again, as it must anyway. Files of earlier versions may hold PULLED or RUNNING
+    rows: reopening queues them too. ``job_id`` is written into the file; a file of another job (a
+    reused id) is started over.
     """
 
     def __init__(self, path: Path, *, job_id: int, keep_results: bool) -> None:
@@ -88,6 +95,10 @@ class FileTaskStore(TaskStore):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._restored: dict[str, tuple[int, int, int]] = {}
+        self._taken_below = ROOT_TASK_ID
+        """Queued rows with a smaller id were taken already (ids are queued in ascending order)."""
+        self._requeued: list[TaskRecord] = []
+        """Taken tasks given back (their worker was lost): sent again before the rows still queued."""
         if existed and self._owner() == str(job_id):
             self._reopen()
         else:
@@ -154,26 +165,26 @@ class FileTaskStore(TaskStore):
     def take(self, limit: int) -> list[TaskRecord]:
         if limit <= 0 or self.pending <= 0:
             return []
-        db = self._db
-        rows = db.execute(
-            "SELECT id, name, payload FROM tasks WHERE status = 1 ORDER BY id LIMIT ?", (limit,)
-        ).fetchall()
-        if rows:
-            db.execute("BEGIN")
-            db.executemany("UPDATE tasks SET status = ? WHERE id = ?", ((_PULLED, r[0]) for r in rows))
-            db.execute("COMMIT")
-        self.pending -= len(rows)
-        return [TaskRecord(int(r[0]), str(r[1]), bytes(r[2])) for r in rows]
+        records: list[TaskRecord] = []
+        if self._requeued:
+            records = self._requeued[:limit]
+            del self._requeued[:limit]
+        if len(records) < limit and self.pending > len(records) + len(self._requeued):
+            rows = self._db.execute(
+                "SELECT id, name, payload FROM tasks WHERE status = 1 AND id >= ? ORDER BY id LIMIT ?",
+                (self._taken_below, limit - len(records)),
+            ).fetchall()
+            if rows:
+                self._taken_below = int(rows[-1][0]) + 1
+                records.extend(TaskRecord(int(r[0]), str(r[1]), bytes(r[2])) for r in rows)
+        self.pending -= len(records)
+        return records
 
     def requeue(self, records: Iterable[TaskRecord]) -> None:
-        ids = [(r.task_id,) for r in records]
-        if not ids:
-            return
-        db = self._db
-        db.execute("BEGIN")
-        db.executemany(f"UPDATE tasks SET status = {_INIT} WHERE id = ?", ids)
-        db.execute("COMMIT")
-        self.pending += len(ids)
+        # Their rows are still queued on disk (a task's row changes only when it finished).
+        given_back = list(records)
+        self._requeued.extend(given_back)
+        self.pending += len(given_back)
 
     def finish(self, done: list[tuple[int, TaskStatus, str]]) -> None:
         if not done:
@@ -186,7 +197,15 @@ class FileTaskStore(TaskStore):
                 ((int(s), r, i) for i, s, r in done),
             )
         else:
-            db.executemany("UPDATE tasks SET status = ? WHERE id = ?", ((int(s), i) for i, s, _ in done))
+            # One statement per status and chunk of ids: far cheaper than one per row.
+            ids_by_status: dict[int, list[int]] = {}
+            for task_id, finished, _ in done:
+                ids_by_status.setdefault(int(finished), []).append(task_id)
+            for code, ids in ids_by_status.items():
+                for start in range(0, len(ids), _IDS_PER_STATEMENT):
+                    chunk = ids[start : start + _IDS_PER_STATEMENT]
+                    marks = ",".join("?" * len(chunk))
+                    db.execute(f"UPDATE tasks SET status = ? WHERE id IN ({marks})", (code, *chunk))
         db.execute("COMMIT")
 
     def results(self) -> tuple[dict[int, str], dict[int, TaskStatus]]:

@@ -212,6 +212,12 @@ class SqlStoreBase:
         async with self._read() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
+    @property
+    def _sole_writer(self) -> bool:
+        """Whether this store alone writes its database (a SQLite file it holds, or in memory): what
+        it keeps in memory about its own writes stays true."""
+        return self._is_sqlite and (self._file_lock is not None or self._in_memory)
+
     def _observed(self, kind: str, started: float) -> None:
         observe = self.observe
         if observe is not None:

@@ -49,6 +49,37 @@ _COUNT_ACTIVE: Final = (
         _NOT_BACKFILL,
     )
 )
+_ACTIVE_ROWS: Final = (
+    sa.select(sa.literal(1))
+    .select_from(_t_instances)
+    .where(
+        _t_instances.c.job_id == sa.bindparam("b_job_id"),
+        _t_instances.c.status.in_([int(s) for s in ACTIVE_INSTANCE_STATUSES]),
+        _NOT_BACKFILL,
+    )
+    .limit(sa.bindparam("b_limit"))
+    .subquery()
+)
+# The job's active instances, counted no further than the limit they are compared with.
+_COUNT_ACTIVE_UP_TO: Final = sa.select(sa.func.count()).select_from(_ACTIVE_ROWS)
+# The same with the highest instance id at that moment, read in one statement (one snapshot).
+_COUNT_ACTIVE_UP_TO_AND_LAST_ID: Final = sa.select(
+    _COUNT_ACTIVE_UP_TO.scalar_subquery(),
+    sa.select(sa.func.coalesce(sa.func.max(_t_instances.c.id), 0)).scalar_subquery(),
+)
+# The job's instances created after a given id, whatever their status (the ix_sx_instances_job index
+# alone answers it), counted no further than b_limit.
+_COUNT_NEWER: Final = sa.select(sa.func.count()).select_from(
+    sa.select(sa.literal(1))
+    .select_from(_t_instances)
+    .where(_t_instances.c.job_id == sa.bindparam("b_job_id"), _t_instances.c.id > sa.bindparam("b_after"))
+    .limit(sa.bindparam("b_limit"))
+    .subquery()
+)
+# How many instances created since a job's last exact count the in-memory bound covers before the
+# job is counted again (the look-up of the newer ones grows with them).
+_RECOUNT_AFTER: Final = 512
+_ACTIVE: Final = frozenset(ACTIVE_INSTANCE_STATUSES)
 _INSERT_INSTANCE: Final = sa.insert(_t_instances).returning(_t_instances.c.id)
 _STATUS_IN: Final = _t_instances.c.status.in_(sa.bindparam("b_statuses", expanding=True))
 _GET_INSTANCE_IF: Final = _GET_INSTANCE.where(_STATUS_IN)
@@ -132,6 +163,13 @@ _CHANGE_FIELDS: Final = (
 )
 
 
+def _may_reopen(change: InstanceChange, only_if_status: Sequence[InstanceStatus] | None) -> bool:
+    """Whether a change may turn a finished instance active again."""
+    if change.status is None or change.status not in _ACTIVE:
+        return False
+    return only_if_status is None or any(s not in _ACTIVE for s in only_if_status)
+
+
 def _instance_change_params(
     instance_id: int, change: InstanceChange, only_if_status: Sequence[InstanceStatus] | None
 ) -> dict[str, Any]:
@@ -150,6 +188,10 @@ def _instance_change_params(
 
 class SqlInstances(SqlStoreBase, InstanceStore):
     """`InstanceStore` on SQL."""
+
+    # See active_instances_below: set on first use; the generation changes when they are dropped.
+    _active_bounds: dict[int, tuple[int, int]] | None = None
+    _active_bounds_generation: int = 0
 
     async def create_instance(self, new: NewInstance) -> Instance:
         check_new_instance(new)
@@ -255,6 +297,9 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         fence: Fence | None = None,
     ) -> Instance | None:
         params = _instance_change_params(instance_id, change, only_if_status)
+        reopens = _may_reopen(change, only_if_status)
+        if reopens:
+            self._forget_active_bounds()
         row: sa.Row[Any] | None
         if len(params) == (1 if only_if_status is None else 2):  # nothing to set: a guarded read
             row = await self._fetch_one(_GET_INSTANCE if only_if_status is None else _GET_INSTANCE_IF, params)
@@ -266,6 +311,8 @@ class SqlInstances(SqlStoreBase, InstanceStore):
                 return conn.execute(update, params).one_or_none()
 
             row = await self._write_sync(work)
+            if reopens:
+                self._forget_active_bounds()
         return None if row is None else instance_from_row(row)
 
     async def update_instances(
@@ -277,6 +324,9 @@ class SqlInstances(SqlStoreBase, InstanceStore):
     ) -> dict[int, Instance | None]:
         update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
         found: dict[int, Instance | None] = {}
+        reopens = any(_may_reopen(change, only_if_status) for _, change in changes)
+        if reopens:
+            self._forget_active_bounds()
         for start in range(0, len(changes), 500):  # bounded transactions
             chunk = [
                 _instance_change_params(i, change, only_if_status)
@@ -294,6 +344,8 @@ class SqlInstances(SqlStoreBase, InstanceStore):
                     for params, row in zip(chunk, rows, strict=True)
                 }
             )
+        if reopens:
+            self._forget_active_bounds()
         return found
 
     async def count_active_instances(self, job_id: int) -> int:
@@ -301,6 +353,48 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         row = await self._fetch_one(_COUNT_ACTIVE, {"b_job_id": job_id})
         assert row is not None  # COUNT always answers one row
         return int(row[0])
+
+    async def active_instances_below(self, job_id: int, limit: int) -> bool:
+        if not self._sole_writer:
+            row = await self._fetch_one(_COUNT_ACTIVE_UP_TO, {"b_job_id": job_id, "b_limit": limit})
+            assert row is not None  # COUNT always answers one row
+            return int(row[0]) < limit
+        # This store is the database's only scheduler, and AUTOINCREMENT ids only grow: the job's
+        # active instances are at most those counted at its last exact count (finished ones never come
+        # back without _forget_active_bounds) plus every instance of the job created since, whatever its
+        # kind or status. While that bound is below the limit, the job has room without counting its
+        # active instances, which costs a row look-up each.
+        bounds = self._active_bound_table()
+        bound = bounds.get(job_id)
+        if bound is not None:
+            counted, last_id = bound
+            if counted < limit:
+                params = {"b_job_id": job_id, "b_after": last_id, "b_limit": _RECOUNT_AFTER}
+                row = await self._fetch_one(_COUNT_NEWER, params)
+                assert row is not None
+                newer = int(row[0])
+                if newer < _RECOUNT_AFTER and counted + newer < limit:
+                    return True
+        generation = self._active_bounds_generation
+        row = await self._fetch_one(_COUNT_ACTIVE_UP_TO_AND_LAST_ID, {"b_job_id": job_id, "b_limit": limit})
+        assert row is not None
+        counted, last_id = map(int, row)
+        if generation == self._active_bounds_generation:  # no instance re-opened meanwhile
+            bounds[job_id] = (counted, last_id)
+        return counted < limit
+
+    def _active_bound_table(self) -> dict[int, tuple[int, int]]:
+        """Per job: its active instances at its last exact count, and the highest instance id then."""
+        if self._active_bounds is None:
+            self._active_bounds = {}
+        return self._active_bounds
+
+    def _forget_active_bounds(self) -> None:
+        """Drop the in-memory bounds, before and after a write that may make a finished instance active
+        again (re-opened for a task retry): such an instance is no longer under its job's bound."""
+        self._active_bounds_generation += 1
+        if self._active_bounds:
+            self._active_bounds.clear()
 
     async def count_active_instances_by_job(self, job_ids: Sequence[int]) -> dict[int, int]:
         t = tables.instances

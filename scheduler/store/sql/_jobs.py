@@ -40,6 +40,7 @@ log = logging.getLogger("sx.scheduler.store")
 
 _ID_CHUNK: Final = 5000  # ids per IN (...): well under both backends' parameter limits
 _CLAIM_ATTEMPTS: Final = 3
+_JOBS_KEPT: Final = 10_000  # jobs read by id kept in memory at most (then they start over)
 _RETRYABLE_SQLSTATES: Final = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 
 # -- hot statements, built once ----------------------------------------------------------------------
@@ -56,7 +57,14 @@ _INSERT_JOB: Final = sa.insert(_t_jobs).returning(_t_jobs.c.id)
 
 
 class SqlJobs(SqlStoreBase, JobStore):
-    """`JobStore` on SQL: jobs, the due ones, and claiming their fires."""
+    """`JobStore` on SQL: jobs, the due ones, and claiming their fires.
+
+    A store that alone writes its database keeps the jobs it read by id (every ExecuteJob and every
+    instance's end reads its job); each of its writes to jobs drops them, before and after.
+    """
+
+    _read_jobs: dict[int, Job] | None = None
+    _jobs_generation: int = 0
 
     async def create_job(
         self,
@@ -105,8 +113,24 @@ class SqlJobs(SqlStoreBase, JobStore):
         )
 
     async def get_job(self, job_id: int) -> Job | None:
+        kept = self._read_jobs
+        if kept is not None and (job := kept.get(job_id)) is not None:
+            return job
+        generation = self._jobs_generation
         row = await self._fetch_one(_GET_JOB, {"b_id": job_id})
-        return None if row is None else job_from_row(row)
+        if row is None:
+            return None
+        job = job_from_row(row)
+        if self._sole_writer and generation == self._jobs_generation:  # no write to jobs meanwhile
+            if kept is None or len(kept) >= _JOBS_KEPT:
+                self._read_jobs = kept = {}
+            kept[job_id] = job
+        return job
+
+    def _jobs_changed(self) -> None:
+        """Drop the jobs kept from reads: called before and after each write to jobs."""
+        self._jobs_generation += 1
+        self._read_jobs = None
 
     async def find_job(self, namespace: str, group_id: str, name: str) -> Job | None:
         params = {"b_namespace": namespace, "b_group": group_id, "b_name": name}
@@ -171,6 +195,7 @@ class SqlJobs(SqlStoreBase, JobStore):
         elif clear_next_fire_time:
             values["next_fire_time"] = None
         t = tables.jobs
+        self._jobs_changed()
         try:
             async with self._write() as conn:
                 row = (
@@ -179,14 +204,20 @@ class SqlJobs(SqlStoreBase, JobStore):
         except IntegrityError:
             name = spec.name if spec is not None else "?"
             raise DuplicateError(f"job {job_id}: its group already has a job named {name!r}") from None
+        finally:
+            self._jobs_changed()
         if row is None:
             raise NotFoundError(f"job_id={job_id!r}: no such job")
         return job_from_row(row)
 
     async def delete_job(self, job_id: int) -> bool:
-        async with self._write() as conn:
-            await conn.execute(sa.delete(tables.instances).where(tables.instances.c.job_id == job_id))
-            result = await conn.execute(sa.delete(tables.jobs).where(tables.jobs.c.id == job_id))
+        self._jobs_changed()
+        try:
+            async with self._write() as conn:
+                await conn.execute(sa.delete(tables.instances).where(tables.instances.c.job_id == job_id))
+                result = await conn.execute(sa.delete(tables.jobs).where(tables.jobs.c.id == job_id))
+        finally:
+            self._jobs_changed()
         return result.rowcount > 0
 
     # -- the trigger engine ---------------------------------------------------------------------
@@ -229,6 +260,7 @@ class SqlJobs(SqlStoreBase, JobStore):
         if not fires:
             return []
         for attempt in range(1, _CLAIM_ATTEMPTS + 1):
+            self._jobs_changed()
             try:
                 async with self._write() as conn:
                     return await self._claim(conn, fires)
@@ -237,6 +269,8 @@ class SqlJobs(SqlStoreBase, JobStore):
                 if attempt == _CLAIM_ATTEMPTS or sqlstate(exc) not in _RETRYABLE_SQLSTATES:
                     raise
                 log.info("claim_fires: retrying after %s (attempt %d)", sqlstate(exc), attempt)
+            finally:
+                self._jobs_changed()
         raise AssertionError("unreachable")
 
     async def _claim(self, conn: AsyncConnection, fires: Sequence[Fire]) -> list[Instance | None]:

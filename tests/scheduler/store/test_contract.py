@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
@@ -437,6 +438,60 @@ async def test_count_active_instances(store: SqlStore) -> None:
     assert await store.count_active_instances(job.id) == 3
     assert await store.count_active_instances(other.id) == 1
     assert await store.count_active_instances(other.id + 1000) == 0
+
+
+@pytest.mark.parametrize("exclusive", [False, True], ids=["shared", "exclusive"])
+async def test_active_instances_below(store_url: str, exclusive: bool) -> None:
+    # Held exclusively (a scheduler's SQLite store), the answer may come from a bound kept in memory:
+    # it must stay exact across creations, finishes, backfills and a finished instance re-opened.
+    store = SqlStore(store_url, exclusive=exclusive)
+    await store.start()
+    try:
+        job = await add_job(store, "j")
+        assert await store.active_instances_below(job.id, 1)
+        first = await store.create_instance(new_instance(job))
+        assert not await store.active_instances_below(job.id, 1)
+        assert await store.active_instances_below(job.id, 2)
+        await store.create_instance(replace(new_instance(job), trigger_type=TriggerType.DATA_RERUN))
+        assert await store.active_instances_below(job.id, 2)  # a backfill does not count
+        second = await store.create_instance(new_instance(job, status=InstanceStatus.RUNNING))
+        assert not await store.active_instances_below(job.id, 2)
+        assert await store.active_instances_below(job.id, 3)
+        for done in (first, second):
+            change = InstanceChange(status=InstanceStatus.SUCCESS, end_time=T0)
+            await store.update_instance(done.id, change, only_if_status=[done.status])
+        assert await store.active_instances_below(job.id, 1)
+        # Re-opened (a task retry): active again, though created before the last count.
+        await store.update_instance(
+            first.id, InstanceChange(status=InstanceStatus.WAITING), only_if_status=[InstanceStatus.SUCCESS]
+        )
+        assert not await store.active_instances_below(job.id, 1)
+        for _ in range(3):
+            await store.create_instance(new_instance(job))
+        assert not await store.active_instances_below(job.id, 4)
+        assert await store.active_instances_below(job.id, 5)
+        assert await store.active_instances_below(job.id + 1000, 1)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("exclusive", [False, True], ids=["shared", "exclusive"])
+async def test_get_job_sees_every_write(store_url: str, exclusive: bool) -> None:
+    # Held exclusively, jobs read by id may be kept in memory: every write must still show.
+    store = SqlStore(store_url, exclusive=exclusive)
+    await store.start()
+    try:
+        job = await add_job(store, "j")
+        assert await store.get_job(job.id) == job
+        assert await store.get_job(job.id) == job
+        disabled = await store.update_job(job.id, enabled=False, clear_next_fire_time=True)
+        assert await store.get_job(job.id) == disabled and not disabled.enabled
+        renamed = await store.update_job(job.id, spec=spec("renamed"))
+        assert await store.get_job(job.id) == renamed and renamed.name == "renamed"
+        assert await store.delete_job(job.id)
+        assert await store.get_job(job.id) is None
+    finally:
+        await store.close()
 
 
 async def test_find_retry(store: SqlStore) -> None:

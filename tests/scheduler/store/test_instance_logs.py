@@ -137,6 +137,31 @@ async def test_the_writer_stores_batches_and_counts_what_its_full_queue_dropped(
     assert lines[3].level == logging.WARNING and lines[3].message.startswith("4 lines dropped")
 
 
+async def test_the_writer_reads_columns_sent_once_for_the_whole_batch(store: SqlStore) -> None:
+    instance = await _instance(store)
+    writer = InstanceLogWriter(store, max_lines=100, queue_lines=5)
+    shared = scheduler_pb2.LogBatch(
+        instance_id=instance.id,
+        job_id=instance.job_id,
+        task_name="part",
+        times_ms=[1_900_000_000_000] * 3,
+        levels=[logging.INFO] * 3,
+        task_ids=[5, 6, 7],
+        messages=["a", "b", "c"],
+    )
+    writer.offer("ns", "g", "w1", shared)
+    writer.offer("ns", "g", "w1", shared)  # over the queue bound: dropped, counted for its instance
+    await writer.start()
+    await writer.stop()
+    lines = await store.read_instance_log(instance.id)
+    assert [(line.message, line.task_id, line.task_name) for line in lines[:3]] == [
+        ("a", 5, "part"),
+        ("b", 6, "part"),
+        ("c", 7, "part"),
+    ]
+    assert lines[3].message.startswith("3 lines dropped")
+
+
 @pytest.mark.parametrize("max_lines", [0, -1])
 async def test_a_cap_below_one_is_refused(store: SqlStore, max_lines: int) -> None:
     with pytest.raises(ValueError, match="max_lines"):

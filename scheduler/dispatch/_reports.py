@@ -185,18 +185,7 @@ class InstanceReports:
             only_if_status=only_if_status,
             fence=self._ownership.fence(),
         )
-        if updated is not None:
-            if not assignment.running_stored:
-                log.info("instance %d running on worker %s", instance_id, session.worker_id)
-            assignment.running_stored = True
-            return
-        current = await self._store.get_instance(instance_id)
-        if current is None or current.status.finished:
-            # Killed or finished while the submit travelled: the worker must not keep running it.
-            job_id = assignment.job_id
-            state.release(instance_id)
-            state.forget(instance_id)
-            session.send(kill_message(instance_id, job_id, "the instance has already finished"))
+        await self._running_stored(session, instance_id, assignment, stored=updated is not None)
 
     async def _finish_from_report(
         self, session: WorkerSession, report: scheduler_pb2.InstanceReport, status: InstanceStatus
@@ -312,19 +301,28 @@ class InstanceReports:
         )
         for instance_id in accepted:
             assignment = session.assigned.get(instance_id)
-            if updated.get(instance_id) is not None:
-                if assignment is not None:
-                    if not assignment.running_stored:
-                        log.info("instance %d running on worker %s", instance_id, session.worker_id)
-                    assignment.running_stored = True
-                continue
-            current = await self._store.get_instance(instance_id)
-            if current is None or current.status.finished:
-                # Killed or finished while the submit travelled: the worker must not keep running it.
-                self._state.release(instance_id)
-                self._state.forget(instance_id)
-                job_id = assignment.job_id if assignment is not None else 0
-                session.send(kill_message(instance_id, job_id, "the instance has already finished"))
+            await self._running_stored(
+                session, instance_id, assignment, stored=updated.get(instance_id) is not None
+            )
+
+    async def _running_stored(
+        self, session: WorkerSession, instance_id: int, assignment: Assignment | None, *, stored: bool
+    ) -> None:
+        """After a RUNNING write: note it (logged once), or, when the write found the instance no
+        longer waiting, kill it on the worker if it has finished meanwhile."""
+        if stored:
+            if assignment is not None:
+                if not assignment.running_stored:
+                    log.info("instance %d running on worker %s", instance_id, session.worker_id)
+                assignment.running_stored = True
+            return
+        current = await self._store.get_instance(instance_id)
+        if current is None or current.status.finished:
+            # Killed or finished while the submit travelled: the worker must not keep running it.
+            self._state.release(instance_id)
+            self._state.forget(instance_id)
+            job_id = assignment.job_id if assignment is not None else 0
+            session.send(kill_message(instance_id, job_id, "the instance has already finished"))
 
     async def back_to_waiting(
         self, instance_id: int, only_if_status: tuple[InstanceStatus, ...]

@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType
 from sx.scheduler.store import (
@@ -197,3 +198,35 @@ async def test_stop_requests_are_kept_per_unfinished_instance_of_the_group(store
     await store.update_instance(second, InstanceChange(status=InstanceStatus.FAILED, end_time=_now()))
     assert await store.stop_requests("ns", "stops") == [(first, "asked again")]
     assert await store.stop_requests("ns", "other") == [(elsewhere, "asked")]
+
+
+@pytest.mark.postgres
+async def test_a_paused_replicas_open_transaction_does_not_hold_the_take_over(
+    _store_postgres_url: str,
+) -> None:
+    # A replica paused (SIGSTOP) in the middle of a fenced write holds the lease row's share lock; the
+    # server ends its idle transaction, so the take-over's compare-and-set on the old token goes through.
+    reset_database(_store_postgres_url)
+    paused, taker = SqlStore(_store_postgres_url), SqlStore(_store_postgres_url)
+    await paused.start()
+    await taker.start()
+    try:
+        await _instance(paused, "g")
+        lease = await paused.take_lease("ns", "g", holder="paused", now=_now(), ttl=TTL, replacing=None)
+        assert lease is not None
+        async with paused.engine.connect() as conn:
+            await conn.begin()
+            # What a fenced write does first, then the process stops sending: idle in transaction.
+            await conn.exec_driver_sql(
+                "SELECT token FROM sx_group_leases WHERE namespace = 'ns' AND group_id = 'g' FOR SHARE"
+            )
+            # A bound for the test only: without the server's idle timeout this waits for ever.
+            taken = await asyncio.wait_for(
+                taker.take_lease("ns", "g", holder="taker", now=_now(), ttl=TTL, replacing=lease), timeout=60
+            )
+            assert taken is not None and taken.holder == "taker" and taken.epoch == lease.epoch + 1
+            with pytest.raises(DBAPIError):  # the paused replica's transaction was ended by the server
+                await conn.exec_driver_sql("SELECT 1")
+    finally:
+        await taker.close()
+        await paused.close()

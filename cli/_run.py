@@ -27,6 +27,7 @@ from sx.cli._support import (
     CliError,
     ExitCode,
     exit_process,
+    freeze_startup_objects,
     import_targets,
     install_signal_handlers,
     run_async,
@@ -197,6 +198,7 @@ async def _run(
             err=True,
         )
         install_signal_handlers(worker.shutdown)
+        freeze_startup_objects()
         try:
             await worker.run()
         except WorkerRejected as exc:

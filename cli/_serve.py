@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from sx.cli._options import (
 from sx.cli._settings_flags import SettingsCommand, setting_options
 from sx.cli._support import (
     CliError,
+    freeze_startup_objects,
     install_signal_handlers,
     run_async,
 )
@@ -56,10 +56,7 @@ def serve(config_file: Path | None, log_level: str, log_format: str, **flags: An
             stopped.set()
 
         install_signal_handlers(stop)
-        # What start-up built lives as long as the process: out of the collector's full passes, which
-        # otherwise walk it all and hold the event loop for 50-120 ms (the ExecuteJob p99).
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()  # else full collections hold the loop for 50-120 ms (the ExecuteJob p99)
         click.echo(
             f"scheduler: OpenAPI {server.http_url} (docs {server.http_url}/docs), gRPC {server.grpc_address}"
         )

@@ -24,8 +24,11 @@ import sys
 import threading
 import time
 import weakref
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from itertools import accumulate, repeat, starmap
+from operator import itemgetter
 from typing import Any, Protocol, TextIO
 
 from sx.processors import ExecuteMode, JobContext, get_current_context
@@ -49,6 +52,10 @@ BUSY_INTERVAL = 0.01
 
 # (time ms, instance id, job id, level, task id, task name, message): a tuple is the cheapest record.
 _Line = tuple[int, int, int, int, int, str, str]
+_MESSAGE = itemgetter(6)
+# Module constants: looked up per line, a class attribute costs a dictionary lookup more.
+_GRID, _BATCH, _PARALLEL = ExecuteMode.GRID, ExecuteMode.BATCH, ExecuteMode.PARALLEL
+_time_ns = time.time_ns
 
 
 class LogStream(Protocol):
@@ -90,16 +97,11 @@ class LogShipper:
 
     def write(self, ctx: JobContext, level: int, message: str) -> None:
         mode = ctx.execute_mode  # identity tests: an Enum's hash is computed in Python, per line
-        mapped = mode is ExecuteMode.GRID or mode is ExecuteMode.BATCH or mode is ExecuteMode.PARALLEL
-        line = (
-            int(time.time() * 1000),
-            ctx.instance_id,
-            ctx.job_id,
-            level,
-            ctx.task_id if mapped else 0,
-            ctx.task_name if mapped else "",
-            message,
-        )
+        if mode is _GRID or mode is _BATCH or mode is _PARALLEL:
+            line = (_time_ns() // 1_000_000, ctx.instance_id, ctx.job_id, level, ctx.task_id,
+                    ctx.task_name, message)  # fmt: skip
+        else:
+            line = (_time_ns() // 1_000_000, ctx.instance_id, ctx.job_id, level, 0, "", message)
         lines = self._lines
         if len(lines) >= self._capacity:
             with self._lock:  # threads logging at once may overshoot by a line each: still bounded
@@ -159,12 +161,13 @@ class LogShipper:
         with self._lock:
             dropped, self._dropped = self._dropped, {}
             buffered = self._lines
-            lines: list[_Line] = []
-            text = 0
-            while buffered and len(lines) < BATCH_LINES and text < BATCH_TEXT:
-                line = buffered.popleft()
-                text += len(line[6])
-                lines.append(line)
+            # Popped and measured by C loops (starmap, map): a Python loop per line cost as much as
+            # logging the line.
+            lines = list(starmap(buffered.popleft, repeat((), min(len(buffered), BATCH_LINES))))
+            if sum(map(len, map(_MESSAGE, lines))) > BATCH_TEXT:  # long lines: up to the one crossing it
+                keep = bisect_left(list(accumulate(map(len, map(_MESSAGE, lines)))), BATCH_TEXT) + 1
+                buffered.extendleft(reversed(lines[keep:]))
+                del lines[keep:]
         now = int(time.time() * 1000)
         notes = [(now, i, j, logging.WARNING, 0, "", _dropped_message(n)) for i, (j, n) in dropped.items()]
         message = scheduler_pb2.WorkerMessage()  # filled in place: wrapping a built batch would copy it

@@ -16,10 +16,9 @@ import logging
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from itertools import repeat
 
 from sx.protos.v1 import scheduler_pb2
-from sx.scheduler.store import InstanceLogStore, NewLogLine
+from sx.scheduler.store import InstanceLogStore, NewLogLines
 
 __all__ = ["QUEUE_LINES", "WRITE_LINES", "InstanceLogWriter"]
 
@@ -27,16 +26,15 @@ log = logging.getLogger("sx.scheduler.dispatch")
 
 QUEUE_LINES = 100_000
 """Lines received and not yet stored above which batches are dropped (and counted)."""
-WRITE_LINES = 1_000
-"""Lines per store transaction at most: small enough that the writes of instance reports, which wait
-for the same (SQLite) writer, are not held up behind a long one."""
+WRITE_LINES = 5_000
+"""Lines per store transaction at most (a worker's batch): stored in blocks, they take the (SQLite)
+writer a millisecond or two, so the writes of instance reports waiting for it are not held up."""
 
 
 @dataclass(slots=True)
 class _Pending:
-    """A worker's batch as it came, made into lines only when stored: one object while queued, where a
-    line object each would cost the reader's time and the garbage collector's; ``taken``: its first
-    lines already stored."""
+    """A worker's batch as it came, made into the store's columns only when stored: one object while
+    queued; ``taken``: its first lines already stored."""
 
     namespace: str
     group_id: str
@@ -44,21 +42,41 @@ class _Pending:
     batch: scheduler_pb2.LogBatch
     taken: int = 0
 
-    def take(self, count: int) -> list[NewLogLine]:
-        """Its next ``count`` lines, zipped column by column into named tuples (the cheapest way)."""
+    def take(self, count: int) -> list[NewLogLines]:
+        """Its next ``count`` lines: a run of columns per instance (one, in the usual batch)."""
         start, end = self.taken, self.taken + count
         self.taken = end
         batch = self.batch
-        fields = zip(
-            batch.instance_ids[start:end] if batch.instance_ids else repeat(batch.instance_id, end - start),
+        task_names = batch.task_names[start:end] if batch.task_names else [batch.task_name] * count
+        lines = NewLogLines(
+            batch.instance_id,
+            self.worker_id,
             batch.times_ms[start:end],
             batch.levels[start:end],
-            repeat(self.worker_id),
             batch.messages[start:end],
             batch.task_ids[start:end],
-            batch.task_names[start:end] if batch.task_names else repeat(batch.task_name),
+            task_names,
         )
-        return list(map(NewLogLine._make, fields))
+        if not batch.instance_ids:
+            return [lines]
+        # Lines of several instances (standalone runs ending together): split them, in order.
+        positions: dict[int, list[int]] = {}
+        for position, instance_id in enumerate(batch.instance_ids[start:end]):
+            positions.setdefault(instance_id, []).append(position)
+        return [_pick(lines, instance_id, picked) for instance_id, picked in positions.items()]
+
+
+def _pick(lines: NewLogLines, instance_id: int, positions: list[int]) -> NewLogLines:
+    """The lines at ``positions`` as ``instance_id``'s."""
+    return NewLogLines(
+        instance_id,
+        lines.worker_id,
+        [lines.times_ms[p] for p in positions],
+        [lines.levels[p] for p in positions],
+        [lines.messages[p] for p in positions],
+        [lines.task_ids[p] for p in positions],
+        [lines.task_names[p] for p in positions],
+    )
 
 
 class InstanceLogWriter:
@@ -142,37 +160,31 @@ class InstanceLogWriter:
                         namespace, group_id, lines, max_lines=self._max_lines
                     )
 
-    def _take(self) -> tuple[str, str, list[NewLogLine]]:
+    def _take(self) -> tuple[str, str, list[NewLogLines]]:
         """Up to WRITE_LINES queued lines of the first queued group, then its dropped counts."""
         if self._queue:
             namespace, group_id = self._queue[0].namespace, self._queue[0].group_id
         else:
             namespace, group_id, _ = next(iter(self._dropped))
-        lines: list[NewLogLine] = []
-        while self._queue and len(lines) < WRITE_LINES:
+        blocks: list[NewLogLines] = []
+        taken = 0
+        while self._queue and taken < WRITE_LINES:
             first = self._queue[0]
             if (first.namespace, first.group_id) != (namespace, group_id):
                 break
-            count = min(len(first.batch.messages) - first.taken, WRITE_LINES - len(lines))
-            lines += first.take(count)  # a worker's batch may be bigger than a transaction
+            count = min(len(first.batch.messages) - first.taken, WRITE_LINES - taken)
+            blocks += first.take(count)  # a worker's batch may be bigger than a transaction
+            taken += count
             self._queued -= count
             if first.taken == len(first.batch.messages):
                 self._queue.popleft()
-        return namespace, group_id, lines + self._dropped_lines(namespace, group_id)
+        return namespace, group_id, blocks + self._dropped_lines(namespace, group_id)
 
-    def _dropped_lines(self, namespace: str, group_id: str) -> list[NewLogLine]:
+    def _dropped_lines(self, namespace: str, group_id: str) -> list[NewLogLines]:
         now = int(time.time() * 1000)
-        lines: list[NewLogLine] = []
+        notes: list[NewLogLines] = []
         for key in [k for k in self._dropped if k[:2] == (namespace, group_id)]:
             count = self._dropped.pop(key)
-            lines.append(
-                NewLogLine(
-                    instance_id=key[2],
-                    time_ms=now,
-                    level=logging.WARNING,
-                    worker_id="",
-                    message=f"{count} lines dropped: the scheduler received them faster than it could "
-                    "store them",
-                )
-            )
-        return lines
+            message = f"{count} lines dropped: the scheduler received them faster than it could store them"
+            notes.append(NewLogLines(key[2], "", [now], [logging.WARNING], [message], [0], [""]))
+        return notes

@@ -34,7 +34,7 @@ from sx.scheduler.store._records import (
     LogLine,
     Namespace,
     NewInstance,
-    NewLogLine,
+    NewLogLines,
     NewTask,
     NewWorkflowInstance,
     Page,
@@ -588,10 +588,11 @@ class InstanceLogStore(Protocol):
 
     @abstractmethod
     async def append_instance_logs(
-        self, namespace: str, group_id: str, lines: Sequence[NewLogLine], *, max_lines: int
+        self, namespace: str, group_id: str, lines: Sequence[NewLogLines], *, max_lines: int
     ) -> int:
         """Store ``lines`` (of any instances) in one transaction, numbered in order after each
-        instance's last line; returns how many were stored. Lines of an instance that does not exist
+        instance's last line; returns how many lines were stored (ValueError for columns of different
+        lengths). Lines of an instance that does not exist
         (any more) or is not of this group are dropped. An instance keeps at most ``max_lines`` lines:
         what comes later is counted in one line after them, "truncated: N lines dropped"."""
 

@@ -7,9 +7,10 @@ Records come back from the store (``Job``, ``Instance``, ...) or go in to ask fo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sx.processors import InstanceStatus, JobSpec, Schedule, TaskStatus, TimeType, TriggerType
 
@@ -27,7 +28,7 @@ __all__ = [
     "LogLine",
     "Namespace",
     "NewInstance",
-    "NewLogLine",
+    "NewLogLines",
     "NewTask",
     "NewWorkflowInstance",
     "Page",
@@ -320,22 +321,32 @@ class TaskStatusChange:
     worker_addr: str = ""
 
 
-class NewLogLine(NamedTuple):
-    """A line a processor logged, as a worker shipped it, for the instance's online log. ``time_ms``:
-    when it was logged, in epoch milliseconds (what workers send; no datetime per line); ``level``: a
-    Python logging level number (20 INFO, 30 WARNING, ...); ``task_id`` and ``task_name``: in the map
-    modes, the subtask that logged it (0 and "" otherwise).
-
-    A named tuple rather than a dataclass: the scheduler makes one per line workers ship, tens of
-    thousands a second, and a tuple is built and taken apart without a Python call per line."""
+@dataclass(frozen=True, slots=True)
+class NewLogLines:
+    """Lines of one instance that one worker shipped, for the instance's online log, column by column
+    (one entry per line in each, in the order logged): a worker ships thousands of lines a second, and
+    columns go into the store without a Python object per line. ``times_ms``: when each was logged, in
+    epoch milliseconds (what workers send); ``levels``: Python logging level numbers (20 INFO, 30
+    WARNING, ...); ``task_ids`` and ``task_names``: in the map modes, the subtask that logged each (0 and
+    "" otherwise); ``worker_id``: "" for a line the scheduler wrote (a count of dropped lines)."""
 
     instance_id: int
-    time_ms: int
-    level: int
     worker_id: str
-    message: str
-    task_id: int = 0
-    task_name: str = ""
+    times_ms: Sequence[int]
+    levels: Sequence[int]
+    messages: Sequence[str]
+    task_ids: Sequence[int]
+    task_names: Sequence[str]
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def check(self) -> None:
+        """ValueError when the columns are not all of one length."""
+        count = len(self.messages)
+        for name in ("times_ms", "levels", "task_ids", "task_names"):
+            if len(getattr(self, name)) != count:
+                raise ValueError(f"{name}: {len(getattr(self, name))} values for {count} messages")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,33 +1,41 @@
 """The instances' online logs (`InstanceLogStore`) on SQL.
 
-Lines are numbered per instance (``seq`` from 1) in the order they are stored. Each append takes the
-instance's row lock first (``FOR UPDATE`` on PostgreSQL; SQLite has one writer anyway), so replicas
-storing lines of one instance at once never number two lines alike. The line after the last one kept
-(``seq`` = max_lines + 1) is the "truncated: N lines dropped" line, updated as more are dropped.
+Lines are numbered per instance (``seq`` from 1) in the order they are stored, and kept in blocks: a
+row holds consecutive lines one worker shipped (``first_seq`` .. ``first_seq + line_count - 1``), their
+columns encoded as one JSON object. A row per line made storing a line cost more than logging it;
+a block costs one insert for up to ``WRITE_LINES`` lines, and reading decodes the blocks that hold the
+page asked for (an instance keeps a bounded number of lines, 10,000 by default).
+
+Each append takes the instance's row lock first (``FOR UPDATE`` on PostgreSQL; SQLite has one writer
+anyway), so replicas storing lines of one instance at once never number two lines alike. The line
+after the last one kept (``seq`` = max_lines + 1) is the "truncated: N lines dropped" line, a block of
+its own, rewritten as more are dropped.
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import logging
 import re
-from collections.abc import Sequence
-from itertools import count, repeat
-from operator import itemgetter
+import time
+from collections.abc import Iterator, Sequence
+from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 
 from sx.scheduler.store._interfaces import InstanceLogStore
-from sx.scheduler.store._records import LogLine, NewLogLine
+from sx.scheduler.store._records import LogLine, NewLogLines
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase
-from sx.scheduler.store.sql._rows import check_page, utc_now
+from sx.scheduler.store.sql._rows import check_page
 
-__all__ = ["SqlInstanceLogs", "truncated_message"]
+__all__ = ["SqlInstanceLogs", "decode_block", "encode_block", "truncated_message"]
 
 _TRUNCATED = re.compile(r"truncated: (\d+) lines dropped")
+_READ_BLOCKS = 16
+"""Blocks fetched per query while reading: a page of the usual size is within the first one or two."""
 
 
 def truncated_message(dropped: int, kept: int) -> str:
@@ -35,28 +43,62 @@ def truncated_message(dropped: int, kept: int) -> str:
     return f"truncated: {dropped} lines dropped (an instance's log keeps {kept} lines)"
 
 
+def encode_block(lines: NewLogLines, start: int = 0, end: int | None = None) -> str:
+    """The JSON of lines ``start:end``: an object of columns ("t" times, "l" levels, "k" task ids, "n"
+    task names, "m" messages); a column whose lines all hold one value is that value, once."""
+    columns: dict[str, Any] = {
+        "t": lines.times_ms[start:end],
+        "l": lines.levels[start:end],
+        "k": lines.task_ids[start:end],
+        "n": lines.task_names[start:end],
+        "m": lines.messages[start:end],
+    }
+    for key in ("l", "k", "n"):
+        values = columns[key]
+        if len(set(values)) == 1:
+            columns[key] = values[0]
+        else:
+            columns[key] = list(values)
+    columns["t"], columns["m"] = list(columns["t"]), list(columns["m"])
+    return json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_block(instance_id: int, first_seq: int, worker_id: str, encoded: str) -> Iterator[LogLine]:
+    """The lines of a stored block, in order."""
+    columns = json.loads(encoded)
+    messages: list[str] = columns["m"]
+    count = len(messages)
+
+    def column(key: str) -> Any:
+        value = columns[key]
+        return value if isinstance(value, list) else repeat(value, count)
+
+    for offset, (time_ms, level, task_id, task_name, message) in enumerate(
+        zip(columns["t"], column("l"), column("k"), column("n"), messages, strict=False)
+    ):
+        yield LogLine(instance_id, first_seq + offset, time_ms, level, worker_id, message, task_id, task_name)
+
+
 class SqlInstanceLogs(SqlStoreBase, InstanceLogStore):
     """`InstanceLogStore` on SQL."""
 
     async def append_instance_logs(
-        self, namespace: str, group_id: str, lines: Sequence[NewLogLine], *, max_lines: int
+        self, namespace: str, group_id: str, lines: Sequence[NewLogLines], *, max_lines: int
     ) -> int:
         if max_lines < 1:
             raise ValueError(f"max_lines={max_lines!r}: must be at least 1")
-        if not lines:
+        by_instance: dict[int, list[NewLogLines]] = {}
+        for block in lines:
+            block.check()
+            if len(block):
+                by_instance.setdefault(block.instance_id, []).append(block)
+        if not by_instance:
             return 0
-        instance_ids = set(map(itemgetter(0), lines))  # (instance_id first) no Python code per line
-        by_instance: dict[int, list[NewLogLine]] = {}
-        if len(instance_ids) == 1:  # the usual batch: lines of one instance
-            by_instance[instance_ids.pop()] = list(lines)
-        else:
-            for line in lines:
-                by_instance.setdefault(line.instance_id, []).append(line)
 
         def work(conn: Connection) -> int:
             return sum(
-                _append(conn, namespace, group_id, instance_id, group, max_lines)
-                for instance_id, group in sorted(by_instance.items())  # one lock order for all writers
+                _append(conn, namespace, group_id, instance_id, blocks, max_lines)
+                for instance_id, blocks in sorted(by_instance.items())  # one lock order for all writers
             )
 
         return await self._write_sync(work)
@@ -72,23 +114,52 @@ class SqlInstanceLogs(SqlStoreBase, InstanceLogStore):
         task_name: str | None = None,
     ) -> list[LogLine]:
         check_page(after, limit)
-        t = tables.instance_logs
-        query = sa.select(t).where(t.c.instance_id == instance_id, t.c.seq > after)
+        b = tables.instance_log_blocks
+        # From the block holding line after + 1 (the last one starting at or before it) on.
+        holding = (
+            sa.select(sa.func.max(b.c.first_seq))
+            .where(b.c.instance_id == instance_id, b.c.first_seq <= after + 1)
+            .scalar_subquery()
+        )
+        query = (
+            sa.select(b.c.first_seq, b.c.worker_id, b.c.lines)
+            .where(b.c.instance_id == instance_id, b.c.first_seq >= sa.func.coalesce(holding, 0))
+            .order_by(b.c.first_seq)
+            .limit(_READ_BLOCKS)
+        )
         if min_level > 0:
-            query = query.where(t.c.level >= min_level)
-        if task_id is not None:
-            query = query.where(t.c.task_id == task_id)
-        if task_name is not None:
-            query = query.where(t.c.task_name == task_name)
+            query = query.where(b.c.max_level >= min_level)
+        found: list[LogLine] = []
+        next_first = 0
         async with self._read() as conn:
-            rows = (await conn.execute(query.order_by(t.c.seq).limit(limit))).all()
-        return [_line_from_row(row) for row in rows]
+            while len(found) < limit:
+                rows = (await conn.execute(query.where(b.c.first_seq >= next_first))).all()
+                for first_seq, worker_id, encoded in rows:
+                    for line in decode_block(instance_id, first_seq, worker_id, encoded):
+                        if (
+                            line.seq > after
+                            and line.level >= min_level
+                            and (task_id is None or line.task_id == task_id)
+                            and (task_name is None or line.task_name == task_name)
+                        ):
+                            found.append(line)
+                            if len(found) == limit:
+                                return found
+                if len(rows) < _READ_BLOCKS:
+                    break
+                next_first = rows[-1][0] + 1
+        return found
 
 
 def _append(
-    conn: Connection, namespace: str, group_id: str, instance_id: int, lines: list[NewLogLine], max_lines: int
+    conn: Connection,
+    namespace: str,
+    group_id: str,
+    instance_id: int,
+    blocks: list[NewLogLines],
+    max_lines: int,
 ) -> int:
-    i, t = tables.instances, tables.instance_logs
+    i, b = tables.instances, tables.instance_log_blocks
     owner = (
         sa.select(i.c.id)
         .where(i.c.id == instance_id, i.c.namespace == namespace, i.c.group_id == group_id)
@@ -96,83 +167,59 @@ def _append(
     )
     if conn.execute(owner).first() is None:
         return 0
-    last = conn.execute(sa.select(sa.func.max(t.c.seq)).where(t.c.instance_id == instance_id)).scalar() or 0
-    room = max(0, max_lines - last)
-    kept, dropped = lines[:room], len(lines) - room
-    if kept:
-        # Straight to the driver's executemany: building SQLAlchemy's parameters costs more per row than
-        # the insert itself, and a batch is up to thousands of rows. The rows are the lines' columns
-        # zipped again with the numbers, in the INSERT's order, without Python code per row.
-        _, times, levels, worker_ids, messages, task_ids, task_names = zip(*kept, strict=True)
-        values = list(
-            zip(
-                repeat(instance_id),
-                count(last + 1),
-                times,
-                levels,
-                worker_ids,
-                task_ids,
-                task_names,
-                messages,
+    last_block = conn.execute(
+        sa.select(b.c.first_seq, b.c.line_count)
+        .where(b.c.instance_id == instance_id)
+        .order_by(b.c.first_seq.desc())
+        .limit(1)
+    ).first()
+    last = last_block.first_seq + last_block.line_count - 1 if last_block else 0
+    rows: list[dict[str, Any]] = []
+    dropped = 0
+    for block in blocks:
+        kept = min(len(block), max(0, max_lines - last))
+        dropped += len(block) - kept
+        if kept:
+            rows.append(
+                {
+                    "instance_id": instance_id,
+                    "first_seq": last + 1,
+                    "line_count": kept,
+                    "max_level": max(block.levels[:kept]),
+                    "worker_id": block.worker_id,
+                    "lines": encode_block(block, 0, kept),
+                }
+            )
+            last += kept
+    if rows:
+        conn.execute(sa.insert(b), rows)
+    if dropped > 0:
+        _count_truncated(conn, instance_id, dropped, max_lines)
+    return sum(row["line_count"] for row in rows)
+
+
+def _count_truncated(conn: Connection, instance_id: int, dropped: int, max_lines: int) -> None:
+    """Add ``dropped`` to the count in the instance's "truncated" line (made on the first drop)."""
+    b = tables.instance_log_blocks
+    marker = max_lines + 1
+    where = (b.c.instance_id == instance_id, b.c.first_seq == marker)
+    previous = conn.execute(sa.select(b.c.lines).where(*where)).scalar()
+    if previous is not None:
+        found = _TRUNCATED.match(json.loads(previous)["m"][0])
+        dropped += int(found.group(1)) if found else 0
+    now_ms = int(time.time() * 1000)
+    message = truncated_message(dropped, max_lines)
+    encoded = encode_block(NewLogLines(instance_id, "", [now_ms], [logging.WARNING], [message], [0], [""]))
+    if previous is not None:
+        conn.execute(sa.update(b).where(*where).values(lines=encoded))
+    else:
+        conn.execute(
+            sa.insert(b).values(
+                instance_id=instance_id,
+                first_seq=marker,
+                line_count=1,
+                max_level=logging.WARNING,
+                worker_id="",
+                lines=encoded,
             )
         )
-        conn.exec_driver_sql(_insert_sql(conn.dialect), values)
-    if dropped > 0:
-        marker = max_lines + 1
-        previous = conn.execute(
-            sa.select(t.c.message).where(t.c.instance_id == instance_id, t.c.seq == marker)
-        ).scalar()
-        if previous is not None:
-            found = _TRUNCATED.match(previous)
-            total = dropped + (int(found.group(1)) if found else 0)
-            conn.execute(
-                sa.update(t)
-                .where(t.c.instance_id == instance_id, t.c.seq == marker)
-                .values(message=truncated_message(total, max_lines), time_ms=_now_ms())
-            )
-        else:
-            mark = NewLogLine(
-                instance_id=instance_id,
-                time_ms=_now_ms(),
-                level=logging.WARNING,
-                worker_id="",
-                message=truncated_message(dropped, max_lines),
-            )
-            conn.exec_driver_sql(_insert_sql(conn.dialect), [_values(mark, marker)])
-    return len(kept)
-
-
-_COLUMNS = ("instance_id", "seq", "time_ms", "level", "worker_id", "task_id", "task_name", "message")
-"""The order of a line's values in the INSERT (``_values``)."""
-
-
-@functools.cache
-def _insert_sql(dialect: Dialect) -> str:
-    """The INSERT of one line in the dialect's own (positional) parameter style, values as ``_values``."""
-    t = tables.instance_logs
-    compiled = sa.insert(t).values({name: sa.bindparam(name) for name in _COLUMNS}).compile(dialect=dialect)
-    if compiled.positiontup is None or tuple(compiled.positiontup) != _COLUMNS:
-        raise RuntimeError(f"the {dialect.name} INSERT takes its parameters as {compiled.positiontup!r}")
-    return str(compiled)
-
-
-def _values(line: NewLogLine, seq: int) -> tuple[Any, ...]:
-    return (line.instance_id, seq, line.time_ms, line.level, line.worker_id, line.task_id, line.task_name,
-            line.message)  # fmt: skip
-
-
-def _now_ms() -> int:
-    return int(utc_now().timestamp() * 1000)
-
-
-def _line_from_row(row: sa.Row[Any]) -> LogLine:
-    return LogLine(
-        instance_id=row.instance_id,
-        seq=row.seq,
-        time_ms=row.time_ms,
-        level=row.level,
-        worker_id=row.worker_id,
-        message=row.message,
-        task_id=row.task_id,
-        task_name=row.task_name,
-    )

@@ -336,9 +336,12 @@ stop_requests = sa.Table(
     sa.Column("requested_at", UtcDateTime(), nullable=False),
 )
 
-# The instances' online logs (migration 0006): lines numbered per instance, gone with their instance.
-instance_logs = sa.Table(
-    "sx_instance_logs",
+# The instances' online logs (migration 0010; lines a row each in 0006): lines numbered per instance,
+# stored in blocks of consecutive lines one worker shipped (a row per block: a row per line cost the
+# scheduler more than the workers' whole logging), gone with their instance. ``lines``: the block's
+# columns as JSON (`sql/_logs.py`); ``max_level``: its highest level, so a level filter skips blocks.
+instance_log_blocks = sa.Table(
+    "sx_instance_log_blocks",
     metadata,
     sa.Column(
         "instance_id",
@@ -346,13 +349,11 @@ instance_logs = sa.Table(
         sa.ForeignKey("sx_instances.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("seq", sa.Integer(), primary_key=True),
-    sa.Column("time_ms", sa.BigInteger(), nullable=False),  # epoch ms, as workers send it
-    sa.Column("level", sa.Integer(), nullable=False),
+    sa.Column("first_seq", sa.Integer(), primary_key=True),
+    sa.Column("line_count", sa.Integer(), nullable=False),
+    sa.Column("max_level", sa.Integer(), nullable=False),
     sa.Column("worker_id", sa.String(255), nullable=False),
-    sa.Column("task_id", sa.BigInteger(), nullable=False),
-    sa.Column("task_name", sa.String(255), nullable=False),
-    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("lines", sa.Text(), nullable=False),
 )
 
 VERSION_TABLE = "sx_alembic_version"
@@ -368,7 +369,7 @@ __all__ = [
     "calendars",
     "group_leases",
     "groups",
-    "instance_logs",
+    "instance_log_blocks",
     "jobs",
     "metadata",
     "namespaces",

@@ -14,7 +14,7 @@ import pytest
 
 from sx.processors import InstanceStatus
 from sx.scheduler.jobs import LOG_SETTLE
-from sx.scheduler.store import InstanceChange, NewLogLine
+from sx.scheduler.store import InstanceChange, NewLogLines
 from tests.scheduler.api.test_harness import Api, running_api
 
 ADDR = {"namespace": "ns1", "groupId": "g1"}
@@ -42,9 +42,9 @@ def _line(
     level: int = logging.INFO,
     task_id: int = 0,
     task_name: str = "",
-) -> NewLogLine:
+) -> NewLogLines:
     now_ms = int(api.clock.now().timestamp() * 1000)
-    return NewLogLine(instance_id, now_ms, level, "w1", message, task_id=task_id, task_name=task_name)
+    return NewLogLines(instance_id, "w1", [now_ms], [level], [message], [task_id], [task_name])
 
 
 async def test_lines_are_read_by_offset_and_filtered(api: Api) -> None:

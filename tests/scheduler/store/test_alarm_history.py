@@ -7,13 +7,11 @@ from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection
 
 from sx.scheduler.store import Alarm
 from sx.scheduler.store.sql import SqlStore
-from sx.scheduler.store.sql._engine import _MIGRATIONS
+from tests.scheduler.store._migrations import migrate
 
 INDEX = "ix_sx_alarms_group"
 
@@ -48,13 +46,6 @@ async def test_page_alarms_filters_and_pages_one_group(store: SqlStore) -> None:
         await store.page_alarms("ns", "g", limit=-1)
 
 
-def _migrate(connection: Connection, action: str, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
-    config.attributes["connection"] = connection
-    getattr(command, action)(config, revision)
-
-
 def _alarm_indexes(connection: Connection) -> set[str]:
     return {str(index["name"]) for index in sa.inspect(connection).get_indexes("sx_alarms")}
 
@@ -64,7 +55,7 @@ async def test_a_store_at_0004_gains_the_group_index_and_keeps_its_alarms(
 ) -> None:
     kept = await _alarm(store, 7)
     async with store.engine.begin() as conn:
-        await conn.run_sync(_migrate, "downgrade", "0004")
+        await conn.run_sync(migrate, "downgrade", "0004")
         assert INDEX not in await conn.run_sync(_alarm_indexes)
     await store.close()
     again = SqlStore(store_url)

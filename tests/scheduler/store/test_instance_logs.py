@@ -8,12 +8,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler.dispatch._log_writer import WRITE_LINES, InstanceLogWriter
-from sx.scheduler.store import Instance, InstanceChange, NewInstance, NewLogLine
+from sx.scheduler.store import Instance, InstanceChange, NewInstance, NewLogLines
 from sx.scheduler.store.sql import SqlStore
+from tests.scheduler.store._migrations import migrate
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 T0_MS = int(T0.timestamp() * 1000)
@@ -44,22 +46,32 @@ async def _instance(store: SqlStore, job_id: int | None = None, *, group_id: str
     )
 
 
-def _lines(instance_id: int, count: int, *, start: int = 0, **fields: object) -> list[NewLogLine]:
-    values: dict[str, object] = {"level": logging.INFO, "worker_id": "w1", "time_ms": T0_MS, **fields}
-    return [
-        NewLogLine(instance_id=instance_id, message=f"line {start + n}", **values)  # type: ignore[arg-type]
-        for n in range(count)
-    ]
+def _lines(
+    instance_id: int,
+    count: int,
+    *,
+    start: int = 0,
+    level: int = logging.INFO,
+    worker_id: str = "w1",
+    task_id: int = 0,
+    task_name: str = "",
+) -> NewLogLines:
+    return NewLogLines(
+        instance_id,
+        worker_id,
+        [T0_MS + n for n in range(count)],
+        [level] * count,
+        [f"line {start + n}" for n in range(count)],
+        [task_id] * count,
+        [task_name] * count,
+    )
 
 
 async def test_lines_are_numbered_in_order_and_filtered(store: SqlStore) -> None:
     one, two = await _instance(store), None
     two = await _instance(store, one.job_id)
-    mixed = [
-        *_lines(one.id, 2),
-        *_lines(two.id, 1),
-        NewLogLine(one.id, T0_MS + 1, logging.ERROR, "w2", "failed", task_id=7, task_name="part"),
-    ]
+    failed = NewLogLines(one.id, "w2", [T0_MS + 1], [logging.ERROR], ["failed"], [7], ["part"])
+    mixed = [_lines(one.id, 2), _lines(two.id, 1), failed]
     assert await store.append_instance_logs("ns", "g", mixed, max_lines=100) == 4
     lines = await store.read_instance_log(one.id)
     assert [(line.seq, line.message) for line in lines] == [(1, "line 0"), (2, "line 1"), (3, "failed")]
@@ -72,23 +84,23 @@ async def test_lines_are_numbered_in_order_and_filtered(store: SqlStore) -> None
     ]
     assert [line.seq for line in await store.read_instance_log(one.id, task_id=7)] == [3]
     assert [line.seq for line in await store.read_instance_log(one.id, task_name="part")] == [3]
-    await store.append_instance_logs("ns", "g", _lines(one.id, 1, start=2), max_lines=100)
+    await store.append_instance_logs("ns", "g", [_lines(one.id, 1, start=2)], max_lines=100)
     assert [line.seq for line in await store.read_instance_log(one.id, after=3)] == [4]
 
 
 async def test_lines_of_another_group_or_a_missing_instance_are_dropped(store: SqlStore) -> None:
     mine = await _instance(store)
     other = await _instance(store, group_id="other")
-    lines = [*_lines(mine.id, 1), *_lines(other.id, 1), *_lines(999_999, 1)]
+    lines = [_lines(mine.id, 1), _lines(other.id, 1), _lines(999_999, 1)]
     assert await store.append_instance_logs("ns", "g", lines, max_lines=100) == 1
     assert await store.read_instance_log(other.id) == []
 
 
 async def test_the_cap_keeps_one_truncated_line_counting_what_was_dropped(store: SqlStore) -> None:
     instance = await _instance(store)
-    assert await store.append_instance_logs("ns", "g", _lines(instance.id, 4), max_lines=5) == 4
-    assert await store.append_instance_logs("ns", "g", _lines(instance.id, 3, start=4), max_lines=5) == 1
-    assert await store.append_instance_logs("ns", "g", _lines(instance.id, 10, start=7), max_lines=5) == 0
+    assert await store.append_instance_logs("ns", "g", [_lines(instance.id, 4)], max_lines=5) == 4
+    assert await store.append_instance_logs("ns", "g", [_lines(instance.id, 3, start=4)], max_lines=5) == 1
+    assert await store.append_instance_logs("ns", "g", [_lines(instance.id, 10, start=7)], max_lines=5) == 0
     lines = await store.read_instance_log(instance.id)
     assert [line.message for line in lines[:5]] == [f"line {n}" for n in range(5)]
     assert len(lines) == 6 and lines[5].level == logging.WARNING
@@ -98,7 +110,7 @@ async def test_the_cap_keeps_one_truncated_line_counting_what_was_dropped(store:
 async def test_logs_go_with_the_instance_history(store: SqlStore) -> None:
     old = await _instance(store)
     new = await _instance(store, old.job_id)
-    await store.append_instance_logs("ns", "g", [*_lines(old.id, 2), *_lines(new.id, 2)], max_lines=100)
+    await store.append_instance_logs("ns", "g", [_lines(old.id, 2), _lines(new.id, 2)], max_lines=100)
     for instance in (old, new):
         change = InstanceChange(status=InstanceStatus.SUCCESS, end_time=T0 + timedelta(minutes=1))
         assert await store.update_instance(instance.id, change, only_if_status=[InstanceStatus.RUNNING])
@@ -185,3 +197,82 @@ async def test_the_writer_stores_a_batch_bigger_than_a_transaction_whole_and_in_
         (2 * WRITE_LINES + 5, "m1"),
     ]
     assert writer.stored == 2 * WRITE_LINES + 5
+
+
+async def test_reads_page_across_many_blocks_and_skip_blocks_below_the_level(store: SqlStore) -> None:
+    instance = await _instance(store)
+    # 40 blocks of 3 lines (more than one query's worth of blocks); every tenth block holds an ERROR of
+    # its own subtask.
+    for n in range(40):
+        block = _lines(instance.id, 3, start=3 * n, task_id=n, level=logging.ERROR if n % 10 == 9 else 20)
+        assert await store.append_instance_logs("ns", "g", [block], max_lines=1000) == 3
+    everything = await store.read_instance_log(instance.id, limit=1000)
+    assert [line.seq for line in everything] == list(range(1, 121))
+    assert [line.message for line in everything] == [f"line {n}" for n in range(120)]
+    # From the middle of a block, across block boundaries.
+    page = await store.read_instance_log(instance.id, after=58, limit=5)
+    assert [line.seq for line in page] == [59, 60, 61, 62, 63]
+    errors = await store.read_instance_log(instance.id, min_level=logging.ERROR, limit=1000)
+    assert [line.task_id for line in errors] == [9] * 3 + [19] * 3 + [29] * 3 + [39] * 3
+    assert [line.seq for line in await store.read_instance_log(instance.id, task_id=35)] == [106, 107, 108]
+    later = await store.read_instance_log(instance.id, after=110, min_level=logging.ERROR, limit=2)
+    assert [line.seq for line in later] == [118, 119]
+    assert await store.read_instance_log(instance.id, after=120) == []
+
+
+async def test_lines_survive_the_move_into_blocks_and_back(store: SqlStore, store_url: str) -> None:
+    """Migration 0010 (a row per line to blocks): a store downgraded to 0009 expands its blocks into lines,
+    and upgrading again makes them blocks, numbered and filled as before, the "truncated" line too."""
+    instance = await _instance(store)
+    await store.append_instance_logs(
+        "ns",
+        "g",
+        [
+            _lines(instance.id, 4, worker_id="w1"),
+            _lines(instance.id, 3, worker_id="w2", task_id=5, task_name="t"),
+        ],
+        max_lines=6,
+    )
+    before = await store.read_instance_log(instance.id, limit=100)
+    assert len(before) == 7 and before[-1].message.startswith("truncated: 1 lines dropped")
+    async with store.engine.begin() as conn:
+        await conn.run_sync(migrate, "downgrade", "0009")
+        count = await conn.execute(sa.text("SELECT count(*) FROM sx_instance_logs"))
+        assert count.scalar() == 7
+    await store.close()
+    again = SqlStore(store_url)
+    await again.start()  # upgrades to head
+    try:
+        assert await again.read_instance_log(instance.id, limit=100) == before
+        assert await again.append_instance_logs("ns", "g", [_lines(instance.id, 2)], max_lines=6) == 0
+        lines = await again.read_instance_log(instance.id, after=6)
+        assert [line.message[:24] for line in lines] == ["truncated: 3 lines dropp"]
+    finally:
+        await again.close()
+
+
+async def test_the_writer_splits_a_batch_of_several_instances_keeping_each_ones_order(
+    store: SqlStore,
+) -> None:
+    one = await _instance(store)
+    two = await _instance(store, one.job_id)
+    mixed = scheduler_pb2.LogBatch(
+        instance_ids=[one.id, two.id, one.id, two.id, one.id],
+        job_id=one.job_id,
+        times_ms=[1_900_000_000_000 + n for n in range(5)],
+        levels=[logging.INFO, logging.INFO, logging.ERROR, logging.INFO, logging.INFO],
+        task_ids=[0] * 5,
+        task_name="",
+        messages=["a1", "b1", "a2", "b2", "a3"],
+    )
+    writer = InstanceLogWriter(store, max_lines=100)
+    writer.offer("ns", "g", "w1", mixed)
+    await writer.flush()
+    first = await store.read_instance_log(one.id)
+    assert [(line.seq, line.message, line.level) for line in first] == [
+        (1, "a1", logging.INFO),
+        (2, "a2", logging.ERROR),
+        (3, "a3", logging.INFO),
+    ]
+    assert first[1].time == datetime.fromtimestamp(1_900_000_000.002, UTC)
+    assert [line.message for line in await store.read_instance_log(two.id)] == ["b1", "b2"]

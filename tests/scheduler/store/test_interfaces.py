@@ -64,7 +64,7 @@ def test_the_faces() -> None:
         "Namespace",
         "NewBackfill",
         "NewInstance",
-        "NewLogLine",
+        "NewLogLines",
         "NewTask",
         "NewWorkflowInstance",
         "Page",

@@ -16,6 +16,7 @@ from sx.scheduler.store._errors import FencedError, NotFoundError
 from sx.scheduler.store._interfaces import InstanceStore
 from sx.scheduler.store._records import Fence, Instance, InstanceChange, NewInstance, Page
 from sx.scheduler.store.sql import _tables as tables
+from sx.scheduler.store.sql._direct import DirectStatement
 from sx.scheduler.store.sql._engine import SqlStoreBase, is_foreign_key_violation
 from sx.scheduler.store.sql._rows import (
     check_aware,
@@ -80,14 +81,9 @@ _COUNT_NEWER: Final = sa.select(sa.func.count()).select_from(
 # job is counted again (the look-up of the newer ones grows with them).
 _RECOUNT_AFTER: Final = 512
 _ACTIVE: Final = frozenset(ACTIVE_INSTANCE_STATUSES)
-_INSERT_INSTANCE: Final = sa.insert(_t_instances).returning(_t_instances.c.id)
 _STATUS_IN: Final = _t_instances.c.status.in_(sa.bindparam("b_statuses", expanding=True))
 _GET_INSTANCE_IF: Final = _GET_INSTANCE.where(_STATUS_IN)
 # The SET clause is the columns named in the parameters.
-_UPDATE_INSTANCE: Final = (
-    sa.update(_t_instances).where(_t_instances.c.id == sa.bindparam("b_id")).returning(*_t_instances.c)
-)
-_UPDATE_INSTANCE_IF: Final = _UPDATE_INSTANCE.where(_STATUS_IN)
 # A fenced write first reads which of its instances' group leases the writer holds (FOR SHARE on
 # PostgreSQL: a replica taking a lease over waits for the writes fenced by the old token to commit).
 _t_leases = tables.group_leases
@@ -163,6 +159,51 @@ _CHANGE_FIELDS: Final = (
 )
 
 
+_DIRECT_UPDATES: dict[tuple[str, tuple[str, ...], int], DirectStatement] = {}
+"""The instance UPDATEs run on the driver's cursor (the hottest write: two per instance), by dialect,
+columns set and number of statuses in the guard."""
+
+
+def _update_row(conn: Connection, params: dict[str, Any]) -> sa.Row[Any] | None:
+    """Apply one change (``_instance_change_params``) in ``conn``'s transaction: the row after, or None
+    when the instance does not exist or its status is not one of the guard's."""
+    statuses: list[int] = params.get("b_statuses", [])
+    columns = tuple(name for name in params if not name.startswith("b_"))
+    key = (conn.dialect.name, columns, len(statuses))
+    direct = _DIRECT_UPDATES.get(key)
+    if direct is None:
+        t = _t_instances
+        update = (
+            sa.update(t)
+            .where(t.c.id == sa.bindparam("b_id"))
+            .values({name: sa.bindparam(name, type_=t.c[name].type) for name in columns})
+        )
+        if statuses:
+            update = update.where(t.c.status.in_([sa.bindparam(f"b_s{n}") for n in range(len(statuses))]))
+        direct = _DIRECT_UPDATES[key] = DirectStatement.compile(update.returning(*t.c), conn.dialect, t.c)
+    bound = {**params, **{f"b_s{n}": status for n, status in enumerate(statuses)}}
+    rows = direct.run(conn, bound)
+    return rows[0] if rows else None
+
+
+_DIRECT_INSERTS: dict[tuple[str, tuple[str, ...]], DirectStatement] = {}
+"""The instance INSERTs run on the driver's cursor, by dialect and columns given."""
+
+
+def _insert_row(conn: Connection, values: dict[str, Any]) -> int:
+    """Insert an instance (``new_instance_values``) in ``conn``'s transaction; its id."""
+    key = (conn.dialect.name, tuple(values))
+    direct = _DIRECT_INSERTS.get(key)
+    if direct is None:
+        t = _t_instances
+        insert = sa.insert(t).values({name: sa.bindparam(name, type_=t.c[name].type) for name in values})
+        direct = _DIRECT_INSERTS[key] = DirectStatement.compile(
+            insert.returning(t.c.id), conn.dialect, [t.c.id]
+        )
+    instance_id: int = direct.run(conn, values)[0].id
+    return instance_id
+
+
 def _may_reopen(change: InstanceChange, only_if_status: Sequence[InstanceStatus] | None) -> bool:
     """Whether a change may turn a finished instance active again."""
     if change.status is None or change.status not in _ACTIVE:
@@ -173,7 +214,7 @@ def _may_reopen(change: InstanceChange, only_if_status: Sequence[InstanceStatus]
 def _instance_change_params(
     instance_id: int, change: InstanceChange, only_if_status: Sequence[InstanceStatus] | None
 ) -> dict[str, Any]:
-    """The bind parameters of _UPDATE_INSTANCE(_IF) for one change: the id, the guard, the set fields."""
+    """The parameters of one change (``_update_row``): the id, the guard, the set fields."""
     params: dict[str, Any] = {"b_id": instance_id}
     if only_if_status is not None:
         params["b_statuses"] = [int(s) for s in only_if_status]
@@ -198,9 +239,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         created_at = utc_now()
         values = new_instance_values(new, created_at)
         try:
-            instance_id: int = await self._write_sync(
-                lambda conn: conn.execute(_INSERT_INSTANCE, values).scalar_one()
-            )
+            instance_id: int = await self._write_sync(lambda conn: _insert_row(conn, values))
         except IntegrityError as exc:
             if is_foreign_key_violation(exc):
                 raise NotFoundError(f"job_id={new.job_id!r}: no such job") from None
@@ -304,11 +343,10 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         if len(params) == (1 if only_if_status is None else 2):  # nothing to set: a guarded read
             row = await self._fetch_one(_GET_INSTANCE if only_if_status is None else _GET_INSTANCE_IF, params)
         else:
-            update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
 
             def work(conn: Connection) -> sa.Row[Any] | None:
                 _check_fence(conn, [instance_id], fence)
-                return conn.execute(update, params).one_or_none()
+                return _update_row(conn, params)
 
             row = await self._write_sync(work)
             if reopens:
@@ -322,7 +360,6 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         only_if_status: Sequence[InstanceStatus] | None = None,
         fence: Fence | None = None,
     ) -> dict[int, Instance | None]:
-        update = _UPDATE_INSTANCE if only_if_status is None else _UPDATE_INSTANCE_IF
         found: dict[int, Instance | None] = {}
         reopens = any(_may_reopen(change, only_if_status) for _, change in changes)
         if reopens:
@@ -335,7 +372,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
 
             def work(conn: Connection, chunk: list[dict[str, Any]] = chunk) -> list[sa.Row[Any] | None]:
                 _check_fence(conn, [params["b_id"] for params in chunk], fence)
-                return [conn.execute(update, params).one_or_none() for params in chunk]
+                return [_update_row(conn, params) for params in chunk]
 
             rows = await self._write_sync(work)
             found.update(

@@ -251,7 +251,8 @@ class InstanceStore(Protocol):
         """Apply a change; with only_if_status, only when the instance is in one of those statuses
         (compare-and-set). Returns the updated instance, or None when it is missing or the guard failed.
         With ``fence``, raises `FencedError` (writing nothing) unless the fence's tokens hold the lease
-        of the instance's group."""
+        of the instance's group (a store that alone writes its database, which no other scheduler
+        shares, need not check)."""
 
     async def update_instances(
         self,

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["DirectStatement"]
+__all__ = ["DirectStatement", "direct_select"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -33,12 +33,14 @@ class DirectStatement:
     sql: str
     names: tuple[str, ...]
     binds: tuple[_Processor, ...]
+    fixed: Mapping[str, Any]
+    """Values the statement carries itself (a literal in a function call), by bind name."""
     results: tuple[_Processor, ...]
     row: Callable[..., Any]
 
     @classmethod
     def compile(
-        cls, statement: sa.ClauseElement, dialect: Dialect, returning: Iterable[sa.Column[Any]] = ()
+        cls, statement: sa.ClauseElement, dialect: Dialect, returning: Iterable[sa.ColumnClause[Any]] = ()
     ) -> DirectStatement:
         """``returning``: the columns the statement's rows hold, in order (its RETURNING clause)."""
         compiled = statement.compile(dialect=dialect)
@@ -46,16 +48,18 @@ class DirectStatement:
         if compiled.positiontup is None:
             raise RuntimeError(f"the {dialect.name} driver takes named parameters: no direct statements")
         names = tuple(compiled.positiontup)
+        fixed = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
         binds = tuple(_typed(compiled.binds[name].type, dialect).bind_processor(dialect) for name in names)
         returning = list(returning)
         results = tuple(_typed(column.type, dialect).result_processor(dialect, None) for column in returning)
         row = namedtuple("DirectRow", [column.name for column in returning])._make  # type: ignore[attr-defined]
-        return cls(str(compiled), names, binds, results, row)
+        return cls(str(compiled), names, binds, fixed, results, row)
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> list[Any]:
         """Execute with ``params`` (by bind name) in ``conn``'s transaction; the rows it returns."""
+        given = {**self.fixed, **params} if self.fixed else params
         values = tuple(
-            params[name] if bind is None else bind(params[name])
+            given[name] if bind is None else bind(given[name])
             for name, bind in zip(self.names, self.binds, strict=True)
         )
         dbapi_error = conn.dialect.loaded_dbapi.Error
@@ -78,3 +82,20 @@ def _typed(kind: sa.types.TypeEngine[Any], dialect: Dialect) -> sa.types.TypeEng
     """The type as the dialect implements it (SQLite's DATETIME stores text, for instance), whose
     processors are the ones SQLAlchemy applies."""
     return kind.dialect_impl(dialect)
+
+
+_COMPILED: dict[tuple[str, int], tuple[sa.ClauseElement, DirectStatement]] = {}
+
+
+def direct_select(statement: sa.Select[Any], dialect: Dialect) -> DirectStatement:
+    """A module-level SELECT as a direct statement for ``dialect``, compiled on first use; its rows
+    hold its selected columns."""
+    key = (dialect.name, id(statement))
+    found = _COMPILED.get(key)
+    if found is None or found[0] is not statement:
+        columns = [
+            sa.column(column.name or f"_{n}", column.type)
+            for n, column in enumerate(statement.selected_columns)
+        ]
+        found = _COMPILED[key] = (statement, DirectStatement.compile(statement, dialect, columns))
+    return found[1]

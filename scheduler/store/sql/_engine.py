@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from sx.scheduler.store._records import Page
+from sx.scheduler.store.sql._direct import direct_select
 from sx.scheduler.store.sql._file_lock import FileLock
 
 __all__ = ["SqlStoreBase", "is_foreign_key_violation", "normalize_url", "sqlite_url", "sqlstate"]
@@ -403,14 +404,21 @@ class SqlStoreBase:
         if engine is not None:
             engine.dispose()
 
-    def _run_inline(self, statement: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]] | None:
-        """The rows of a short read on the synchronous reader; None when it cannot answer now."""
+    def _run_inline(
+        self, statement: sa.Executable, params: dict[str, Any], *, direct: bool = False
+    ) -> list[Any] | None:
+        """The rows of a short read on the synchronous reader; None when it cannot answer now. With
+        ``direct`` (a module-level SELECT without expanding parameters), on the driver's cursor."""
         reader = self._reader
         if reader is None:
             return None
         started = time.perf_counter()
         try:
-            rows = list(reader.execute(statement, params).all())
+            if direct:
+                assert isinstance(statement, sa.Select)
+                rows: list[Any] = direct_select(statement, reader.dialect).run(reader, params)
+            else:
+                rows = list(reader.execute(statement, params).all())
             self._observed("read", started)
             return rows
         except OperationalError as exc:
@@ -420,17 +428,22 @@ class SqlStoreBase:
                 reader.rollback()
             return None
 
-    async def _fetch(self, statement: sa.Executable, params: dict[str, Any]) -> list[sa.Row[Any]]:
-        """All rows of a short, bounded read (a look-up by key): see _open_reader."""
-        rows = self._run_inline(statement, params)
+    async def _fetch(
+        self, statement: sa.Executable, params: dict[str, Any], *, direct: bool = False
+    ) -> list[Any]:
+        """All rows of a short, bounded read (a look-up by key): see _open_reader. ``direct``: see
+        _run_inline (for the hottest look-ups)."""
+        rows = self._run_inline(statement, params, direct=direct)
         if rows is not None:
             return rows
         async with self._read() as conn:
             return list((await conn.execute(statement, params)).all())
 
-    async def _fetch_one(self, statement: sa.Executable, params: dict[str, Any]) -> sa.Row[Any] | None:
+    async def _fetch_one(
+        self, statement: sa.Executable, params: dict[str, Any], *, direct: bool = False
+    ) -> Any | None:
         """The row of a short read of at most one row, or None."""
-        rows = await self._fetch(statement, params)
+        rows = await self._fetch(statement, params, direct=direct)
         if len(rows) > 1:
             raise sa.exc.MultipleResultsFound("Multiple rows were found when one or none was required")
         return rows[0] if rows else None

@@ -77,6 +77,7 @@ _COUNT_NEWER: Final = sa.select(sa.func.count()).select_from(
     .limit(sa.bindparam("b_limit"))
     .subquery()
 )
+_NEWEST_ID: Final = sa.select(sa.func.coalesce(sa.func.max(_t_instances.c.id), 0))
 # How many instances created since a job's last exact count the in-memory bound covers before the
 # job is counted again (the look-up of the newer ones grows with them).
 _RECOUNT_AFTER: Final = 512
@@ -336,6 +337,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         fence: Fence | None = None,
     ) -> Instance | None:
         params = _instance_change_params(instance_id, change, only_if_status)
+        fence = self._needed(fence)
         reopens = _may_reopen(change, only_if_status)
         if reopens:
             self._forget_active_bounds()
@@ -361,6 +363,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         fence: Fence | None = None,
     ) -> dict[int, Instance | None]:
         found: dict[int, Instance | None] = {}
+        fence = self._needed(fence)
         reopens = any(_may_reopen(change, only_if_status) for _, change in changes)
         if reopens:
             self._forget_active_bounds()
@@ -406,8 +409,14 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         if bound is not None:
             counted, last_id = bound
             if counted < limit:
+                # Every instance created since may be the job's: the newest id bounds them (one index
+                # step), and while it is below the limit no counting is needed at all.
+                newest = await self._fetch_one(_NEWEST_ID, {}, direct=True)
+                assert newest is not None  # MAX always answers one row
+                if counted + (int(newest[0]) - last_id) < limit:
+                    return True
                 params = {"b_job_id": job_id, "b_after": last_id, "b_limit": _RECOUNT_AFTER}
-                row = await self._fetch_one(_COUNT_NEWER, params)
+                row = await self._fetch_one(_COUNT_NEWER, params, direct=True)
                 assert row is not None
                 newer = int(row[0])
                 if newer < _RECOUNT_AFTER and counted + newer < limit:
@@ -419,6 +428,11 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         if generation == self._active_bounds_generation:  # no instance re-opened meanwhile
             bounds[job_id] = (counted, last_id)
         return counted < limit
+
+    def _needed(self, fence: Fence | None) -> Fence | None:
+        """The fence to check: none on a store that alone writes its database, where no other scheduler
+        can hold a group's lease (checking would read the lease rows on every report)."""
+        return None if self._sole_writer else fence
 
     def _active_bound_table(self) -> dict[int, tuple[int, int]]:
         """Per job: its active instances at its last exact count, and the highest instance id then."""

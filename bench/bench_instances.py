@@ -11,7 +11,8 @@ each a bare asyncio protocol (a fixed request, the response read by its Content-
 a small fraction of what the server does per call. Each run first prints the generator's own ceiling: the
 same processes and connections calling a trivial endpoint of the same server (``/health/live``) for a
 second. Then ``--instances`` ExecuteJob calls go out back to back; finished instances are counted from
-the scheduler's ``sx_scheduler_instances_finished`` counter (``/metrics``), so the scheduler keeps its
+the scheduler's ``sx_scheduler_instances_finished`` counter (``/metrics``, SUCCESS only: a run where
+any instance ends otherwise stops), so the scheduler keeps its
 default history. Printed per run: the ExecuteJob rate with its p50/p99 latency, the end-to-end rate
 (first call to last finish), failures, and the CPU each process spent per instance; then the medians.
 
@@ -240,23 +241,25 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _finished(client: Any) -> int:
-    """Instances finished since the scheduler started (its Prometheus counter, every status)."""
+def _finished(client: Any) -> tuple[int, int]:
+    """Instances finished since the scheduler started (its Prometheus counter): (SUCCESS, any other
+    status)."""
     text = client.get("/metrics").text
-    return int(
-        sum(
-            float(line.rpartition(" ")[2])
-            for line in text.splitlines()
-            if line.startswith("sx_scheduler_instances_finished_total")
-        )
-    )
+    counts = [0.0, 0.0]
+    for line in text.splitlines():
+        if line.startswith("sx_scheduler_instances_finished_total"):
+            counts['status="success"' not in line] += float(line.rpartition(" ")[2])
+    return int(counts[0]), int(counts[1])
 
 
 def _wait_finished(client: Any, total: int, timeout: float = 300) -> float:
+    """Wait until ``total`` instances succeeded; exits when any ended otherwise."""
     deadline = time.monotonic() + timeout
-    while (done := _finished(client)) < total:
+    while (done := _finished(client))[0] < total:
+        if done[1]:
+            raise SystemExit(f"{done[1]} instances did not succeed (the run is void)")
         if time.monotonic() > deadline:
-            raise SystemExit(f"only {done} of {total} instances finished in {timeout:.0f} s")
+            raise SystemExit(f"only {done[0]} of {total} instances succeeded in {timeout:.0f} s")
         time.sleep(0.1)  # a light poll: /metrics is served by the measured scheduler
     return time.perf_counter()
 

@@ -30,6 +30,7 @@ from grpc import aio
 
 from sx.processors import SxError
 from sx.protos import new_nonce, registration_proof
+from sx.protos._batching import take_batch
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.worker._addresses import SchedulerAddress
 
@@ -58,6 +59,8 @@ UNREACHABLE_HINT_AFTER = 30.0
 """Seconds of failed rounds before the worker says what to check; it says it again at this interval
 doubled each time. Repeated failures in between are logged at DEBUG only, so the log does not fill up."""
 
+_ALONE = frozenset({"log_batch", "deregister"})
+"""Messages sent alone, never in a batch: a log batch is large by itself; a deregister is the last."""
 _MAX_HOPS = 3
 """Redirects followed within one round (a group moving twice meanwhile; never a loop)."""
 
@@ -369,6 +372,7 @@ class SchedulerConnection:
         try:
             register = self._handler.register_message()
             register.client_nonce = new_nonce()
+            register.takes_batches = True
             await call.write(scheduler_pb2.WorkerMessage(register=register))
             challenge = await self._reply(call, "challenge", "Register")
             if challenge is None:
@@ -404,7 +408,8 @@ class SchedulerConnection:
                 welcome.registered.worker_id,
                 len(self._unacked),
             )
-            writer = asyncio.create_task(self._write(call, outbox), name="sx-scheduler-writer")
+            batches = welcome.registered.takes_batches
+            writer = asyncio.create_task(self._write(call, outbox, batches), name="sx-scheduler-writer")
             heartbeat = asyncio.create_task(self._heartbeats(outbox, interval), name="sx-heartbeat")
             await self._read(call, outbox)
         finally:
@@ -451,28 +456,41 @@ class SchedulerConnection:
                 if not self._closing:
                     log.warning("scheduler %s closed the stream (%s)", self._dialing, await call.code())
                 return
-            body = message.WhichOneof("body")
-            if body == "redirect":
-                self._follow(message.redirect)
+            if message.WhichOneof("body") == "batch":
+                for inner in message.batch.messages:
+                    self._on_message(inner, outbox)
+            elif not self._on_message(message, outbox):
                 return
-            if body == "ack":
-                if self._unacked.pop(message.ack.delivery_id, None) is not None and not self._unacked:
-                    self._acked.set()
-            elif body == "submit":
-                try:
-                    reply = self._handler.on_submit(message.submit)
-                except Exception as exc:
-                    log.exception("submit of instance %s failed", message.submit.instance.instance_id)
-                    reply = scheduler_pb2.SubmitReply(
-                        instance_id=message.submit.instance.instance_id, accepted=False, message=str(exc)
-                    )
-                outbox.put_nowait(scheduler_pb2.WorkerMessage(submit_reply=reply))
-            elif body == "kill":
-                self._spawn(self._handler.on_kill(message.kill))
-            elif body == "forget_task_files":
-                self._handler.on_forget_task_files(message.forget_task_files)
-            else:
-                log.warning("scheduler %s sent an unexpected %s", self._dialing, body)
+
+    def _on_message(
+        self,
+        message: scheduler_pb2.SchedulerMessage,
+        outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None],
+    ) -> bool:
+        """Act on one message of the scheduler's; False when the stream is to end (a redirect)."""
+        body = message.WhichOneof("body")
+        if body == "redirect":
+            self._follow(message.redirect)
+            return False
+        if body == "ack":
+            if self._unacked.pop(message.ack.delivery_id, None) is not None and not self._unacked:
+                self._acked.set()
+        elif body == "submit":
+            try:
+                reply = self._handler.on_submit(message.submit)
+            except Exception as exc:
+                log.exception("submit of instance %s failed", message.submit.instance.instance_id)
+                reply = scheduler_pb2.SubmitReply(
+                    instance_id=message.submit.instance.instance_id, accepted=False, message=str(exc)
+                )
+            outbox.put_nowait(scheduler_pb2.WorkerMessage(submit_reply=reply))
+        elif body == "kill":
+            self._spawn(self._handler.on_kill(message.kill))
+        elif body == "forget_task_files":
+            self._handler.on_forget_task_files(message.forget_task_files)
+        else:
+            log.warning("scheduler %s sent an unexpected %s", self._dialing, body)
+        return True
 
     def _follow(self, redirect: scheduler_pb2.Redirect) -> None:
         """Another scheduler replica dispatches this worker's group: connect there next (or, when none
@@ -490,13 +508,27 @@ class SchedulerConnection:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _write(self, call: Any, outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None]) -> None:
+    async def _write(
+        self, call: Any, outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None], batches: bool
+    ) -> None:
+        """Send what is queued, in order, until None; with ``batches`` (the scheduler takes them),
+        messages queued together go as one."""
+        taken: list[scheduler_pb2.WorkerMessage | None] = []  # taken from the queue, not yet sent
         while True:
-            message = await outbox.get()
+            message = taken.pop() if taken else await outbox.get()
             if message is None:
                 await call.done_writing()
                 return
-            await call.write(message)
+            if not batches:
+                await call.write(message)
+                continue
+            batch, taken = take_batch(outbox, message, alone=_ALONE)
+            if len(batch) == 1:
+                await call.write(batch[0])
+            else:
+                await call.write(
+                    scheduler_pb2.WorkerMessage(batch=scheduler_pb2.WorkerMessages(messages=batch))
+                )
 
     async def _heartbeats(
         self, outbox: asyncio.Queue[scheduler_pb2.WorkerMessage | None], interval: float

@@ -40,6 +40,7 @@ class WorkerMessage(_message.Message):
     DEREGISTER_FIELD_NUMBER: _builtins.int
     ANSWER_FIELD_NUMBER: _builtins.int
     LOG_BATCH_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def register(self) -> Global___Register: ...
     @_builtins.property
@@ -56,6 +57,12 @@ class WorkerMessage(_message.Message):
     def log_batch(self) -> Global___LogBatch:
         """Lines the worker's processors logged (ctx.logger, script output), shipped in batches."""
 
+    @_builtins.property
+    def batch(self) -> Global___WorkerMessages:
+        """Messages queued together, sent as one (once Registered.takes_batches says the scheduler reads
+        them): a message costs the stream a write and a read however small it is.
+        """
+
     def __init__(
         self,
         *,
@@ -66,16 +73,41 @@ class WorkerMessage(_message.Message):
         deregister: Global___Deregister | None = ...,
         answer: Global___ChallengeAnswer | None = ...,
         log_batch: Global___LogBatch | None = ...,
+        batch: Global___WorkerMessages | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "log_batch", b"log_batch", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "batch", b"batch", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "log_batch", b"log_batch", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "log_batch", b"log_batch", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "batch", b"batch", "body", b"body", "deregister", b"deregister", "heartbeat", b"heartbeat", "log_batch", b"log_batch", "register", b"register", "report", b"report", "submit_reply", b"submit_reply"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["register", "heartbeat", "report", "submit_reply", "deregister", "answer", "log_batch"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["register", "heartbeat", "report", "submit_reply", "deregister", "answer", "log_batch", "batch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___WorkerMessage: _TypeAlias = WorkerMessage  # noqa: Y015
+
+@_typing.final
+class WorkerMessages(_message.Message):
+    """Several worker messages in the order they were queued; never nested, never Register or
+    ChallengeAnswer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerMessage]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___WorkerMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerMessages: _TypeAlias = WorkerMessages  # noqa: Y015
 
 @_typing.final
 class Register(_message.Message):
@@ -112,6 +144,7 @@ class Register(_message.Message):
     RUNNING_INSTANCE_IDS_FIELD_NUMBER: _builtins.int
     CLIENT_NONCE_FIELD_NUMBER: _builtins.int
     TASK_FILE_INSTANCE_IDS_FIELD_NUMBER: _builtins.int
+    TAKES_BATCHES_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     group_id: _builtins.str
     worker_id: _builtins.str
@@ -124,6 +157,8 @@ class Register(_message.Message):
     """Random bytes of this registration, mixed into the answer to the challenge so a scheduler (or an
     impostor) cannot choose everything the worker signs.
     """
+    takes_batches: _builtins.bool
+    """The worker reads SchedulerMessage.batch: the scheduler may send queued messages together."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -154,10 +189,11 @@ class Register(_message.Message):
         running_instance_ids: _abc.Iterable[_builtins.int] | None = ...,
         client_nonce: _builtins.bytes = ...,
         task_file_instance_ids: _abc.Iterable[_builtins.int] | None = ...,
+        takes_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "client_nonce", b"client_nonce", "group_id", b"group_id", "labels", b"labels", "namespace", b"namespace", "processors", b"processors", "running_instance_ids", b"running_instance_ids", "task_file_instance_ids", b"task_file_instance_ids", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "capacity", b"capacity", "client_nonce", b"client_nonce", "group_id", b"group_id", "labels", b"labels", "namespace", b"namespace", "processors", b"processors", "running_instance_ids", b"running_instance_ids", "takes_batches", b"takes_batches", "task_file_instance_ids", b"task_file_instance_ids", "version", b"version", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -421,6 +457,7 @@ class SchedulerMessage(_message.Message):
     CHALLENGE_FIELD_NUMBER: _builtins.int
     FORGET_TASK_FILES_FIELD_NUMBER: _builtins.int
     REDIRECT_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def registered(self) -> Global___Registered: ...
     @_builtins.property
@@ -435,6 +472,10 @@ class SchedulerMessage(_message.Message):
     def forget_task_files(self) -> Global___ForgetTaskFiles: ...
     @_builtins.property
     def redirect(self) -> Global___Redirect: ...
+    @_builtins.property
+    def batch(self) -> Global___SchedulerMessages:
+        """Messages queued together, sent as one (to a worker whose Register says it takes them)."""
+
     def __init__(
         self,
         *,
@@ -445,16 +486,41 @@ class SchedulerMessage(_message.Message):
         challenge: Global___Challenge | None = ...,
         forget_task_files: Global___ForgetTaskFiles | None = ...,
         redirect: Global___Redirect | None = ...,
+        batch: Global___SchedulerMessages | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "redirect", b"redirect", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "batch", b"batch", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "redirect", b"redirect", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "redirect", b"redirect", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "batch", b"batch", "body", b"body", "challenge", b"challenge", "forget_task_files", b"forget_task_files", "kill", b"kill", "redirect", b"redirect", "registered", b"registered", "submit", b"submit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["registered", "submit", "kill", "ack", "challenge", "forget_task_files", "redirect"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["registered", "submit", "kill", "ack", "challenge", "forget_task_files", "redirect", "batch"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___SchedulerMessage: _TypeAlias = SchedulerMessage  # noqa: Y015
+
+@_typing.final
+class SchedulerMessages(_message.Message):
+    """Several scheduler messages in the order they were queued; never nested, never Challenge, Registered
+    or Redirect.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___SchedulerMessage]: ...
+    def __init__(
+        self,
+        *,
+        messages: _abc.Iterable[Global___SchedulerMessage] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SchedulerMessages: _TypeAlias = SchedulerMessages  # noqa: Y015
 
 @_typing.final
 class Redirect(_message.Message):
@@ -538,10 +604,13 @@ class Registered(_message.Message):
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     SCHEDULER_ID_FIELD_NUMBER: _builtins.int
+    TAKES_BATCHES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     heartbeat_interval_ms: _builtins.int
     heartbeat_timeout_ms: _builtins.int
     scheduler_id: _builtins.str
+    takes_batches: _builtins.bool
+    """The scheduler reads WorkerMessage.batch: the worker may send queued messages together."""
     def __init__(
         self,
         *,
@@ -549,10 +618,11 @@ class Registered(_message.Message):
         heartbeat_interval_ms: _builtins.int = ...,
         heartbeat_timeout_ms: _builtins.int = ...,
         scheduler_id: _builtins.str = ...,
+        takes_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "scheduler_id", b"scheduler_id", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_ms", b"heartbeat_interval_ms", "heartbeat_timeout_ms", b"heartbeat_timeout_ms", "scheduler_id", b"scheduler_id", "takes_batches", b"takes_batches", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,6 +121,8 @@ class WorkerSession:
     rss_bytes: int = 0
     accepting: bool = True
     """False once the worker deregistered: it gets no new instances."""
+    takes_batches: bool = False
+    """The worker reads ``SchedulerMessage.batch``: queued messages go to it together."""
     closed: bool = False
     assigned: dict[int, Assignment] = field(default_factory=dict)
     outbox: asyncio.Queue[scheduler_pb2.SchedulerMessage | CloseStream] = field(default_factory=asyncio.Queue)

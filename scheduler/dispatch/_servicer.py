@@ -9,12 +9,16 @@ from typing import Any
 
 import grpc
 
+from sx.protos._batching import take_batch
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.scheduler.dispatch._registry import CloseStream
 from sx.scheduler.dispatch._sessions import WorkerSessions
 from sx.scheduler.dispatch._task_rpcs import TaskRpcs
 
 __all__ = ["SchedulerServicer", "server_credentials"]
+
+_ALONE = frozenset({"redirect"})
+"""Messages sent alone, never in a batch: a redirect ends what the worker reads of the stream."""
 
 
 def server_credentials(*, cert: bytes, key: bytes, client_ca: bytes | None) -> grpc.ServerCredentials:
@@ -64,13 +68,24 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             )
             yield sessions.registered_message(session)
             reader = asyncio.create_task(sessions.read_loop(session, messages))
+            outbox = session.outbox
+            taken: list[scheduler_pb2.SchedulerMessage | CloseStream] = []  # taken, not yet sent
             while True:
-                item = await session.outbox.get()
+                item = taken.pop() if taken else await outbox.get()
                 if isinstance(item, CloseStream):
                     if item.code_name:
                         await context.abort(getattr(grpc.StatusCode, item.code_name), item.message)
                     return
-                yield item
+                if not session.takes_batches:
+                    yield item
+                    continue
+                batch, taken = take_batch(outbox, item, alone=_ALONE)
+                if len(batch) == 1:
+                    yield batch[0]
+                else:
+                    yield scheduler_pb2.SchedulerMessage(
+                        batch=scheduler_pb2.SchedulerMessages(messages=batch)
+                    )
         finally:
             if reader is not None:
                 reader.cancel()

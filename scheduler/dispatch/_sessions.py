@@ -163,6 +163,7 @@ class WorkerSessions:
             version=register.version,
             connected_at=now,
             last_seen=now,
+            takes_batches=register.takes_batches,
         )
 
     def registered_message(self, session: WorkerSession) -> scheduler_pb2.SchedulerMessage:
@@ -172,6 +173,7 @@ class WorkerSessions:
                 heartbeat_interval_ms=int(self._heartbeat_interval * 1000),
                 heartbeat_timeout_ms=int(self._heartbeat_timeout.total_seconds() * 1000),
                 scheduler_id=self._scheduler_id,
+                takes_batches=True,
             )
         )
 
@@ -366,7 +368,11 @@ class WorkerSessions:
         down), then None when the stream ends or breaks (the task then holds what broke it)."""
         try:
             async for message in messages:
-                await inbox.put(message)
+                if message.WhichOneof("body") == "batch":
+                    for inner in message.batch.messages:
+                        await inbox.put(inner)
+                else:
+                    await inbox.put(message)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -70,6 +70,7 @@ class ProtocolWorker:
         accept: bool = True,
         refuse_message: str = "",
         reply: bool = True,
+        takes_batches: bool = False,
     ) -> None:
         self.target = target
         self.worker_id = worker_id
@@ -82,6 +83,10 @@ class ProtocolWorker:
         self.accept = accept
         self.refuse_message = refuse_message
         self.reply = reply
+        self.takes_batches = takes_batches
+        """Register says it reads batched messages (an older worker does not)."""
+        self.batches: list[int] = []
+        """The size of each batch message the scheduler sent."""
         self.submits: list[common_pb2.InstanceSpec] = []
         self.kills: list[scheduler_pb2.KillInstance] = []
         self.forgotten: list[int] = []
@@ -116,6 +121,7 @@ class ProtocolWorker:
             running_instance_ids=list(running_instance_ids),
             task_file_instance_ids=list(task_file_instance_ids),
             client_nonce=new_nonce(),
+            takes_batches=self.takes_batches,
         )
         sent = scheduler_pb2.WorkerMessage(register=register)
         await self._call.write(sent)
@@ -139,29 +145,41 @@ class ProtocolWorker:
                 message = await self._call.read()
                 if message is grpc.aio.EOF:
                     return
-                kind = message.WhichOneof("body")
-                if kind == "submit":
-                    self.submits.append(message.submit.instance)
-                    if not self.reply:
-                        continue
-                    await self._send(
-                        submit_reply=scheduler_pb2.SubmitReply(
-                            instance_id=message.submit.instance.instance_id,
-                            accepted=self.accept,
-                            message=self.refuse_message,
-                        )
-                    )
-                elif kind == "kill":
-                    self.kills.append(message.kill)
-                elif kind == "forget_task_files":
-                    self.forgotten.extend(message.forget_task_files.instance_ids)
-                elif kind == "ack":
-                    self.acks.append(message.ack.delivery_id)
+                if message.WhichOneof("body") == "batch":
+                    self.batches.append(len(message.batch.messages))
+                    for inner in message.batch.messages:
+                        await self._on_message(inner)
+                else:
+                    await self._on_message(message)
         except grpc.aio.AioRpcError as exc:
             self.ended = exc
 
+    async def _on_message(self, message: scheduler_pb2.SchedulerMessage) -> None:
+        kind = message.WhichOneof("body")
+        if kind == "submit":
+            self.submits.append(message.submit.instance)
+            if not self.reply:
+                return
+            await self._send(
+                submit_reply=scheduler_pb2.SubmitReply(
+                    instance_id=message.submit.instance.instance_id,
+                    accepted=self.accept,
+                    message=self.refuse_message,
+                )
+            )
+        elif kind == "kill":
+            self.kills.append(message.kill)
+        elif kind == "forget_task_files":
+            self.forgotten.extend(message.forget_task_files.instance_ids)
+        elif kind == "ack":
+            self.acks.append(message.ack.delivery_id)
+
     async def _send(self, **body: Any) -> None:
         await self._call.write(scheduler_pb2.WorkerMessage(**body))
+
+    async def send_batch(self, *messages: scheduler_pb2.WorkerMessage) -> None:
+        """Send ``messages`` as one batch (as a worker does once Registered says the scheduler reads them)."""
+        await self._send(batch=scheduler_pb2.WorkerMessages(messages=list(messages)))
 
     async def report(
         self, instance_id: int, status: InstanceStatus, result: str = "", *, delivery_id: str | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -171,11 +171,17 @@ _PER_TASK_FIELDS = frozenset(
 )
 
 
+_FRESH_PER_CONTEXT = ("task_results", "task_statuses", "_cancel_waiters", "_lock")
+"""JobContext's fields that hold a mutable object of each context's own (made anew by ``make``)."""
+
+
 class ContextFactory:
     """Makes the contexts of one instance's tasks; what comes from the instance is computed once.
 
     ``context_for`` parses times, enums and options from the spec on every call, which costs more than
-    running a no-op subtask; a map instance can have a million tasks.
+    running a no-op subtask; a map instance can have a million tasks. ``make`` does not even call
+    JobContext's ``__init__`` (some 35 fields, checked again each time): it fills a new context's
+    attributes from the instance's template, then the task's own and the per-context objects.
     """
 
     def __init__(
@@ -188,9 +194,9 @@ class ContextFactory:
     ) -> None:
         template = context_for(spec, worker_addr=worker_addr, task=TaskInfo(), codec=codec)
         self._shared = {
-            f.name: getattr(template, f.name)
-            for f in dataclasses.fields(JobContext)
-            if f.init and f.name not in _PER_TASK_FIELDS
+            name: value
+            for name, value in vars(template).items()
+            if name not in _PER_TASK_FIELDS and name not in _FRESH_PER_CONTEXT
         }
         self._upstream = template.upstream_data
         self._codec = codec
@@ -198,8 +204,10 @@ class ContextFactory:
 
     def make(self, info: TaskInfo, *, mapper: TaskMapper) -> JobContext:
         payload = info.payload
-        return JobContext(
-            **self._shared,
+        ctx: JobContext = object.__new__(JobContext)
+        attributes = vars(ctx)
+        attributes.update(self._shared)
+        attributes.update(
             task_id=info.task_id,
             task_name=info.task_name or ROOT_TASK_NAME,
             task=self._codec.decode(payload) if payload else None,
@@ -211,7 +219,12 @@ class ContextFactory:
             upstream_data=list(self._upstream),
             mapper=mapper,
             loop=self._loop,
+            task_results={},
+            task_statuses={},
+            _cancel_waiters=[],
+            _lock=threading.Lock(),
         )
+        return ctx
 
 
 def instance_report(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
 
-from sx.processors import ExecuteMode, InstanceStatus, JobType
+from sx.processors import ExecuteMode, InstanceStatus, JobContext, JobType
+from sx.processors.engine import JSON_CODEC
 from sx.protos.v1 import common_pb2, peer_pb2
 from sx.worker._convert import (
+    ContextFactory,
     TaskInfo,
     context_for,
     datetime_to_ms,
@@ -88,3 +92,29 @@ def test_instance_report() -> None:
     report = instance_report(_spec(), InstanceStatus.SUCCESS, result="ok", start_time_ms=5, end_time_ms=6)
     assert (report.instance_id, report.job_id, report.status, report.result) == (70, 7, 4, "ok")
     assert (report.start_time_ms, report.end_time_ms, report.delivery_id) == (5, 6, "")
+
+
+async def test_a_context_factory_makes_what_context_for_makes_with_objects_of_its_own() -> None:
+    spec = common_pb2.InstanceSpec(
+        instance_id=7,
+        job_id=3,
+        job_name="grid",
+        execute_mode="grid",
+        parameters="p",
+        schedule_time_ms=1_900_000_000_000,
+    )
+    loop = asyncio.get_running_loop()
+    factory = ContextFactory(spec, worker_addr="127.0.0.1:1", codec=JSON_CODEC, loop=loop)
+    info = TaskInfo(task_id=5, task_name="part", payload=b'{"n": 1}', task_attempt=2, sharding_num=3)
+    made, other = factory.make(info, mapper=None), factory.make(info, mapper=None)  # type: ignore[arg-type]
+    expected = context_for(spec, worker_addr="127.0.0.1:1", task=info, codec=JSON_CODEC, loop=loop)
+    assert vars(made).keys() == vars(expected).keys()
+    for field in dataclasses.fields(JobContext):
+        if field.name != "_lock":
+            assert getattr(made, field.name) == getattr(expected, field.name), field.name
+    # Every mutable object is the context's own: one task's results or cancellation are not another's.
+    for name, value in vars(made).items():
+        if isinstance(value, (list, dict, set)) or name == "_lock":
+            assert value is not getattr(other, name), name
+    made.cancel()
+    assert made.is_cancelled and not other.is_cancelled

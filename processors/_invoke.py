@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import functools
 import inspect
 import logging
 from collections.abc import Callable
@@ -17,6 +18,22 @@ from sx.processors._result import KILLED, ProcessResult, describe_exception, to_
 __all__ = ["invoke"]
 
 _log = logging.getLogger("sx.job")
+
+
+def _is_async(hook: Callable[..., Any]) -> bool:
+    """Whether a hook is ``async def``: asked per subtask in the map modes, where inspect's own check
+    costs more than a no-op hook, so it is remembered per function (not per bound method: one is made
+    per call)."""
+    function = getattr(hook, "__func__", hook)
+    try:
+        return _is_async_function(function)
+    except TypeError:  # an unhashable callable
+        return inspect.iscoroutinefunction(hook)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_async_function(function: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(function)
 
 
 async def invoke(
@@ -39,7 +56,7 @@ async def invoke(
         ctx.loop = loop
     token = _current.set(ctx)
     try:
-        if inspect.iscoroutinefunction(hook):
+        if _is_async(hook):
             value = await hook(ctx)
         else:
             context = contextvars.copy_context()

@@ -4,11 +4,12 @@
 - ``dispatcherSize`` dispatchers send pages of up to ``pageSize`` tasks (``StartTasks``) round robin
   to the live workers of the instance, itself included. A worker is sent more only while it has fewer
   unparked tasks in flight than its *window*, so queues on the workers stay small: ``2 × pageSize +
-  consumerSize`` on the master's own worker, four pages more on the others. The master's process also
-  dispatches, reads statuses and serves the maps, so its consumers run fewer tasks than a worker that
-  only runs tasks; the deeper window keeps the others busy while their statuses and next pages wait
-  for the master's loop (with equal windows the master ran about 72 % of no-op subtasks, now about
-  half).
+  consumerSize`` on the master's own worker, ``REMOTE_EXTRA_PAGES`` pages more on the others. The
+  master's process also dispatches, reads statuses and serves the maps, so its consumers run fewer
+  tasks than a worker that only runs tasks; the deeper window keeps the others busy while their
+  statuses and next pages wait for the master's loop (with equal windows the master ran about 72 % of
+  no-op subtasks; with four pages more about half, and the other worker waited on the master part of
+  the time; with twelve the other runs about 58 % and both processes are busy).
 - Failover: every ``alive_interval`` seconds the master asks its workers ``CheckAlive`` for the
   instance; a worker that does not answer (or whose ``StartTasks`` fails) is dropped and its unfinished
   tasks go back to the queue for the others. A worker that answers but no longer knows the instance
@@ -35,6 +36,10 @@ from sx.worker.map._store import ROOT_TASK_ID, TaskRecord, TaskStore
 __all__ = ["Flight", "Target", "TaskDispatch"]
 
 log = logging.getLogger("sx.worker")
+
+REMOTE_EXTRA_PAGES = 12
+"""Pages in flight to a worker other than the master's own beyond the master's window: what keeps it
+busy while its statuses and its next pages wait for the master's loop (bench_map, grid)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -104,7 +109,7 @@ class TaskDispatch:
         self.page_size = page_size
         self.window = window
         """The window of the master's own worker."""
-        self.remote_window = window + 4 * page_size
+        self.remote_window = window + REMOTE_EXTRA_PAGES * page_size
         """The window of every other worker."""
         self.alive_interval = alive_interval
         self._wake = wake

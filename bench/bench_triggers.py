@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import resource
@@ -29,7 +30,6 @@ from pathlib import Path
 
 from _cluster import GROUP, NS, cluster
 
-from sx.cli._support import freeze_startup_objects
 from sx.processors import JobContext, JobSpec, Processor, cron, definition_of, processor
 from sx.scheduler import RealClock
 from sx.scheduler.jobs import TriggerEngine, next_fire_time
@@ -114,9 +114,11 @@ async def _due_together(
     """Prints the figures; returns (p99 lateness ms, missed fires)."""
     with tempfile.TemporaryDirectory() as tmp:
         store = await _open_store(Path(tmp))
-        # As `sx-worker serve` does once started: what start-up built is moved out of the collector's
-        # full passes (the jobs added next are not, as jobs created through the OpenAPI are not).
-        freeze_startup_objects()
+        # As `sx-worker serve` does once started (freeze_startup_objects): what start-up built is moved
+        # out of the collector's full passes (the jobs added next are not, as jobs created through the
+        # OpenAPI are not).
+        gc.collect()
+        gc.freeze()
         try:
             # Nothing ever runs (no workers): a high maxConcurrency keeps every fire a plain WAITING one.
             ids = await _add_jobs(store, jobs, expression, max_concurrency=1_000_000)

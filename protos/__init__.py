@@ -1,7 +1,8 @@
 """The wire protocol between workers and the scheduler and between workers (``v1``: the ``.proto`` files
 and the code generated from them), with what both sides need to speak it: app-key proofs on gRPC calls and
-at registration, channel and server options, the ACS3-HMAC-SHA256 signing of OpenAPI requests, and the
-spans whose trace context the messages carry (``tracing_for``; OpenTelemetry only when turned on).
+at registration, batching what a stream sends (``take_batch``), channel and server options, the
+ACS3-HMAC-SHA256 signing of OpenAPI requests, and the spans whose trace context the messages carry
+(``tracing_for``; OpenTelemetry only when turned on).
 
 It is sx's own plumbing rather than an API for job authors (they use ``sx.processors``).
 """
@@ -20,6 +21,7 @@ from sx.protos._auth import (
     sign_task_request,
     task_caller_subject,
 )
+from sx.protos._batching import BATCH_BYTES, BATCH_MESSAGES, take_batch
 from sx.protos._options import MAX_MESSAGE_BYTES, channel_credentials, channel_options, server_options
 from sx.protos._peer_auth import PeerAuthInterceptor, peer_channel
 from sx.protos._tracing import NO_TRACING, OTEL_EXTRA_HINT, TraceSpan, Tracing
@@ -27,6 +29,8 @@ from sx.protos._tracing_config import tracing_for
 from sx.protos.signing import sign_request
 
 __all__ = [
+    "BATCH_BYTES",
+    "BATCH_MESSAGES",
     "MAX_MESSAGE_BYTES",
     "NO_TRACING",
     "OTEL_EXTRA_HINT",
@@ -49,6 +53,7 @@ __all__ = [
     "server_options",
     "sign_request",
     "sign_task_request",
+    "take_batch",
     "task_caller_subject",
     "tracing_for",
 ]

@@ -29,8 +29,7 @@ import grpc
 from grpc import aio
 
 from sx.processors import SxError
-from sx.protos import new_nonce, registration_proof
-from sx.protos._batching import take_batch
+from sx.protos import new_nonce, registration_proof, take_batch
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.worker._addresses import SchedulerAddress
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from sx.protos._batching import take_batch
+from sx.protos import take_batch
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.scheduler.dispatch._registry import CloseStream
 from sx.scheduler.dispatch._sessions import WorkerSessions

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from sx.processors import InstanceStatus
-from sx.protos._batching import BATCH_BYTES, BATCH_MESSAGES, take_batch
+from sx.protos import BATCH_BYTES, BATCH_MESSAGES, take_batch
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
 from sx.scheduler.dispatch import server_credentials
 from sx.scheduler.dispatch._registry import WorkerSession

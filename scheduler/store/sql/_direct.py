@@ -11,7 +11,7 @@ on the asynchronous drivers, SQLAlchemy's adapted cursor (``run_sync`` provides 
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["DirectStatement", "direct_select"]
+__all__ = ["DirectStatement", "compiled_once", "direct_select"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -84,18 +84,25 @@ def _typed(kind: sa.types.TypeEngine[Any], dialect: Dialect) -> sa.types.TypeEng
     return kind.dialect_impl(dialect)
 
 
-_COMPILED: dict[tuple[str, int], tuple[sa.ClauseElement, DirectStatement]] = {}
+_COMPILED: dict[Hashable, DirectStatement] = {}
+
+
+def compiled_once(key: Hashable, build: Callable[[], DirectStatement]) -> DirectStatement:
+    """The direct statement cached under ``key`` (which names the dialect), built on first use."""
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = build()
+    return found
 
 
 def direct_select(statement: sa.Select[Any], dialect: Dialect) -> DirectStatement:
-    """A module-level SELECT as a direct statement for ``dialect``, compiled on first use; its rows
-    hold its selected columns."""
-    key = (dialect.name, id(statement))
-    found = _COMPILED.get(key)
-    if found is None or found[0] is not statement:
+    """A module-level SELECT as a direct statement for ``dialect``; its rows hold its selected columns."""
+
+    def build() -> DirectStatement:
         columns = [
             sa.column(column.name or f"_{n}", column.type)
             for n, column in enumerate(statement.selected_columns)
         ]
-        found = _COMPILED[key] = (statement, DirectStatement.compile(statement, dialect, columns))
-    return found[1]
+        return DirectStatement.compile(statement, dialect, columns)
+
+    return compiled_once((dialect.name, statement), build)  # a SELECT hashes by identity

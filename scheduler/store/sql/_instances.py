@@ -16,7 +16,7 @@ from sx.scheduler.store._errors import FencedError, NotFoundError
 from sx.scheduler.store._interfaces import InstanceStore
 from sx.scheduler.store._records import Fence, Instance, InstanceChange, NewInstance, Page
 from sx.scheduler.store.sql import _tables as tables
-from sx.scheduler.store.sql._direct import DirectStatement
+from sx.scheduler.store.sql._direct import DirectStatement, compiled_once
 from sx.scheduler.store.sql._engine import SqlStoreBase, is_foreign_key_violation
 from sx.scheduler.store.sql._rows import (
     check_aware,
@@ -160,19 +160,14 @@ _CHANGE_FIELDS: Final = (
 )
 
 
-_DIRECT_UPDATES: dict[tuple[str, tuple[str, ...], int], DirectStatement] = {}
-"""The instance UPDATEs run on the driver's cursor (the hottest write: two per instance), by dialect,
-columns set and number of statuses in the guard."""
-
-
 def _update_row(conn: Connection, params: dict[str, Any]) -> sa.Row[Any] | None:
-    """Apply one change (``_instance_change_params``) in ``conn``'s transaction: the row after, or None
-    when the instance does not exist or its status is not one of the guard's."""
+    """Apply one change (``_instance_change_params``) in ``conn``'s transaction, on the driver's cursor
+    (the hottest write: two per instance): the row after, or None when the instance does not exist or
+    its status is not one of the guard's."""
     statuses: list[int] = params.get("b_statuses", [])
     columns = tuple(name for name in params if not name.startswith("b_"))
-    key = (conn.dialect.name, columns, len(statuses))
-    direct = _DIRECT_UPDATES.get(key)
-    if direct is None:
+
+    def build() -> DirectStatement:
         t = _t_instances
         update = (
             sa.update(t)
@@ -181,26 +176,23 @@ def _update_row(conn: Connection, params: dict[str, Any]) -> sa.Row[Any] | None:
         )
         if statuses:
             update = update.where(t.c.status.in_([sa.bindparam(f"b_s{n}") for n in range(len(statuses))]))
-        direct = _DIRECT_UPDATES[key] = DirectStatement.compile(update.returning(*t.c), conn.dialect, t.c)
-    bound = {**params, **{f"b_s{n}": status for n, status in enumerate(statuses)}}
-    rows = direct.run(conn, bound)
+        return DirectStatement.compile(update.returning(*t.c), conn.dialect, t.c)
+
+    direct = compiled_once(("instance update", conn.dialect.name, columns, len(statuses)), build)
+    rows = direct.run(conn, {**params, **{f"b_s{n}": status for n, status in enumerate(statuses)}})
     return rows[0] if rows else None
 
 
-_DIRECT_INSERTS: dict[tuple[str, tuple[str, ...]], DirectStatement] = {}
-"""The instance INSERTs run on the driver's cursor, by dialect and columns given."""
-
-
 def _insert_row(conn: Connection, values: dict[str, Any]) -> int:
-    """Insert an instance (``new_instance_values``) in ``conn``'s transaction; its id."""
-    key = (conn.dialect.name, tuple(values))
-    direct = _DIRECT_INSERTS.get(key)
-    if direct is None:
+    """Insert an instance (``new_instance_values``) in ``conn``'s transaction, on the driver's cursor;
+    its id."""
+
+    def build() -> DirectStatement:
         t = _t_instances
         insert = sa.insert(t).values({name: sa.bindparam(name, type_=t.c[name].type) for name in values})
-        direct = _DIRECT_INSERTS[key] = DirectStatement.compile(
-            insert.returning(t.c.id), conn.dialect, [t.c.id]
-        )
+        return DirectStatement.compile(insert.returning(t.c.id), conn.dialect, [t.c.id])
+
+    direct = compiled_once(("instance insert", conn.dialect.name, tuple(values)), build)
     instance_id: int = direct.run(conn, values)[0].id
     return instance_id
 
@@ -337,7 +329,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         fence: Fence | None = None,
     ) -> Instance | None:
         params = _instance_change_params(instance_id, change, only_if_status)
-        fence = self._needed(fence)
+        fence = self._fence_to_check(fence)
         reopens = _may_reopen(change, only_if_status)
         if reopens:
             self._forget_active_bounds()
@@ -363,7 +355,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
         fence: Fence | None = None,
     ) -> dict[int, Instance | None]:
         found: dict[int, Instance | None] = {}
-        fence = self._needed(fence)
+        fence = self._fence_to_check(fence)
         reopens = any(_may_reopen(change, only_if_status) for _, change in changes)
         if reopens:
             self._forget_active_bounds()
@@ -429,7 +421,7 @@ class SqlInstances(SqlStoreBase, InstanceStore):
             bounds[job_id] = (counted, last_id)
         return counted < limit
 
-    def _needed(self, fence: Fence | None) -> Fence | None:
+    def _fence_to_check(self, fence: Fence | None) -> Fence | None:
         """The fence to check: none on a store that alone writes its database, where no other scheduler
         can hold a group's lease (checking would read the lease rows on every report)."""
         return None if self._sole_writer else fence

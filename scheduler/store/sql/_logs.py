@@ -46,20 +46,13 @@ def truncated_message(dropped: int, kept: int) -> str:
 def encode_block(lines: NewLogLines, start: int = 0, end: int | None = None) -> str:
     """The JSON of lines ``start:end``: an object of columns ("t" times, "l" levels, "k" task ids, "n"
     task names, "m" messages); a column whose lines all hold one value is that value, once."""
-    columns: dict[str, Any] = {
-        "t": lines.times_ms[start:end],
-        "l": lines.levels[start:end],
-        "k": lines.task_ids[start:end],
-        "n": lines.task_names[start:end],
-        "m": lines.messages[start:end],
-    }
-    for key in ("l", "k", "n"):
-        values = columns[key]
-        if len(set(values)) == 1:
-            columns[key] = values[0]
-        else:
-            columns[key] = list(values)
-    columns["t"], columns["m"] = list(columns["t"]), list(columns["m"])
+    columns: dict[str, Any] = {"t": list(lines.times_ms[start:end]), "m": list(lines.messages[start:end])}
+    for key, values in (
+        ("l", lines.levels[start:end]),
+        ("k", lines.task_ids[start:end]),
+        ("n", lines.task_names[start:end]),
+    ):
+        columns[key] = values[0] if len(set(values)) == 1 else list(values)
     return json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
 
 

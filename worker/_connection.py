@@ -455,11 +455,10 @@ class SchedulerConnection:
                 if not self._closing:
                     log.warning("scheduler %s closed the stream (%s)", self._dialing, await call.code())
                 return
-            if message.WhichOneof("body") == "batch":
-                for inner in message.batch.messages:
-                    self._on_message(inner, outbox)
-            elif not self._on_message(message, outbox):
-                return
+            batched = message.WhichOneof("body") == "batch"
+            for inner in message.batch.messages if batched else (message,):
+                if not self._on_message(inner, outbox):
+                    return
 
     def _on_message(
         self,

@@ -57,7 +57,8 @@ from sx.processors._registry import (
 from sx.processors._result import RESULT_LIMIT_BYTES, ProcessResult
 from sx.processors._schedule import Schedule, api, cron, fixed_rate, next_fire_times, second_delay
 from sx.processors._scripts import ScriptProcessor, script_processor_for
-from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
+from sx.processors._spec import JobSpec
+from sx.processors._spec_options import Contact, MapOptions, MonitorOptions
 from sx.processors._workflow import (
     WorkflowRegistry,
     WorkflowSpec,

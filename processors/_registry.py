@@ -18,7 +18,8 @@ from sx.processors._enums import ExecuteMode, JobType, MisfirePolicy
 from sx.processors._errors import DefinitionError, RegistryError
 from sx.processors._kinds import BroadcastProcessor, Processor, ProcessorKind, kind_of
 from sx.processors._schedule import Schedule, api, to_definition_error
-from sx.processors._spec import Contact, JobSpec, MapOptions, MonitorOptions
+from sx.processors._spec import JobSpec
+from sx.processors._spec_options import Contact, MapOptions, MonitorOptions
 
 __all__ = [
     "ProcessorDefinition",

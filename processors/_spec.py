@@ -33,22 +33,20 @@ ding                   a DingTalk robot URL (http:// or https://), at most 1,000
 A job's type decides where its code comes from: java needs ``className``; python needs exactly one of
 ``className`` (a registered processor) and ``content`` (a script); shell and go are scripts and need
 ``content`` (and take no ``className``).
+
+This module holds the model and its wire methods; the limits live in ``_spec_limits``, the wire field
+table in ``_spec_fields``, the option models in ``_spec_options`` and the reading of raw wire values in
+``_spec_wire``.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Annotated, Any, Final
+from collections.abc import Mapping
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     StrictBool,
     StrictInt,
@@ -60,153 +58,49 @@ from pydantic import (
 
 from sx.processors._enums import ExecuteMode, JobType, MisfirePolicy, TimeType
 from sx.processors._errors import DefinitionError
-from sx.processors._schedule import Schedule, api, parse_time_type, to_definition_error
+from sx.processors._schedule import Schedule, api, to_definition_error
+from sx.processors._spec_fields import (
+    CONFIG_SECTIONS,
+    CONFIG_TOP,
+    FIELDS,
+    MONITOR_CONFIG,
+    REQUIRED_FIELDS,
+    WIRE_NAMES,
+)
+from sx.processors._spec_limits import (
+    MAX_ATTEMPTS,
+    MAX_CALENDAR_CHARS,
+    MAX_CLASS_NAME_CHARS,
+    MAX_CONCURRENCY,
+    MAX_CONTENT_BYTES,
+    MAX_DATA_OFFSET,
+    MAX_DESCRIPTION_CHARS,
+    MAX_INTERVAL,
+    MAX_NAME_CHARS,
+    MAX_PARAMETERS_BYTES,
+    at_most,
+    check_bytes,
+    preview,
+)
+from sx.processors._spec_options import MapOptions, MonitorOptions, WireModel
+from sx.processors._spec_wire import (
+    contact_to_wire,
+    put_at,
+    read_params,
+    value_at,
+    wire_section,
+    wire_value,
+)
 
-__all__ = [
-    "MAX_ATTEMPTS",
-    "MAX_CONCURRENCY",
-    "MAX_CONSUMER_SIZE",
-    "MAX_CONTENT_BYTES",
-    "MAX_DATA_OFFSET",
-    "MAX_INTERVAL",
-    "MAX_PAGE_SIZE",
-    "MAX_PARAMETERS_BYTES",
-    "MAX_QUEUE_SIZE",
-    "MAX_TIMEOUT",
-    "Contact",
-    "JobSpec",
-    "MapOptions",
-    "MonitorOptions",
-    "stored_definitions",
-]
-
-MAX_NAME_CHARS: Final = 100
-MAX_DESCRIPTION_CHARS: Final = 1_000
-MAX_CLASS_NAME_CHARS: Final = 1_000
-MAX_CONTENT_BYTES: Final = 1_000_000
-MAX_PARAMETERS_BYTES: Final = 10_000
-MAX_CALENDAR_CHARS: Final = 100
-MAX_DATA_OFFSET: Final = 10 * 366 * 24 * 3600
-MAX_DISPATCHER_SIZE: Final = 200
-MAX_CONCURRENCY: Final = 1_000_000
-MAX_ATTEMPTS: Final = 100
-"""Retries of an instance (``maxAttempt``) or of a subtask (``taskMaxAttempt``)."""
-MAX_INTERVAL: Final = 30 * 24 * 3600
-"""Seconds between retries (``attemptInterval``, ``taskAttemptInterval``): 30 days."""
-MAX_TIMEOUT: Final = 365 * 24 * 3600
-"""Seconds an instance may run before its timeout alarm or kill: a year."""
-MAX_PAGE_SIZE: Final = 10_000
-MAX_CONSUMER_SIZE: Final = 1_000
-MAX_QUEUE_SIZE: Final = 10_000_000
-
-_reading_stored: ContextVar[bool] = ContextVar("sx_reading_stored_definitions", default=False)
-
-
-@contextmanager
-def stored_definitions() -> Iterator[None]:
-    """Validate definitions read back from the store: upper bounds added after they were written do not
-    apply to them, so whatever was stored can always be read back and listed."""
-    token = _reading_stored.set(True)
-    try:
-        yield
-    finally:
-        _reading_stored.reset(token)
-
-
-def _at_most(limit: int) -> AfterValidator:
-    """An upper bound checked on new definitions, not on stored ones (see ``stored_definitions``)."""
-
-    def check(value: int) -> int:
-        if value > limit and not _reading_stored.get():
-            raise ValueError(f"must be at most {limit}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _check_ding(value: str) -> str:
-    if value and not value.startswith(("http://", "https://")):
-        raise ValueError(
-            "must be a DingTalk robot URL (https://oapi.dingtalk.com/robot/send?access_token=...)"
-        )
-    return value
-
-
-def _check_alarm_url(value: str) -> str:
-    for url in filter(None, (part.strip() for part in re.split(r"[,\s]+", value))):
-        if "://" not in url:
-            raise ValueError(f"{url[:40]!r} is not an apprise URL (scheme://..., e.g. json://host/path)")
-    return value
-
+# The option models a JobSpec holds are listed too: modules that build a JobSpec from its parts import
+# them from here.
+__all__ = ["JobSpec"]
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_INT_TEXT = re.compile(r"\s*[+-]?[0-9]{1,30}\s*")  # ASCII digits only, as for ids
-_FLAT_CONTACT = re.compile(r"contactInfo(?:\.(\d+)|\[(\d+)\])\.(\w+)")
-_CONTACT_KEYS = {"userPhone": "user_phone", "userName": "user_name", "userMail": "user_mail", "ding": "ding"}
 _JOB_TYPE_ALIASES = {"golang": JobType.GO}
 
 
-class _WireModel(BaseModel):
-    """Frozen, closed models whose construction errors are DefinitionErrors with wire field names."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    if not TYPE_CHECKING:
-        # Only at run time: type checkers keep the field-derived signature of the pydantic plugin.
-        def __init__(self, **data: Any) -> None:
-            try:
-                super().__init__(**data)
-            except ValidationError as exc:
-                raise to_definition_error(exc, _WIRE_NAMES) from None
-
-
-class Contact(_WireModel):
-    """Someone alarmed about a job (the OpenAPI's ``contactInfo`` item)."""
-
-    user_phone: Annotated[StrictStr, Field(max_length=100)] = ""
-    user_name: Annotated[StrictStr, Field(max_length=100)] = ""
-    user_mail: Annotated[StrictStr, Field(max_length=254)] = ""
-    ding: Annotated[StrictStr, Field(max_length=1000), AfterValidator(_check_ding)] = ""
-    """A DingTalk robot webhook URL; alarms reach it through the scheduler's apprise channel."""
-
-
-class MapOptions(_WireModel):
-    """Advanced options of the map modes (parallel, grid, batch): the OpenAPI's ``mapTaskXAttrs``."""
-
-    page_size: Annotated[StrictInt, Field(ge=1), _at_most(MAX_PAGE_SIZE)] = 100
-    """Subtasks pulled at a time."""
-    consumer_size: Annotated[StrictInt, Field(ge=1), _at_most(MAX_CONSUMER_SIZE)] = 5
-    """Subtasks run at once on one worker for one trigger."""
-    queue_size: Annotated[StrictInt, Field(ge=1), _at_most(MAX_QUEUE_SIZE)] = 10_000
-    """Upper bound of the subtask queue cache."""
-    dispatcher_size: Annotated[StrictInt, Field(ge=1, le=MAX_DISPATCHER_SIZE)] = 5
-    """Subtask dispatchers."""
-    task_max_attempt: Annotated[StrictInt, Field(ge=0), _at_most(MAX_ATTEMPTS)] = 0
-    """Retries of a failed subtask."""
-    task_attempt_interval: Annotated[StrictInt, Field(ge=0), _at_most(MAX_INTERVAL)] = 0
-    """Seconds between those retries."""
-
-
-class MonitorOptions(_WireModel):
-    """Alarm settings: the OpenAPI's ``jobMonitorInfo`` (``monitorConfig`` and ``contactInfo``)."""
-
-    timeout_enable: StrictBool = False
-    """Alarm when an instance runs longer than ``timeout``."""
-    timeout: Annotated[StrictInt, Field(ge=1), _at_most(MAX_TIMEOUT)] = 7200
-    """Seconds."""
-    timeout_kill_enable: StrictBool = False
-    """Stop an instance that runs longer than ``timeout``."""
-    fail_enable: StrictBool = False
-    """Alarm when an instance fails."""
-    send_channel: Annotated[StrictStr, Field(min_length=1, max_length=50)] = "sms"
-    alarm_url: Annotated[StrictStr, Field(max_length=2000), AfterValidator(_check_alarm_url)] = ""
-    """Where the ``apprise`` channel sends this job's alarms (apprise URLs, comma-separated) instead of
-    the scheduler's ``alarm_apprise_url``; an extension of ours."""
-    contacts: tuple[Contact, ...] = ()
-    """Who is alarmed; empty: everyone with rights on the group."""
-
-
-class JobSpec(_WireModel):
+class JobSpec(WireModel):
     """A job definition: everything CreateJob takes (without namespace, groupId and jobId)."""
 
     name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_NAME_CHARS)]
@@ -220,9 +114,9 @@ class JobSpec(_WireModel):
     execute_mode: ExecuteMode = ExecuteMode.STANDALONE
     parameters: StrictStr = ""
     """Job parameters the processor reads at run time."""
-    max_concurrency: Annotated[StrictInt, Field(ge=1), _at_most(MAX_CONCURRENCY)] = 1
-    max_attempt: Annotated[StrictInt, Field(ge=0), _at_most(MAX_ATTEMPTS)] = 0
-    attempt_interval: Annotated[StrictInt, Field(ge=0), _at_most(MAX_INTERVAL)] = 30
+    max_concurrency: Annotated[StrictInt, Field(ge=1), at_most(MAX_CONCURRENCY)] = 1
+    max_attempt: Annotated[StrictInt, Field(ge=0), at_most(MAX_ATTEMPTS)] = 0
+    attempt_interval: Annotated[StrictInt, Field(ge=0), at_most(MAX_INTERVAL)] = 30
     """Seconds between retries of a failed instance."""
     schedule: Schedule = api()
     calendar: Annotated[StrictStr, Field(max_length=MAX_CALENDAR_CHARS)] = ""
@@ -286,13 +180,13 @@ class JobSpec(_WireModel):
     @field_validator("content")
     @classmethod
     def _check_content(cls, value: str) -> str:
-        _check_bytes("content", value, MAX_CONTENT_BYTES)
+        check_bytes("content", value, MAX_CONTENT_BYTES)
         return value
 
     @field_validator("parameters")
     @classmethod
     def _check_parameters(cls, value: str) -> str:
-        _check_bytes("parameters", value, MAX_PARAMETERS_BYTES)
+        check_bytes("parameters", value, MAX_PARAMETERS_BYTES)
         return value
 
     @field_validator("time_zone")
@@ -319,7 +213,7 @@ class JobSpec(_WireModel):
                 )
             if self.class_name and self.content:
                 raise DefinitionError(
-                    "content", _preview(self.content), "give a python job className or content, not both"
+                    "content", preview(self.content), "give a python job className or content, not both"
                 )
         if kind in (JobType.SHELL, JobType.GO):
             if not self.content:
@@ -342,9 +236,9 @@ class JobSpec(_WireModel):
     def to_create_params(self) -> dict[str, Any]:
         """The CreateJob/UpdateJob parameters of this job, camelCase, with JSON values."""
         params: dict[str, Any] = {}
-        for spec in _FIELDS:
-            params[spec.wire] = _wire_value(_get(self, spec.path))
-        params["contactInfo"] = [_contact_to_wire(c) for c in self.monitor.contacts]
+        for spec in FIELDS:
+            params[spec.wire] = wire_value(value_at(self, spec.path))
+        params["contactInfo"] = [contact_to_wire(c) for c in self.monitor.contacts]
         return params
 
     @classmethod
@@ -355,8 +249,8 @@ class JobSpec(_WireModel):
         objects, a JSON string or flattened (``contactInfo.1.userPhone=...``). Parameters that are no
         job field (namespace, groupId, jobId, ...) are ignored. A JSON null counts as absent.
         """
-        values = _read_params(params)
-        missing = [wire for wire in _REQUIRED if wire not in values]
+        values = read_params(params)
+        missing = [wire for wire in REQUIRED_FIELDS if wire not in values]
         if missing:
             raise DefinitionError(missing[0], None, f"is required (missing: {', '.join(missing)})")
         return cls._from_values(values)
@@ -367,8 +261,8 @@ class JobSpec(_WireModel):
         When ``timeType`` changes, the fields bound to the old type (``timeExpression``, ``calendar``,
         ``dataOffset``) return to their defaults unless ``params`` gives them too.
         """
-        changes = _read_params(params)
-        values = _read_params(self.to_create_params())
+        changes = read_params(params)
+        values = read_params(self.to_create_params())
         if "timeType" in changes and changes["timeType"] != self.schedule.time_type:
             for wire in ("timeExpression", "calendar", "dataOffset"):
                 values.pop(wire, None)
@@ -378,11 +272,11 @@ class JobSpec(_WireModel):
     def to_job_config_info(self) -> dict[str, Any]:
         """GetJobInfo's ``data`` for this job (JobConfigInfo), without ``status`` and ``jobId``."""
         flat = self.to_create_params()
-        info: dict[str, Any] = {wire: flat[wire] for wire in _CONFIG_TOP}
-        for section, wires in _CONFIG_SECTIONS.items():
+        info: dict[str, Any] = {wire: flat[wire] for wire in CONFIG_TOP}
+        for section, wires in CONFIG_SECTIONS.items():
             info[section] = {wire: flat[wire] for wire in wires}
         info["jobMonitorInfo"] = {
-            "monitorConfig": {wire: flat[wire] for wire in _MONITOR_CONFIG},
+            "monitorConfig": {wire: flat[wire] for wire in MONITOR_CONFIG},
             "contactInfo": flat["contactInfo"],
         }
         return info
@@ -390,13 +284,13 @@ class JobSpec(_WireModel):
     @classmethod
     def from_job_config_info(cls, data: Mapping[str, Any]) -> JobSpec:
         """Read a JobConfigInfo as :meth:`to_job_config_info` writes it (``status``, ``jobId`` ignored)."""
-        flat: dict[str, Any] = {wire: data[wire] for wire in _CONFIG_TOP if wire in data}
-        for section, wires in _CONFIG_SECTIONS.items():
-            body = _section(data, section)
+        flat: dict[str, Any] = {wire: data[wire] for wire in CONFIG_TOP if wire in data}
+        for section, wires in CONFIG_SECTIONS.items():
+            body = wire_section(data, section)
             flat.update({wire: body[wire] for wire in wires if wire in body})
-        monitor_info = _section(data, "jobMonitorInfo")
-        monitor_config = _section(monitor_info, "monitorConfig", "jobMonitorInfo.")
-        flat.update({wire: monitor_config[wire] for wire in _MONITOR_CONFIG if wire in monitor_config})
+        monitor_info = wire_section(data, "jobMonitorInfo")
+        monitor_config = wire_section(monitor_info, "monitorConfig", "jobMonitorInfo.")
+        flat.update({wire: monitor_config[wire] for wire in MONITOR_CONFIG if wire in monitor_config})
         if "contactInfo" in monitor_info:
             flat["contactInfo"] = monitor_info["contactInfo"]
         return cls.from_create_params(flat)
@@ -417,269 +311,12 @@ class JobSpec(_WireModel):
     def _from_values(cls, values: Mapping[str, Any]) -> JobSpec:
         """Validate coerced wire values (wire name -> value) into a JobSpec."""
         data: dict[str, Any] = {}
-        for spec in _FIELDS:
+        for spec in FIELDS:
             if spec.wire in values:
-                _put(data, spec.path, values[spec.wire])
+                put_at(data, spec.path, values[spec.wire])
         if "contactInfo" in values:
-            _put(data, ("monitor", "contacts"), values["contactInfo"])
+            put_at(data, ("monitor", "contacts"), values["contactInfo"])
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise to_definition_error(exc, _WIRE_NAMES) from None
-
-
-# -- the wire field table --------------------------------------------------------------------------
-
-
-def _as_str(wire: str, value: Any) -> Any:
-    if isinstance(value, str):
-        return value
-    raise DefinitionError(wire, value, "must be a string")
-
-
-def _as_int(wire: str, value: Any) -> Any:
-    if isinstance(value, bool):
-        raise DefinitionError(wire, value, "must be an integer")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
-        return int(value)
-    raise DefinitionError(wire, value, "must be an integer")
-
-
-def _as_bool(wire: str, value: Any) -> Any:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("true", "1"):
-            return True
-        if text in ("false", "0"):
-            return False
-    raise DefinitionError(wire, value, "must be true or false")
-
-
-def _as_time_type(wire: str, value: Any) -> Any:
-    return parse_time_type(value)
-
-
-class _Field:
-    """One flat wire field: its name, where it lives in a JobSpec, and how a raw value is read."""
-
-    __slots__ = ("coerce", "path", "wire")
-
-    def __init__(self, wire: str, path: tuple[str, ...], coerce: Callable[[str, Any], Any]) -> None:
-        self.wire = wire
-        self.path = path
-        self.coerce = coerce
-
-
-# In the order of the OpenAPI's CreateJob table; contactInfo is handled on its own.
-_FIELDS: Final = (
-    _Field("jobType", ("job_type",), _as_str),
-    _Field("className", ("class_name",), _as_str),
-    _Field("jarUrl", ("jar_url",), _as_str),
-    _Field("content", ("content",), _as_str),
-    _Field("name", ("name",), _as_str),
-    _Field("description", ("description",), _as_str),
-    _Field("executeMode", ("execute_mode",), _as_str),
-    _Field("parameters", ("parameters",), _as_str),
-    _Field("maxConcurrency", ("max_concurrency",), _as_int),
-    _Field("maxAttempt", ("max_attempt",), _as_int),
-    _Field("attemptInterval", ("attempt_interval",), _as_int),
-    _Field("timeType", ("schedule", "time_type"), _as_time_type),
-    _Field("timeExpression", ("schedule", "expression"), _as_str),
-    _Field("calendar", ("calendar",), _as_str),
-    _Field("dataOffset", ("data_offset",), _as_int),
-    _Field("pageSize", ("map", "page_size"), _as_int),
-    _Field("consumerSize", ("map", "consumer_size"), _as_int),
-    _Field("queueSize", ("map", "queue_size"), _as_int),
-    _Field("dispatcherSize", ("map", "dispatcher_size"), _as_int),
-    _Field("taskMaxAttempt", ("map", "task_max_attempt"), _as_int),
-    _Field("taskAttemptInterval", ("map", "task_attempt_interval"), _as_int),
-    _Field("timeoutEnable", ("monitor", "timeout_enable"), _as_bool),
-    _Field("timeout", ("monitor", "timeout"), _as_int),
-    _Field("timeoutKillEnable", ("monitor", "timeout_kill_enable"), _as_bool),
-    _Field("failEnable", ("monitor", "fail_enable"), _as_bool),
-    _Field("sendChannel", ("monitor", "send_channel"), _as_str),
-    _Field("alarmUrl", ("monitor", "alarm_url"), _as_str),
-    _Field("timeZone", ("time_zone",), _as_str),
-    _Field("misfirePolicy", ("misfire",), _as_str),
-    _Field("captureLogs", ("capture_logs",), _as_bool),
-)
-_BY_WIRE: Final = {spec.wire: spec for spec in _FIELDS}
-_REQUIRED: Final = ("name", "jobType", "timeType")
-
-# Attribute name -> wire name, for restating pydantic errors (see to_definition_error).
-_WIRE_NAMES: Final = {
-    **{spec.path[-1]: spec.wire for spec in _FIELDS},
-    "contacts": "contactInfo",
-    "user_phone": "contactInfo.userPhone",
-    "user_name": "contactInfo.userName",
-    "user_mail": "contactInfo.userMail",
-    "ding": "contactInfo.ding",
-}
-
-_CONFIG_TOP: Final = (
-    "jobType",
-    "className",
-    "jarUrl",
-    "content",
-    "name",
-    "description",
-    "executeMode",
-    "parameters",
-    "maxConcurrency",
-    "maxAttempt",
-    "attemptInterval",
-    "timeZone",
-    "misfirePolicy",
-    "captureLogs",
-)
-_CONFIG_SECTIONS: Final = {
-    "mapTaskXAttrs": (
-        "pageSize",
-        "consumerSize",
-        "queueSize",
-        "dispatcherSize",
-        "taskMaxAttempt",
-        "taskAttemptInterval",
-    ),
-    "timeConfig": ("timeType", "timeExpression", "calendar", "dataOffset"),
-}
-_MONITOR_CONFIG: Final = (
-    "timeoutEnable",
-    "timeout",
-    "timeoutKillEnable",
-    "failEnable",
-    "sendChannel",
-    "alarmUrl",
-)
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def _check_bytes(wire: str, value: str, limit: int) -> None:
-    size = len(value.encode("utf-8", errors="surrogatepass"))
-    if size > limit:
-        raise DefinitionError(wire, _preview(value), f"is {size} bytes in UTF-8; at most {limit} are allowed")
-
-
-def _preview(value: str) -> str:
-    """A long value shortened for an error message."""
-    return value if len(value) <= 60 else value[:57] + "..."
-
-
-def _get(model: BaseModel, path: tuple[str, ...]) -> Any:
-    value: Any = model
-    for name in path:
-        value = getattr(value, name)
-    return value
-
-
-def _put(data: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for name in path[:-1]:
-        data = data.setdefault(name, {})
-    data[path[-1]] = value
-
-
-def _wire_value(value: Any) -> Any:
-    if isinstance(value, TimeType):
-        return int(value)
-    if isinstance(value, JobType | ExecuteMode | MisfirePolicy):
-        return value.value
-    return value
-
-
-def _contact_to_wire(contact: Contact) -> dict[str, str]:
-    wire = {"userPhone": contact.user_phone, "userName": contact.user_name}
-    # The later fields only when set, so contacts without them read back as they always did.
-    if contact.user_mail:
-        wire["userMail"] = contact.user_mail
-    if contact.ding:
-        wire["ding"] = contact.ding
-    return wire
-
-
-def _section(data: Mapping[str, Any], key: str, prefix: str = "") -> Mapping[str, Any]:
-    body = data.get(key)
-    if body is None:
-        return {}
-    if not isinstance(body, Mapping):
-        raise DefinitionError(prefix + key, body, "must be an object")
-    return body
-
-
-def _read_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Known wire fields of ``params``, coerced to JSON types; absent, null and blank numbers skipped."""
-    values: dict[str, Any] = {}
-    for wire, spec in _BY_WIRE.items():
-        raw = params.get(wire)
-        if raw is None:
-            continue
-        if spec.coerce is not _as_str and isinstance(raw, str) and not raw.strip():
-            continue  # an empty form field for a number or switch means "not given"
-        values[wire] = spec.coerce(wire, raw)
-    contacts = _read_contacts(params)
-    if contacts is not None:
-        values["contactInfo"] = contacts
-    return values
-
-
-def _read_contacts(params: Mapping[str, Any]) -> list[dict[str, str]] | None:
-    """``contactInfo`` as a list of Contact fields, from any accepted form; None when absent."""
-    flat: dict[int, dict[str, Any]] = {}
-    for key, value in params.items():
-        match = _FLAT_CONTACT.fullmatch(key) if isinstance(key, str) else None
-        if match:
-            index = int(match.group(1) or match.group(2))
-            flat.setdefault(index, {})[match.group(3)] = value
-    raw = params.get("contactInfo")
-    if flat:
-        if raw is not None:
-            raise DefinitionError("contactInfo", raw, "give contactInfo as a list or flattened, not both")
-        return [_read_contact(flat[index]) for index in sorted(flat)]
-    if raw is None:
-        return None
-    if isinstance(raw, str):
-        if not raw.strip():
-            return []
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            raise DefinitionError(
-                "contactInfo", raw, "must be a JSON list of {userPhone, userName} objects"
-            ) from None
-    if isinstance(raw, Mapping | Contact):
-        raw = [raw]
-    if not isinstance(raw, list | tuple):
-        raise DefinitionError("contactInfo", raw, "must be a list of {userPhone, userName} objects")
-    return [_read_contact(item) for item in raw]
-
-
-def _read_contact(item: Any) -> dict[str, str]:
-    if isinstance(item, Contact):
-        return {"user_phone": item.user_phone, "user_name": item.user_name}
-    if not isinstance(item, Mapping):
-        raise DefinitionError("contactInfo", item, "each contact must be an object {userPhone, userName}")
-    contact: dict[str, str] = {}
-    for key, value in item.items():
-        if key not in _CONTACT_KEYS:
-            raise DefinitionError(
-                "contactInfo",
-                item,
-                f"unknown contact key {key!r}; expected one of {', '.join(_CONTACT_KEYS)}",
-            )
-        if value is None:
-            continue
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)  # phone numbers sometimes arrive as JSON numbers
-        if not isinstance(value, str):
-            raise DefinitionError(f"contactInfo.{key}", value, "must be a string")
-        contact[_CONTACT_KEYS[key]] = value
-    return contact
+            raise to_definition_error(exc, WIRE_NAMES) from None

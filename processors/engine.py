@@ -13,7 +13,7 @@ from sx.processors._context import LogSink
 from sx.processors._enums import ACTIVE_INSTANCE_STATUSES
 from sx.processors._result import describe_exception, is_killed, killed_result, shorten_head
 from sx.processors._schedule import parse_time_type
-from sx.processors._spec import stored_definitions
+from sx.processors._spec_limits import stored_definitions
 from sx.processors._workflow import MAX_WORKFLOW_NODES, check_dag
 
 __all__ = [

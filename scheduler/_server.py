@@ -113,10 +113,9 @@ class SchedulerServer:
         self.default_tz: tzinfo = ZoneInfo(zone_name) if zone_name else local_zone()
         url = settings.database_url or sqlite_url(settings.data_dir)
         # Exclusive: on SQLite a second scheduler on the same file is refused at start.
-        sql_store = SqlStore(url, exclusive=True)
         self.metrics = SchedulerMetrics()
         """This scheduler's Prometheus metrics (served at ``/metrics``), on a registry of its own."""
-        sql_store.observe = self.metrics.store_operation
+        sql_store = SqlStore(url, exclusive=True, observe=self.metrics.store_operation)
         self.store: Store = sql_store
         clock, store, tz = self.clock, self.store, self.default_tz
         self.events = InstanceEvents()

@@ -8,7 +8,7 @@ another group of its own layer):
     1  sx.scheduler base (_clock, _settings, _errors, ...) | sx.worker runtime | sx.worker.openapi
     2  sx.scheduler.store                    records and the store interfaces, store.sql
     3  sx.scheduler.jobs | sx.scheduler.dispatch | sx.worker.map
-    4  sx.scheduler.workflows | sx.worker._worker (the worker's composition root) and _instances
+    4  sx.scheduler.workflows | sx.worker._worker (the worker's composition root), _instances, _messages
     5  sx.scheduler.api | sx.worker (its face)
     6  sx.scheduler._server (and _metrics, _health) and sx.scheduler (its face)
     7  sx.worker.testing                     the test kit, which starts a scheduler through its face,
@@ -60,6 +60,7 @@ def layer_of(module: str) -> Layer:
         ("sx.worker.map", Layer(3, "map")),
         ("sx.worker._worker", Layer(4, "worker-root")),
         ("sx.worker._instances", Layer(4, "worker-root")),
+        ("sx.worker._messages", Layer(4, "worker-root")),
         ("sx.worker.testing", Layer(7, "testing")),
         ("sx.worker.pytest_plugin", Layer(7, "testing")),
         ("sx.cli", Layer(8, "cli")),

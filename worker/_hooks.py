@@ -88,7 +88,15 @@ def resolve(registry: Registry, spec: common_pb2.InstanceSpec) -> Resolved:
 class HookRunner:
     """Calls processor hooks under the worker-wide limit on hooks running at once."""
 
-    def __init__(self, *, concurrency: int, thread_pool_size: int, log_sink: LogSink | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        thread_pool_size: int,
+        log_sink: LogSink | None = None,
+        metrics: WorkerMetrics | None = None,
+        tracing: Tracing = NO_TRACING,
+    ) -> None:
         self.concurrency = concurrency
         self.log_sink = log_sink
         """Given to every hook's context: where its log lines are shipped."""
@@ -98,8 +106,8 @@ class HookRunner:
         self._pool = ThreadPoolExecutor(max_workers=thread_pool_size, thread_name_prefix="sx-hook")
         self.running = 0
         # Every part that runs hooks holds this runner, so it carries the worker's telemetry to them.
-        self.metrics: WorkerMetrics | None = None
-        self.tracing: Tracing = NO_TRACING
+        self.metrics = metrics
+        self.tracing = tracing
 
     async def call(self, resolved: Resolved, hook: str, ctx: JobContext) -> ProcessResult:
         """Run ``hook`` of ``resolved``'s processor; failures come back as FAILED results."""

@@ -1,8 +1,10 @@
-"""``Worker``: the peer server, the scheduler connection, and the lifecycle of a worker process.
+"""``Worker``: the lifecycle of a worker process: start its servers and scheduler connection, serve,
+drain, stop.
 
-The worker's composition root: it builds the runtime parts (hooks, peers, the connection), the map
-engine's ``TaskRunner``, and ``Instances`` (``_instances``: the instances this worker is the master of,
-with their broadcast or map masters), and wires them.
+The worker's composition root: it builds the runtime parts (hooks, peers, its servers, the connection),
+the map engine's ``TaskRunner``, and ``Instances`` (``_instances``: the instances this worker is the
+master of, with their broadcast or map masters), and wires them to ``MessageHandler`` (``_messages``:
+what the worker answers the scheduler and its peers, and its instances' reports).
 """
 
 from __future__ import annotations
@@ -10,26 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from importlib import metadata
 from types import TracebackType
 
-from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
-
-from sx.processors import InstanceStatus, Registry, default_registry
-from sx.protos import PeerAuthInterceptor, channel_credentials, server_options, tracing_for
-from sx.protos.v1 import peer_pb2_grpc, scheduler_pb2
+from sx.processors import Registry, default_registry
+from sx.protos import channel_credentials, tracing_for
 from sx.worker._connection import SchedulerConnection, WorkerRejected
 from sx.worker._hooks import HookRunner
 from sx.worker._instances import SHUTDOWN_RESULT, Instances, Intervals
 from sx.worker._log_shipper import LogShipper
+from sx.worker._messages import MessageHandler
 from sx.worker._metrics import WorkerMetrics, WorkerState
-from sx.worker._metrics_server import MetricsServer
-from sx.worker._peer import PeerClients, PeerService, StatusReceiver
+from sx.worker._peer import PeerClients, PeerService
+from sx.worker._servers import WorkerServers
 from sx.worker._settings import WorkerSettings, default_worker_id
-from sx.worker.map import TaskRunner, held_task_files, remove_task_file, task_file_path
+from sx.worker.map import TaskRunner
 
 log = logging.getLogger("sx.worker")
 
@@ -60,8 +56,6 @@ class Worker:
         self._ready = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[None] | None = None
-        self._server: aio.Server | None = None
-        self._health: HealthServicer | None = None
         self._connection: SchedulerConnection | None = None
         self._hooks: HookRunner | None = None
         self._tasks: TaskRunner | None = None
@@ -70,7 +64,20 @@ class Worker:
         self.metrics = WorkerMetrics()
         """This worker's Prometheus metrics (served on ``metrics_port``), on a registry of its own."""
         self.tracing = tracing_for(settings.tracing, component="sx.worker")
-        self._metrics_server: MetricsServer | None = None
+        self._servers = WorkerServers(settings)
+        self._messages = MessageHandler(
+            settings=settings,
+            registry=self.registry,
+            worker_id=self.worker_id,
+            address=lambda: self._address,
+            draining=lambda: self._stopping,
+            logs=self._logs,
+            metrics=self.metrics,
+            tracing=self.tracing,
+            tasks=lambda: self._tasks,
+            instances=lambda: self._instances,
+            connection=lambda: self._connection,
+        )
 
     # -- public state ------------------------------------------------------------------------------
 
@@ -119,8 +126,7 @@ class Worker:
     @property
     def metrics_url(self) -> str | None:
         """``http://host:port`` of ``/metrics`` and ``/health/*`` once started; None while off."""
-        server = self._metrics_server
-        return f"http://{server.host}:{server.port}" if server is not None else None
+        return self._servers.metrics_url
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -144,8 +150,9 @@ class Worker:
             concurrency=self.settings.concurrency,
             thread_pool_size=self.settings.effective_thread_pool_size,
             log_sink=self._logs,
+            metrics=self.metrics,
+            tracing=self.tracing,
         )
-        self._hooks.metrics, self._hooks.tracing = self.metrics, self.tracing
         self._tasks = TaskRunner(
             hooks=self._hooks,
             registry=self.registry,
@@ -162,7 +169,7 @@ class Worker:
             peers=self._peers,
             address=lambda: self._address,
             intervals=self._intervals,
-            report=self._report,
+            report=self._messages.report,
             channel=lambda: self._connection.channel if self._connection is not None else None,
             draining=lambda: self._stopping,
         )
@@ -171,12 +178,12 @@ class Worker:
             await self._start_metrics_server()
             self._connection = SchedulerConnection(
                 addresses=self.settings.server_addresses,
-                handler=self,
+                handler=self._messages,
                 app_key=self.settings.app_key,
                 credentials=credentials,
                 connected=self._connected,
+                unsent_logs=self._logs.drain,
             )
-            self._connection.unsent_logs = self._logs.drain
             log.info(
                 "worker %s serving peers on %s, scheduler %s, concurrency %d, processors: %s",
                 self.worker_id,
@@ -240,26 +247,11 @@ class Worker:
                 await self._run_task
 
     async def _start_server(self) -> None:
-        # Peers sign their calls for the address this worker advertises (set once the port is bound).
-        auth = PeerAuthInterceptor(app_key=self.settings.app_key, address=lambda: self._address)
-        server = aio.server(options=server_options(), interceptors=[auth])
         assert self._tasks is not None
-        service = PeerService(tasks=self._tasks, masters=self._master_of, worker_id=self.worker_id)
-        peer_pb2_grpc.add_PeerServicer_to_server(service, server)
-        health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        port = server.add_insecure_port(f"{self.settings.peer_host}:{self.settings.peer_port}")
-        if port == 0:
-            raise OSError(f"peer_port={self.settings.peer_port}: cannot listen on {self.settings.peer_host}")
-        await server.start()
-        await health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await health.set("sx.v1.Peer", health_pb2.HealthCheckResponse.SERVING)
-        self._server, self._health = server, health
+        service = PeerService(tasks=self._tasks, masters=self._messages.master_of, worker_id=self.worker_id)
+        port = await self._servers.start_peer(service, address=lambda: self._address)
         self._address = f"{self.settings.advertise_host}:{port}"
         self._peers.bind_local(service)
-
-    def _master_of(self, instance_id: int) -> StatusReceiver | None:
-        return self._instances.master_of(instance_id) if self._instances is not None else None
 
     async def _shutdown(self, grace: float) -> None:
         self._stopping = True
@@ -275,8 +267,7 @@ class Worker:
         self._tasks.accepting = False
         if self._connection is not None:
             self._connection.send_heartbeat()  # says "draining" now, not one interval later
-        if self._health is not None:
-            await self._health.enter_graceful_shutdown()
+        await self._servers.enter_graceful_shutdown()
         await self._instances.suspend_batches()
         await self._wait_instances(grace)
         if self._instances:
@@ -319,17 +310,12 @@ class Worker:
         self._stopped.set()
 
     async def _close_resources(self) -> None:
-        if self._metrics_server is not None:
-            await self._metrics_server.close()
-            self._metrics_server = None
-        if self._server is not None:
-            await self._server.stop(grace=1.0)
-            self._server = None
+        await self._servers.close()
         await self._peers.close()
         if self._hooks is not None:
             self._hooks.close()
 
-    # -- metrics, health and traces ---------------------------------------------------------------
+    # -- metrics and health ------------------------------------------------------------------------
 
     async def _start_metrics_server(self) -> None:
         if self.settings.metrics_port == 0:
@@ -352,126 +338,7 @@ class Worker:
                 log_lines_dropped=lambda: self._logs.dropped_total,
             )
         )
-        server = MetricsServer(
-            host=self.settings.metrics_host,
-            port=self.settings.metrics_port,
-            exposition=self.metrics.exposition,
-            not_ready=self._not_ready,
+        await self._servers.start_metrics(
+            exposition=self.metrics.exposition, draining=lambda: self._stopping, connected=self._connected
         )
-        await server.start()
-        self._metrics_server = server
         log.info("worker %s serving metrics and health on %s", self.worker_id, self.metrics_url)
-
-    def _not_ready(self) -> str | None:
-        """Why ``/health/ready`` answers 503, or None: ready means registered with a scheduler now."""
-        if self._stopping:
-            return "shutting down"
-        if not self._connected.is_set():
-            return f"not registered with a scheduler (connecting to {self.settings.server})"
-        return None
-
-    def _observe_end(self, report: scheduler_pb2.InstanceReport) -> None:
-        """Count an instance's final report, and mark the instance's span (current: the report is sent
-        from the instance's task) with its outcome, carrying the span to the scheduler."""
-        status = InstanceStatus(report.status)
-        self.metrics.instance_finished(status.name.lower())
-        span = self.tracing.current()
-        if status is InstanceStatus.FAILED:
-            span.fail(report.result)
-        report.trace_context.update(span.carrier())
-
-    # -- the connection's handler ------------------------------------------------------------------
-
-    def register_message(self) -> scheduler_pb2.Register:
-        """The Register sent on every (re)connect."""
-        return scheduler_pb2.Register(
-            namespace=self.settings.namespace,
-            group_id=self.settings.group_id,
-            worker_id=self.worker_id,
-            address=self._address,
-            labels=self.settings.labels,
-            processors=self.registry.names,
-            capacity=self.settings.concurrency,
-            version=_version(),
-            running_instance_ids=self._held_instance_ids(),
-            task_file_instance_ids=held_task_files(self.settings.data_dir),
-        )
-
-    def _held_instance_ids(self) -> list[int]:
-        """What this worker answers for at registration: the instances it runs, and those whose final
-        report the scheduler has not acknowledged (a scheduler that restarted before applying it must
-        not send the instance to another worker; the report follows the registration)."""
-        reporting = self._connection.reporting_instance_ids if self._connection is not None else []
-        return list(dict.fromkeys([*self.running_instance_ids, *reporting]))
-
-    def heartbeat_message(self) -> scheduler_pb2.Heartbeat:
-        """This worker's load, sent every heartbeat interval."""
-        running = len(self.running_instance_ids) + (self._tasks.running if self._tasks is not None else 0)
-        return scheduler_pb2.Heartbeat(
-            running=running,
-            capacity=self.settings.concurrency,
-            cpu_load1=_load1(),
-            rss_bytes=_rss_bytes(),
-            running_instance_ids=self.running_instance_ids,
-            draining=self._stopping,
-        )
-
-    def on_submit(self, submit: scheduler_pb2.SubmitInstance) -> scheduler_pb2.SubmitReply:
-        """Accept an instance and start it in the background, or refuse it with a reason."""
-        if self._instances is None:
-            return scheduler_pb2.SubmitReply(
-                instance_id=submit.instance.instance_id, accepted=False, message="worker not started"
-            )
-        return self._instances.submit(submit)
-
-    async def on_kill(self, kill: scheduler_pb2.KillInstance) -> None:
-        """Stop an instance this worker is the master of; it then reports FAILED "killed"."""
-        if self._instances is not None:
-            await self._instances.kill(kill)
-
-    def on_forget_task_files(self, forget: scheduler_pb2.ForgetTaskFiles) -> None:
-        """The scheduler says these instances ended (elsewhere, or while this worker was away): their
-        batch task files would only fill the disk. A file of an instance this worker runs stays."""
-        running = set(self.running_instance_ids)
-        for instance_id in forget.instance_ids:
-            if instance_id in running:
-                continue
-            path = task_file_path(self.settings.data_dir, instance_id)
-            if path.exists():
-                remove_task_file(path)
-                log.info("removed the task file of instance %d, which ended elsewhere", instance_id)
-
-    # -- running instances -------------------------------------------------------------------------
-
-    def _report(self, report: scheduler_pb2.InstanceReport) -> None:
-        if report.status in _FINAL_STATUSES:
-            self._observe_end(report)
-        if self._connection is not None:
-            if report.status in _FINAL_STATUSES:
-                self._logs.ship(force=True)  # the instance's last lines go before its final report
-            self._connection.report(report)
-
-
-_FINAL_STATUSES = frozenset({int(InstanceStatus.SUCCESS), int(InstanceStatus.FAILED)})
-
-
-def _version() -> str:
-    try:
-        return metadata.version("sx-worker")
-    except metadata.PackageNotFoundError:
-        return "0"
-
-
-def _load1() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return 0.0
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0

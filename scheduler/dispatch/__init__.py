@@ -35,12 +35,14 @@ Where each transition lives:
 - Killed -> FAILED: ``_dispatcher`` (`Dispatcher.stop_instance`: at once, or by the worker's final report).
 - Worker lost -> FAILED, never accepted -> WAITING, batch master resumed -> WAITING, a reconnecting
   worker taking its instances back (-> RUNNING), the READY and RUNNING instances found at start:
-  ``_sessions`` (`WorkerSessions`: attach, detach, orphans, the liveness loop).
+  ``_sessions`` (`WorkerSessions`: attach, detach, the liveness loop) and ``_orphans``
+  (`OrphanedInstances`: holding, losing and resuming the instances of gone workers).
 
 The other modules: ``_state`` (`DispatchState`, what the parts share: owners, waiting queue, orphans),
-``_task_rpcs`` (the parallel-mode task calls), ``_servicer`` (the gRPC adapter), ``_registry`` (worker
-sessions and round robin), ``_instance_spec`` (the InstanceSpec a worker runs), ``_tracing`` (an
-instance's spans on this side, when tracing is on).
+``_task_rpcs`` (the parallel-mode task calls), ``_servicer`` (the gRPC adapter), ``_registration``
+(checking a worker's register message and app key), ``_stream_reader`` (applying what a worker sends),
+``_registry`` (worker sessions and round robin), ``_instance_spec`` (the InstanceSpec a worker runs),
+``_tracing`` (an instance's spans on this side, when tracing is on).
 """
 
 from sx.scheduler.dispatch._dispatcher import Dispatcher

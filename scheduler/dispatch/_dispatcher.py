@@ -1,8 +1,9 @@
 """The `Dispatcher`: the dispatch package's one public object, wiring its parts together.
 
-It makes the shared `DispatchState` and the parts that act on it (`InstanceReports`, `WorkerSessions`,
-`Submission`, `TaskRpcs`), recovers the store's unfinished instances at start, runs the dispatch and
-liveness loops, and kills instances on request. The instance state machine, and which part implements
+It makes the shared `DispatchState` and the parts that act on it (`InstanceReports`,
+`WorkerRegistration`, `WorkerSessions`, `WorkerStreamReader`, `Submission`, `TaskRpcs`), recovers the
+store's unfinished instances at start, runs the dispatch and liveness loops, and kills instances on
+request. The instance state machine, and which part implements
 each transition, is described in the package docstring (``sx.scheduler.dispatch``).
 """
 
@@ -26,11 +27,13 @@ from sx.protos.v1 import scheduler_pb2_grpc
 from sx.scheduler._clock import Clock
 from sx.scheduler.dispatch._log_writer import InstanceLogWriter
 from sx.scheduler.dispatch._ownership import GroupKey, GroupOwnership, OwnershipStore, presence_key
+from sx.scheduler.dispatch._registration import WorkerRegistration
 from sx.scheduler.dispatch._registry import WorkerInfo
 from sx.scheduler.dispatch._reports import InstanceReports, OnFinished
 from sx.scheduler.dispatch._servicer import SchedulerServicer
 from sx.scheduler.dispatch._sessions import WorkerSessions
 from sx.scheduler.dispatch._state import RECOVERY_LIMIT, DispatchState, kill_message, redirect_message
+from sx.scheduler.dispatch._stream_reader import WorkerStreamReader
 from sx.scheduler.dispatch._submission import Submission
 from sx.scheduler.dispatch._task_rpcs import TaskRpcs
 from sx.scheduler.dispatch._tracing import InstanceTracing
@@ -107,9 +110,9 @@ class Dispatcher:
         self._store = store
         self._clock = clock
         self.scheduler_id = scheduler_id or f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        self._state = DispatchState(clock=clock, no_worker_grace=timedelta(seconds=no_worker_grace))
-        if tracing is not None:
-            self._state.tracing = tracing
+        self._state = DispatchState(
+            clock=clock, no_worker_grace=timedelta(seconds=no_worker_grace), tracing=tracing
+        )
         self.ownership = GroupOwnership(
             store,
             replica=SchedulerReplica(
@@ -132,6 +135,14 @@ class Dispatcher:
         )
         self.logs = InstanceLogWriter(store, max_lines=instance_log_lines)
         """Stores the log lines workers ship (``instance_log_lines`` kept per instance)."""
+        self._registration = WorkerRegistration(
+            store,
+            clock=clock,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=timedelta(seconds=heartbeat_timeout),
+            scheduler_id=self.scheduler_id,
+            ownership=self.ownership,
+        )
         self._sessions = WorkerSessions(
             store,
             clock=clock,
@@ -140,9 +151,10 @@ class Dispatcher:
             heartbeat_interval=heartbeat_interval,
             heartbeat_timeout=timedelta(seconds=heartbeat_timeout),
             batch_resume_wait=timedelta(seconds=batch_resume_wait),
-            scheduler_id=self.scheduler_id,
             ownership=self.ownership,
-            logs=self.logs,
+        )
+        self._stream_reader = WorkerStreamReader(
+            clock=clock, state=self._state, reports=self._reports, ownership=self.ownership, logs=self.logs
         )
         self._submission = Submission(
             store,
@@ -157,7 +169,7 @@ class Dispatcher:
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register the Scheduler service (the workers' Connect stream) on a grpc.aio server."""
-        servicer = SchedulerServicer(self._sessions, self._task_rpcs)
+        servicer = SchedulerServicer(self._registration, self._sessions, self._stream_reader, self._task_rpcs)
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(servicer, server)
 
     async def start(self, *, grpc_address: str = "", http_url: str = "") -> None:
@@ -211,7 +223,7 @@ class Dispatcher:
             group_id=group_id,
             limit=RECOVERY_LIMIT,
         )
-        self._sessions.hold_for_workers(active, now=self._clock.now())
+        self._sessions.orphans.hold_for_workers(active, now=self._clock.now())
         # Stops asked on other replicas that the group's last owner did not apply before it went.
         for instance_id, reason in await self._store.stop_requests(namespace, group_id):
             to_stop = await self._store.get_instance(instance_id)

@@ -1,5 +1,6 @@
 """The Scheduler gRPC service, a thin adapter: it reads the stream and requests and delegates to the
-worker sessions and the task RPCs; and the TLS credentials of the scheduler's gRPC server."""
+worker registration, sessions and stream reader, and the task RPCs; and the TLS credentials of the
+scheduler's gRPC server."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import grpc
 
 from sx.protos import take_batch
 from sx.protos.v1 import scheduler_pb2, scheduler_pb2_grpc
+from sx.scheduler.dispatch._registration import WorkerRegistration
 from sx.scheduler.dispatch._registry import CloseStream
 from sx.scheduler.dispatch._sessions import WorkerSessions
+from sx.scheduler.dispatch._stream_reader import WorkerStreamReader
 from sx.scheduler.dispatch._task_rpcs import TaskRpcs
 
 __all__ = ["SchedulerServicer", "server_credentials"]
@@ -36,13 +39,22 @@ def server_credentials(*, cert: bytes, key: bytes, client_ca: bytes | None) -> g
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     """The Scheduler gRPC service: one Connect stream per worker, and the parallel-mode task calls."""
 
-    def __init__(self, sessions: WorkerSessions, tasks: TaskRpcs) -> None:
+    def __init__(
+        self,
+        registration: WorkerRegistration,
+        sessions: WorkerSessions,
+        stream_reader: WorkerStreamReader,
+        tasks: TaskRpcs,
+    ) -> None:
+        self._registration = registration
         self._sessions = sessions
+        self._stream_reader = stream_reader
         self._tasks = tasks
 
     async def Connect(
         self, request_iterator: Any, context: Any
     ) -> AsyncIterator[scheduler_pb2.SchedulerMessage]:
+        registration = self._registration
         sessions = self._sessions
         messages: AsyncIterator[scheduler_pb2.WorkerMessage] = request_iterator.__aiter__()
         first = await self._expect(messages, "register", "the first message", context)
@@ -50,24 +62,24 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             return
         register = first.register
         # Registration is challenge-response: the app key itself never travels.
-        challenge = await sessions.challenge(register, context)
+        challenge = await registration.challenge(register, context)
         yield scheduler_pb2.SchedulerMessage(challenge=challenge)
         second = await self._expect(messages, "answer", "the answer to the challenge", context)
         if second is None:
             return
-        await sessions.authenticate(register, challenge, second.answer, context)
-        redirect = await sessions.redirect(register)
+        await registration.authenticate(register, challenge, second.answer, context)
+        redirect = await registration.redirect(register)
         if redirect is not None:  # another replica dispatches this group
             yield redirect
             return
-        session = sessions.new_session(register)
+        session = registration.new_session(register)
         reader: asyncio.Task[None] | None = None
         try:
             await sessions.attach(
                 session, list(register.running_instance_ids), list(register.task_file_instance_ids)
             )
-            yield sessions.registered_message(session)
-            reader = asyncio.create_task(sessions.read_loop(session, messages))
+            yield registration.registered_message(session)
+            reader = asyncio.create_task(self._stream_reader.read_loop(session, messages))
             outbox = session.outbox
             taken: list[scheduler_pb2.SchedulerMessage | CloseStream] = []  # taken, not yet sent
             while True:
@@ -97,7 +109,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         """The next message, which must be a ``kind`` and arrive within the register timeout; None when
         the worker ended the stream first."""
         try:
-            message = await asyncio.wait_for(anext(messages), timeout=self._sessions.register_timeout)
+            message = await asyncio.wait_for(anext(messages), timeout=self._registration.register_timeout)
         except StopAsyncIteration:
             return None
         except TimeoutError:

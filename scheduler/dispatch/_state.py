@@ -97,7 +97,9 @@ def mark_draining(session: WorkerSession) -> None:
 class DispatchState:
     """The records the dispatcher keeps per worker and per instance, and the loops' wake-ups."""
 
-    def __init__(self, *, clock: Clock, no_worker_grace: timedelta) -> None:
+    def __init__(
+        self, *, clock: Clock, no_worker_grace: timedelta, tracing: InstanceTracing | None = None
+    ) -> None:
         self._clock = clock
         self._no_worker_grace = no_worker_grace
         self.registry = WorkerRegistry()
@@ -123,7 +125,7 @@ class DispatchState:
         """Per batch instance whose master was lost, until when it waits for a worker holding its file."""
         self.dispatch_wake = asyncio.Event()
         self.liveness_wake = asyncio.Event()
-        self.tracing = InstanceTracing()
+        self.tracing = tracing if tracing is not None else InstanceTracing()
         """Spans of instances as they are sent and report their end (no-ops unless tracing is on)."""
 
     def enqueue(self, instance: Instance, *, force: bool = False) -> None:

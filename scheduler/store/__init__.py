@@ -2,12 +2,15 @@
 
 - ``_records``: the records, frozen dataclasses (``Job``, ``Instance``, ``Fire``, ``Page``, ...).
 - ``_errors``: ``StoreError`` and its ``DuplicateError``, ``NotFoundError`` and ``InUseError``.
-- ``_interfaces``: one protocol per kind of record (``AccessStore``, ``JobStore``, ``InstanceStore``,
-  ``CalendarStore``, ``AlarmStore``, ``WorkflowStore``, ``ParallelTaskStore``, ``InstanceLogStore``) and
-  ``Store``, all of them.
+- one protocol per kind of record: ``_access_store`` (``AccessStore``), ``_job_store`` (``JobStore``,
+  ``CalendarStore``), ``_instance_store`` (``InstanceStore``, ``InstanceLogStore``, ``AlarmStore``),
+  ``_task_store`` (``ParallelTaskStore``), ``_workflow_store`` (``WorkflowStore``) and ``_lease_store``
+  (``LeaseStore``).
+- ``_interfaces``: ``Store``, all of them.
 - ``_backfills``: backfills (a job re-run over past fire times), their records and ``BackfillStore``.
 """
 
+from sx.scheduler.store._access_store import AccessStore
 from sx.scheduler.store._backfills import (
     Backfill,
     BackfillFire,
@@ -24,18 +27,10 @@ from sx.scheduler.store._errors import (
     NotFoundError,
     StoreError,
 )
-from sx.scheduler.store._interfaces import (
-    AccessStore,
-    AlarmStore,
-    CalendarStore,
-    InstanceLogStore,
-    InstanceStore,
-    JobStore,
-    LeaseStore,
-    ParallelTaskStore,
-    Store,
-    WorkflowStore,
-)
+from sx.scheduler.store._instance_store import AlarmStore, InstanceLogStore, InstanceStore
+from sx.scheduler.store._interfaces import Store
+from sx.scheduler.store._job_store import CalendarStore, JobStore
+from sx.scheduler.store._lease_store import LeaseStore
 from sx.scheduler.store._records import (
     AccessKey,
     Alarm,
@@ -63,6 +58,8 @@ from sx.scheduler.store._records import (
     WorkflowInstance,
     WorkflowNode,
 )
+from sx.scheduler.store._task_store import ParallelTaskStore
+from sx.scheduler.store._workflow_store import WorkflowStore
 
 __all__ = [
     "AccessKey",

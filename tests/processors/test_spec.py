@@ -13,14 +13,9 @@ from pydantic import ValidationError
 from sx.processors._enums import ExecuteMode, JobType, MisfirePolicy, TimeType
 from sx.processors._errors import DefinitionError
 from sx.processors._schedule import Schedule, api, cron, fixed_rate, second_delay
-from sx.processors._spec import (
-    MAX_DATA_OFFSET,
-    MAX_PARAMETERS_BYTES,
-    Contact,
-    JobSpec,
-    MapOptions,
-    MonitorOptions,
-)
+from sx.processors._spec import JobSpec
+from sx.processors._spec_limits import MAX_DATA_OFFSET, MAX_PARAMETERS_BYTES
+from sx.processors._spec_options import Contact, MapOptions, MonitorOptions
 
 BASE: dict[str, Any] = {"name": "nightly", "class_name": "jobs:Nightly"}
 

@@ -26,7 +26,7 @@ async def test_an_unreachable_scheduler_is_reported_once_then_with_what_to_check
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The hint comes after 30 s by default; a fraction of that keeps the test short.
-    monkeypatch.setattr("sx.worker._connection.UNREACHABLE_HINT_AFTER", 0.5)
+    monkeypatch.setattr("sx.worker._reconnect.UNREACHABLE_HINT_AFTER", 0.5)
     caplog.set_level(logging.DEBUG, logger="sx.worker")
     address = f"127.0.0.1:{closed_port()}"
     settings = WorkerSettings(server=address, group_id="g", app_key="k")

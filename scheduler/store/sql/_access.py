@@ -7,14 +7,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from sx.scheduler.store._access_store import AccessStore
 from sx.scheduler.store._errors import DuplicateError
-from sx.scheduler.store._interfaces import AccessStore
 from sx.scheduler.store._records import AccessKey, Group, Namespace
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase
@@ -63,8 +64,15 @@ class SqlAccess(SqlStoreBase, AccessStore):
     """`AccessStore` on SQL: namespaces, groups, access keys (with the ``has_access_keys`` cache) and
     nonces."""
 
-    def __init__(self, url: str, *, echo: bool = False, exclusive: bool = False) -> None:
-        super().__init__(url, echo=echo, exclusive=exclusive)
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        exclusive: bool = False,
+        observe: Callable[[str, float], None] | None = None,
+    ) -> None:
+        super().__init__(url, echo=echo, exclusive=exclusive, observe=observe)
         self._last_nonce_purge = 0.0
         self._access_keys_cached: tuple[float, bool] | None = None
         self._access_keys_changes = 0  # bumped by this store's key creates and deletes

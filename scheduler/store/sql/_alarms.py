@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sx.scheduler.store._interfaces import AlarmStore
+from sx.scheduler.store._instance_store import AlarmStore
 from sx.scheduler.store._records import Alarm, Page
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase

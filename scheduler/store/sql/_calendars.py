@@ -6,7 +6,7 @@ import json
 
 import sqlalchemy as sa
 
-from sx.scheduler.store._interfaces import CalendarStore
+from sx.scheduler.store._job_store import CalendarStore
 from sx.scheduler.store._records import Calendar
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase

@@ -13,11 +13,12 @@ from sqlalchemy.exc import IntegrityError
 from sx.processors import InstanceStatus, TriggerType
 from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
 from sx.scheduler.store._errors import FencedError, NotFoundError
-from sx.scheduler.store._interfaces import InstanceStore
+from sx.scheduler.store._instance_store import InstanceStore
 from sx.scheduler.store._records import Fence, Instance, InstanceChange, NewInstance, Page
 from sx.scheduler.store.sql import _tables as tables
+from sx.scheduler.store.sql._dialect import is_foreign_key_violation
 from sx.scheduler.store.sql._direct import DirectStatement, compiled_once
-from sx.scheduler.store.sql._engine import SqlStoreBase, is_foreign_key_violation
+from sx.scheduler.store.sql._engine import SqlStoreBase
 from sx.scheduler.store.sql._rows import (
     check_aware,
     check_new_instance,

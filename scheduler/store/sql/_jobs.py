@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sx.processors import ExecuteMode, JobSpec, TimeType
 from sx.scheduler.store._errors import DuplicateError, NotFoundError, StoreError
-from sx.scheduler.store._interfaces import JobStore
+from sx.scheduler.store._job_store import JobStore
 from sx.scheduler.store._records import Fire, Instance, Job, NewInstance, Page
 from sx.scheduler.store.sql import _tables as tables
-from sx.scheduler.store.sql._engine import SqlStoreBase, sqlstate
+from sx.scheduler.store.sql._dialect import sqlstate
+from sx.scheduler.store.sql._engine import SqlStoreBase
 from sx.scheduler.store.sql._rows import (
     check_aware,
     check_new_instance,

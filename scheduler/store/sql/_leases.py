@@ -21,7 +21,7 @@ import asyncpg
 import sqlalchemy as sa
 
 from sx.processors.engine import ACTIVE_INSTANCE_STATUSES
-from sx.scheduler.store._interfaces import LeaseStore
+from sx.scheduler.store._lease_store import LeaseStore
 from sx.scheduler.store._records import GroupLease, SchedulerReplica
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase

@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sx.scheduler.store._interfaces import InstanceLogStore
+from sx.scheduler.store._instance_store import InstanceLogStore
 from sx.scheduler.store._records import LogLine, NewLogLines
 from sx.scheduler.store.sql import _tables as tables
 from sx.scheduler.store.sql._engine import SqlStoreBase

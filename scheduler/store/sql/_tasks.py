@@ -10,10 +10,11 @@ from sqlalchemy.exc import IntegrityError
 
 from sx.processors import TaskStatus
 from sx.scheduler.store._errors import NotFoundError
-from sx.scheduler.store._interfaces import ParallelTaskStore
 from sx.scheduler.store._records import NewTask, Page, Task, TaskStatusChange
+from sx.scheduler.store._task_store import ParallelTaskStore
 from sx.scheduler.store.sql import _tables as tables
-from sx.scheduler.store.sql._engine import SqlStoreBase, is_foreign_key_violation
+from sx.scheduler.store.sql._dialect import is_foreign_key_violation
+from sx.scheduler.store.sql._engine import SqlStoreBase
 from sx.scheduler.store.sql._rows import check_page, task_from_row, utc_now
 
 __all__ = ["SqlParallelTasks"]

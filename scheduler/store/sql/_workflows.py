@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sx.processors import InstanceStatus
 from sx.scheduler.store._errors import DuplicateError, NotFoundError
-from sx.scheduler.store._interfaces import WorkflowStore
 from sx.scheduler.store._records import (
     Instance,
     NewInstance,
@@ -29,8 +28,10 @@ from sx.scheduler.store._records import (
     WorkflowInstance,
     WorkflowNode,
 )
+from sx.scheduler.store._workflow_store import WorkflowStore
 from sx.scheduler.store.sql import _tables as tables
-from sx.scheduler.store.sql._engine import SqlStoreBase, is_foreign_key_violation
+from sx.scheduler.store.sql._dialect import is_foreign_key_violation
+from sx.scheduler.store.sql._engine import SqlStoreBase
 from sx.scheduler.store.sql._rows import (
     check_aware,
     check_new_instance,

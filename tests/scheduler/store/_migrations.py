@@ -6,7 +6,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 
-from sx.scheduler.store.sql._engine import _MIGRATIONS
+from sx.scheduler.store.sql._connect import _MIGRATIONS
 
 __all__ = ["migrate"]
 

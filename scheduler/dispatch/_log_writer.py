@@ -47,6 +47,22 @@ class _Pending:
         start, end = self.taken, self.taken + count
         self.taken = end
         batch = self.batch
+        if start == 0 and count == len(batch.messages) and not batch.instance_ids:
+            # The usual batch, one instance's lines taken whole: stored as the message it came in,
+            # its columns read in place (no Python object per line).
+            names = batch.task_names or [batch.task_name] * count
+            return [
+                NewLogLines(
+                    batch.instance_id,
+                    self.worker_id,
+                    batch.times_ms,
+                    batch.levels,
+                    batch.messages,
+                    batch.task_ids,
+                    names,
+                    packed=batch.SerializeToString(),
+                )
+            ]
         task_names = batch.task_names[start:end] if batch.task_names else [batch.task_name] * count
         lines = NewLogLines(
             batch.instance_id,
@@ -172,11 +188,14 @@ class InstanceLogWriter:
             first = self._queue[0]
             if (first.namespace, first.group_id) != (namespace, group_id):
                 break
-            count = min(len(first.batch.messages) - first.taken, WRITE_LINES - taken)
+            size = len(first.batch.messages)
+            if taken and not first.taken and size > WRITE_LINES - taken:
+                break  # a batch is split only when it alone is over WRITE_LINES: whole, it is kept packed
+            count = min(size - first.taken, WRITE_LINES - taken)
             blocks += first.take(count)  # a worker's batch may be bigger than a transaction
             taken += count
             self._queued -= count
-            if first.taken == len(first.batch.messages):
+            if first.taken == size:
                 self._queue.popleft()
         return namespace, group_id, blocks + self._dropped_lines(namespace, group_id)
 

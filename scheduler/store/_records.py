@@ -328,7 +328,11 @@ class NewLogLines:
     columns go into the store without a Python object per line. ``times_ms``: when each was logged, in
     epoch milliseconds (what workers send); ``levels``: Python logging level numbers (20 INFO, 30
     WARNING, ...); ``task_ids`` and ``task_names``: in the map modes, the subtask that logged each (0 and
-    "" otherwise); ``worker_id``: "" for a line the scheduler wrote (a count of dropped lines)."""
+    "" otherwise); ``worker_id``: "" for a line the scheduler wrote (a count of dropped lines).
+
+    ``packed``: these very lines as the worker's ``LogBatch`` message, when it holds nothing else; the
+    store keeps those bytes as they came rather than encode the columns again (storing a line then
+    makes no Python object for it)."""
 
     instance_id: int
     worker_id: str
@@ -337,6 +341,7 @@ class NewLogLines:
     messages: Sequence[str]
     task_ids: Sequence[int]
     task_names: Sequence[str]
+    packed: bytes | None = None
 
     def __len__(self) -> int:
         return len(self.messages)

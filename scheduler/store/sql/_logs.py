@@ -1,10 +1,16 @@
 """The instances' online logs (`InstanceLogStore`) on SQL.
 
 Lines are numbered per instance (``seq`` from 1) in the order they are stored, and kept in blocks: a
-row holds consecutive lines one worker shipped (``first_seq`` .. ``first_seq + line_count - 1``), their
-columns encoded as one JSON object. A row per line made storing a line cost more than logging it;
-a block costs one insert for up to ``WRITE_LINES`` lines, and reading decodes the blocks that hold the
-page asked for (an instance keeps a bounded number of lines, 10,000 by default).
+row holds consecutive lines one worker shipped (``first_seq`` .. ``first_seq + line_count - 1``). A row
+per line made storing a line cost more than logging it; a block costs one insert for up to
+``WRITE_LINES`` lines, and reading decodes the blocks that hold the page asked for (an instance keeps a
+bounded number of lines, 10,000 by default).
+
+A block is stored in one of two forms. A worker's whole batch of one instance's lines (the usual case)
+is kept as the ``LogBatch`` message it came in (``packed``): nothing is decoded or encoded per line, and
+encoding the columns again as JSON had cost the scheduler more than all the rest of storing them. Any
+other block (part of a batch, lines the scheduler writes itself, blocks from before migration 0011) is
+its columns as one JSON object (``lines``).
 
 Each append takes the instance's row lock first (``FOR UPDATE`` on PostgreSQL; SQLite has one writer
 anyway), so replicas storing lines of one instance at once never number two lines alike. The line
@@ -18,13 +24,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sx.protos.v1 import scheduler_pb2
 from sx.scheduler.store._instance_store import InstanceLogStore
 from sx.scheduler.store._records import LogLine, NewLogLines
 from sx.scheduler.store.sql import _tables as tables
@@ -56,19 +63,27 @@ def encode_block(lines: NewLogLines, start: int = 0, end: int | None = None) -> 
     return json.dumps(columns, ensure_ascii=False, separators=(",", ":"))
 
 
-def decode_block(instance_id: int, first_seq: int, worker_id: str, encoded: str) -> Iterator[LogLine]:
-    """The lines of a stored block, in order."""
-    columns = json.loads(encoded)
-    messages: list[str] = columns["m"]
-    count = len(messages)
+def decode_block(
+    instance_id: int, first_seq: int, worker_id: str, encoded: str | None, packed: bytes | None = None
+) -> Iterator[LogLine]:
+    """The lines of a stored block (its JSON ``encoded`` columns or its ``packed`` message), in order."""
+    if packed is not None:
+        batch = scheduler_pb2.LogBatch.FromString(packed)
+        names: Iterable[str] = batch.task_names or repeat(batch.task_name, len(batch.messages))
+        rows = zip(batch.times_ms, batch.levels, batch.task_ids, names, batch.messages, strict=False)
+    else:
+        if encoded is None:
+            raise ValueError(f"instance {instance_id}: the log block at line {first_seq} holds nothing")
+        columns = json.loads(encoded)
+        messages: list[str] = columns["m"]
+        count = len(messages)
 
-    def column(key: str) -> Any:
-        value = columns[key]
-        return value if isinstance(value, list) else repeat(value, count)
+        def column(key: str) -> Any:
+            value = columns[key]
+            return value if isinstance(value, list) else repeat(value, count)
 
-    for offset, (time_ms, level, task_id, task_name, message) in enumerate(
-        zip(columns["t"], column("l"), column("k"), column("n"), messages, strict=False)
-    ):
+        rows = zip(columns["t"], column("l"), column("k"), column("n"), messages, strict=False)
+    for offset, (time_ms, level, task_id, task_name, message) in enumerate(rows):
         yield LogLine(instance_id, first_seq + offset, time_ms, level, worker_id, message, task_id, task_name)
 
 
@@ -115,7 +130,7 @@ class SqlInstanceLogs(SqlStoreBase, InstanceLogStore):
             .scalar_subquery()
         )
         query = (
-            sa.select(b.c.first_seq, b.c.worker_id, b.c.lines)
+            sa.select(b.c.first_seq, b.c.worker_id, b.c.lines, b.c.packed)
             .where(b.c.instance_id == instance_id, b.c.first_seq >= sa.func.coalesce(holding, 0))
             .order_by(b.c.first_seq)
             .limit(_READ_BLOCKS)
@@ -127,8 +142,8 @@ class SqlInstanceLogs(SqlStoreBase, InstanceLogStore):
         async with self._read() as conn:
             while len(found) < limit:
                 rows = (await conn.execute(query.where(b.c.first_seq >= next_first))).all()
-                for first_seq, worker_id, encoded in rows:
-                    for line in decode_block(instance_id, first_seq, worker_id, encoded):
+                for first_seq, worker_id, encoded, packed in rows:
+                    for line in decode_block(instance_id, first_seq, worker_id, encoded, packed):
                         if (
                             line.seq > after
                             and line.level >= min_level
@@ -173,6 +188,7 @@ def _append(
         kept = min(len(block), max(0, max_lines - last))
         dropped += len(block) - kept
         if kept:
+            whole = kept == len(block) and block.packed is not None
             rows.append(
                 {
                     "instance_id": instance_id,
@@ -180,7 +196,8 @@ def _append(
                     "line_count": kept,
                     "max_level": max(block.levels[:kept]),
                     "worker_id": block.worker_id,
-                    "lines": encode_block(block, 0, kept),
+                    "lines": None if whole else encode_block(block, 0, kept),
+                    "packed": block.packed if whole else None,
                 }
             )
             last += kept

@@ -336,10 +336,11 @@ stop_requests = sa.Table(
     sa.Column("requested_at", UtcDateTime(), nullable=False),
 )
 
-# The instances' online logs (migration 0010; lines a row each in 0006): lines numbered per instance,
-# stored in blocks of consecutive lines one worker shipped (a row per block: a row per line cost the
-# scheduler more than the workers' whole logging), gone with their instance. ``lines``: the block's
-# columns as JSON (`sql/_logs.py`); ``max_level``: its highest level, so a level filter skips blocks.
+# The instances' online logs (migrations 0010 and 0011; lines a row each in 0006): lines numbered per
+# instance, stored in blocks of consecutive lines one worker shipped (a row per block: a row per line
+# cost the scheduler more than the workers' whole logging), gone with their instance. A block holds
+# either ``lines``, its columns as JSON, or ``packed``, the worker's LogBatch message as it came
+# (`sql/_logs.py`); ``max_level``: its highest level, so a level filter skips blocks.
 instance_log_blocks = sa.Table(
     "sx_instance_log_blocks",
     metadata,
@@ -353,7 +354,8 @@ instance_log_blocks = sa.Table(
     sa.Column("line_count", sa.Integer(), nullable=False),
     sa.Column("max_level", sa.Integer(), nullable=False),
     sa.Column("worker_id", sa.String(255), nullable=False),
-    sa.Column("lines", sa.Text(), nullable=False),
+    sa.Column("lines", sa.Text(), nullable=True),
+    sa.Column("packed", sa.LargeBinary(), nullable=True),
 )
 
 VERSION_TABLE = "sx_alembic_version"

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sx.processors import InstanceStatus, JobSpec, TimeType, TriggerType
 from sx.protos.v1 import scheduler_pb2
 from sx.scheduler.dispatch._log_writer import WRITE_LINES, InstanceLogWriter
-from sx.scheduler.store import Instance, InstanceChange, NewInstance, NewLogLines
+from sx.scheduler.store import Instance, InstanceChange, LogLine, NewInstance, NewLogLines
 from sx.scheduler.store.sql import SqlStore
 from tests.scheduler.store._migrations import migrate
 
@@ -276,3 +276,140 @@ async def test_the_writer_splits_a_batch_of_several_instances_keeping_each_ones_
     ]
     assert first[1].time == datetime.fromtimestamp(1_900_000_000.002, UTC)
     assert [line.message for line in await store.read_instance_log(two.id)] == ["b1", "b2"]
+
+
+def _shared_batch(
+    instance_id: int, job_id: int, count: int, *, per_line_names: bool = False
+) -> scheduler_pb2.LogBatch:
+    """A batch as a worker sends one instance's lines: the instance, job and (unless per line) task name
+    once; every fifth line an ERROR."""
+    batch = scheduler_pb2.LogBatch(
+        instance_id=instance_id,
+        job_id=job_id,
+        times_ms=[T0_MS + n for n in range(count)],
+        levels=[logging.ERROR if n % 5 == 4 else logging.INFO for n in range(count)],
+        task_ids=[100 + n for n in range(count)],
+        messages=[f"line {n} é" for n in range(count)],
+    )
+    if per_line_names:
+        batch.task_names.extend(f"name {n % 3}" for n in range(count))
+    else:
+        batch.task_name = "part"
+    return batch
+
+
+async def _block_forms(store: SqlStore, instance_id: int) -> list[tuple[int, int, str]]:
+    """(first line, lines, "packed" or "json") of each stored block of the instance, in order."""
+    query = sa.text(
+        "SELECT first_seq, line_count, packed IS NOT NULL, lines IS NOT NULL FROM sx_instance_log_blocks"
+        " WHERE instance_id = :id ORDER BY first_seq"
+    )
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(query, {"id": instance_id})).all()
+    assert all(bool(packed) != bool(json) for _, _, packed, json in rows), "a block holds one form"
+    return [(first, count, "packed" if packed else "json") for first, count, packed, _ in rows]
+
+
+async def test_a_whole_batch_of_one_instance_is_kept_as_it_came_and_reads_as_its_json_twin(
+    store: SqlStore,
+) -> None:
+    packed, twin = await _instance(store), None
+    twin = await _instance(store, packed.job_id)
+    writer = InstanceLogWriter(store, max_lines=1000)
+    batches = [
+        _shared_batch(packed.id, packed.job_id, 7),
+        _shared_batch(packed.id, packed.job_id, 6, per_line_names=True),
+    ]
+    for batch in batches:
+        writer.offer("ns", "g", "w1", batch)
+    await writer.flush()
+    assert await _block_forms(store, packed.id) == [(1, 7, "packed"), (8, 6, "packed")]
+    # The same lines given as plain columns are stored as JSON: both forms read back alike.
+    columns = [
+        NewLogLines(
+            twin.id,
+            "w1",
+            list(batch.times_ms),
+            list(batch.levels),
+            list(batch.messages),
+            list(batch.task_ids),
+            list(batch.task_names) or [batch.task_name] * len(batch.messages),
+        )
+        for batch in batches
+    ]
+    assert await store.append_instance_logs("ns", "g", columns, max_lines=1000) == 13
+    assert await _block_forms(store, twin.id) == [(1, 7, "json"), (8, 6, "json")]
+
+    def seen(lines: list[LogLine]) -> list[tuple[int, int, int, str, str, int, str]]:
+        return [(n.seq, n.time_ms, n.level, n.worker_id, n.message, n.task_id, n.task_name) for n in lines]
+
+    stored = await store.read_instance_log(packed.id, limit=100)
+    assert seen(stored) == seen(await store.read_instance_log(twin.id, limit=100))
+    assert seen(stored)[:2] == [
+        (1, T0_MS, logging.INFO, "w1", "line 0 é", 100, "part"),
+        (2, T0_MS + 1, logging.INFO, "w1", "line 1 é", 101, "part"),
+    ]
+    assert [n.task_name for n in stored[7:10]] == ["name 0", "name 1", "name 2"]
+    errors = await store.read_instance_log(packed.id, min_level=logging.ERROR)
+    assert [(n.seq, n.message) for n in errors] == [(5, "line 4 é"), (12, "line 4 é")]
+    assert [n.seq for n in await store.read_instance_log(packed.id, task_name="name 1")] == [9, 12]
+    assert [n.seq for n in await store.read_instance_log(packed.id, task_id=103)] == [4, 11]
+    assert [n.seq for n in await store.read_instance_log(packed.id, after=5, limit=3)] == [6, 7, 8]
+
+
+async def test_a_batch_over_the_cap_keeps_its_first_lines_as_json_and_counts_the_rest(
+    store: SqlStore,
+) -> None:
+    instance = await _instance(store)
+    writer = InstanceLogWriter(store, max_lines=3)
+    writer.offer("ns", "g", "w1", _shared_batch(instance.id, instance.job_id, 5))
+    await writer.flush()
+    assert await _block_forms(store, instance.id) == [(1, 3, "json"), (4, 1, "json")]
+    lines = await store.read_instance_log(instance.id)
+    assert [n.message for n in lines[:3]] == ["line 0 é", "line 1 é", "line 2 é"]
+    assert lines[3].message.startswith("truncated: 2 lines dropped")
+
+
+async def test_batches_that_do_not_fit_one_transaction_together_each_stay_whole(store: SqlStore) -> None:
+    instance = await _instance(store)
+    writer = InstanceLogWriter(store, max_lines=10 * WRITE_LINES)
+    size = WRITE_LINES - 1
+    for _ in range(3):
+        writer.offer("ns", "g", "w1", _shared_batch(instance.id, instance.job_id, size))
+    await writer.flush()
+    assert await _block_forms(store, instance.id) == [
+        (1, size, "packed"),
+        (size + 1, size, "packed"),
+        (2 * size + 1, size, "packed"),
+    ]
+    assert writer.stored == 3 * size
+    last = await store.read_instance_log(instance.id, after=3 * size - 1)
+    assert [(n.seq, n.message) for n in last] == [(3 * size, f"line {size - 1} é")]
+
+
+async def test_packed_blocks_become_json_on_downgrade_and_read_alike_after(
+    store: SqlStore, store_url: str
+) -> None:
+    """Migration 0011: a store downgraded to 0010 turns its packed blocks into JSON ones; upgraded again,
+    every line reads as before."""
+    instance = await _instance(store)
+    writer = InstanceLogWriter(store, max_lines=100)
+    writer.offer("ns", "g", "w1", _shared_batch(instance.id, instance.job_id, 4))
+    writer.offer("ns", "g", "w2", _shared_batch(instance.id, instance.job_id, 3, per_line_names=True))
+    await writer.flush()
+    await store.append_instance_logs("ns", "g", [_lines(instance.id, 2, worker_id="w3")], max_lines=100)
+    assert [form for _, _, form in await _block_forms(store, instance.id)] == ["packed", "packed", "json"]
+    before = await store.read_instance_log(instance.id, limit=100)
+    assert len(before) == 9
+    async with store.engine.begin() as conn:
+        await conn.run_sync(migrate, "downgrade", "0010")
+        rows = await conn.execute(sa.text("SELECT count(*) FROM sx_instance_log_blocks WHERE lines IS NULL"))
+        assert rows.scalar() == 0
+    await store.close()
+    again = SqlStore(store_url)
+    await again.start()  # upgrades to head
+    try:
+        assert [form for _, _, form in await _block_forms(again, instance.id)] == ["json"] * 3
+        assert await again.read_instance_log(instance.id, limit=100) == before
+    finally:
+        await again.close()
